@@ -1,0 +1,3 @@
+from forecast.cli import app
+
+app(prog_name="forecast")

@@ -1,0 +1,153 @@
+"""The configuration: one frozen dataclass, read from TOML, overridden by flags, saved with the model as JSON."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from forecast.errors import ForecastError
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything train used, so that predict and retrain read exactly the same settings.
+
+    Column roles: `target` is forecast; `sim` columns are known over the horizon (a simulation's output, a weather
+    forecast); `bg` columns are static attributes of the series, read at the forecast origin; `past` columns are history
+    covariates (None: every numeric column without another role). Calendar features of the horizon and of the origin are
+    always added to sim and bg.
+    """
+
+    target: str | None = None
+    time_column: str | None = None
+    time_columns: tuple[str, ...] = ()
+    sim: tuple[str, ...] = ()
+    bg: tuple[str, ...] = ()
+    past: tuple[str, ...] | None = None
+    exclude: tuple[str, ...] = ()
+    sim_in_history: bool = True
+
+    lookback: int = 96
+    horizon: int = 24
+    batch_size: int = 32
+    stateful: bool = True
+    stream_chunks: int = 4
+    units: int = 64
+    head_units: int = 64
+    dropout: float = 0.0
+
+    train_end: str | None = None
+    val_end: str | None = None
+    validation_fraction: float = 0.2
+
+    epochs: int = 30
+    initial_epoch: int = 0
+    learning_rate: float = 1e-3
+    patience: int = 5
+    verbose: int | None = None
+    checkpoints: bool = True
+    tensorboard_dir: str | None = None
+    seed: int = 0
+    data_pipeline: str = "pydataset"
+    workers: int = 1
+    use_multiprocessing: bool = False
+    max_queue_size: int = 10
+    distribute: str = "none"
+
+    def __post_init__(self) -> None:
+        _check_types(self)
+        positive = ("lookback", "horizon", "batch_size", "stream_chunks", "units", "head_units", "epochs")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ForecastError(f"config: {name} must be at least 1, got {getattr(self, name)}")
+        if not 0.0 < self.validation_fraction < 1.0:
+            raise ForecastError(f"config: validation_fraction must be between 0 and 1, got {self.validation_fraction}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ForecastError(f"config: dropout must be in [0, 1), got {self.dropout}")
+        if self.verbose not in (None, 0, 1, 2):
+            raise ForecastError(f"config: verbose must be 0, 1 or 2, got {self.verbose}")
+        if self.data_pipeline not in ("pydataset", "generator"):
+            raise ForecastError(f"config: data_pipeline must be 'pydataset' or 'generator', got {self.data_pipeline!r}")
+        if self.distribute not in ("none", "mirrored"):
+            raise ForecastError(f"config: distribute must be 'none' or 'mirrored', got {self.distribute!r}")
+        if self.initial_epoch < 0 or self.initial_epoch >= self.epochs:
+            raise ForecastError(
+                f"config: initial_epoch ({self.initial_epoch}) must be at least 0 and below epochs ({self.epochs})"
+            )
+
+    @property
+    def chunks_per_stream(self) -> int:
+        """Chunks a stateful stream walks before its state is reset; a stateless model sees one chunk at a time."""
+        return self.stream_chunks if self.stateful else 1
+
+    def replace(self, **changes: Any) -> Config:
+        """A copy with `changes` applied; None values mean "not given" and keep the current value."""
+        given = {key: value for key, value in changes.items() if value is not None}
+        return dataclasses.replace(self, **_normalised(given))
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], source: str) -> Config:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ForecastError(f"{source}: unknown setting {unknown[0]!r}; known settings are: {', '.join(sorted(known))}")
+        try:
+            return cls(**_normalised(values))
+        except ForecastError as exc:
+            raise ForecastError(f"{source}: {exc}") from None
+
+    @classmethod
+    def from_json(cls, path: Path) -> Config:
+        try:
+            values = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ForecastError(f"{path}: cannot read the saved configuration ({exc}); retrain the model") from None
+        return cls.from_dict(values, str(path))
+
+    @classmethod
+    def from_toml(cls, path: Path) -> Config:
+        try:
+            values = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ForecastError(f"{path}: config file not found") from None
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            raise ForecastError(f"{path}: not a valid TOML file ({exc})") from None
+        return cls.from_dict(values, str(path))
+
+
+def _normalised(values: dict[str, Any]) -> dict[str, Any]:
+    """Lists become tuples so that the frozen config stays hashable and compares equal after a JSON round trip."""
+    return {key: tuple(value) if isinstance(value, list) else value for key, value in values.items()}
+
+
+def _check_types(config: Config) -> None:
+    """Checks each value against its declared type, so a TOML typo fails here and not deep inside training."""
+    hints = typing.get_type_hints(Config)
+    for field in fields(config):
+        value = getattr(config, field.name)
+        if not _matches(value, hints[field.name]):
+            raise ForecastError(f"config: {field.name} has the wrong type: {value!r}")
+
+
+def _matches(value: Any, hint: Any) -> bool:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, arg) for arg in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if origin is tuple:
+        return isinstance(value, tuple) and all(isinstance(item, str) for item in value)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, hint)

@@ -1,0 +1,206 @@
+"""Reading a series CSV: the time axis, its frequency, and the role of every column."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from forecast.config import Config
+from forecast.errors import ForecastError
+
+TIME_COLUMN_NAMES = ("date", "datetime", "time", "timestamp", "ds", "period")
+
+
+@dataclass(frozen=True)
+class Roles:
+    """Which columns feed which input. `history` is what the lstm input carries, target first."""
+
+    target: str
+    past: tuple[str, ...]
+    sim: tuple[str, ...]
+    bg: tuple[str, ...]
+    sim_in_history: bool
+
+    @property
+    def history(self) -> tuple[str, ...]:
+        return (self.target, *self.past, *(self.sim if self.sim_in_history else ()))
+
+    @property
+    def numeric(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys((*self.history, *self.sim, *self.bg)))
+
+
+@dataclass(frozen=True)
+class Series:
+    """A regular time series: `values` holds the role columns as float64 (NaN where a cell is empty).
+
+    Rows after the last observed target are the future: they can carry sim values for the forecast horizon.
+    """
+
+    path: str
+    time: pd.DatetimeIndex
+    time_name: str
+    values: pd.DataFrame
+    roles: Roles
+    freq: pd.Timedelta
+
+    @property
+    def n_observed(self) -> int:
+        """Rows up to and including the last observed target."""
+        observed = np.flatnonzero(self.values[self.roles.target].notna().to_numpy())
+        return int(observed[-1]) + 1 if observed.size else 0
+
+
+def load_series(path: str | Path, config: Config) -> Series:
+    """Reads `path`, finds the time axis, checks it is regular, and resolves the role of each column."""
+    path = Path(path)
+    frame = _read_csv(path)
+    time, time_names = _time_axis(frame, path, config)
+    freq = _regular_frequency(time, path)
+    roles = resolve_roles(frame.drop(columns=list(time_names)), path, config)
+    values = frame[list(roles.numeric)].reset_index(drop=True)
+    _check_numeric(values, path)
+    values = values.astype("float64")
+    if values[roles.target].notna().sum() == 0:
+        raise ForecastError(f"{path}: target column {roles.target!r} has no values")
+    time_name = time_names[0] if len(time_names) == 1 else "time"
+    return Series(path=str(path), time=time, time_name=time_name, values=values, roles=roles, freq=freq)
+
+
+def resolve_roles(frame: pd.DataFrame, path: Path, config: Config) -> Roles:
+    """Assigns target, sim, bg and past columns; past defaults to every other numeric column."""
+    if config.target is None:
+        raise ForecastError(f"{path}: no target column given; pass --target with one of: {', '.join(frame.columns)}")
+    named = [config.target, *config.sim, *config.bg, *(config.past or ()), *config.exclude]
+    for column in named:
+        if column not in frame.columns:
+            raise ForecastError(
+                f"{path}: column {column!r} not found; the file has: {', '.join(map(str, frame.columns))}"
+            )
+    if config.target in (*config.sim, *config.bg):
+        raise ForecastError(f"{path}: the target {config.target!r} cannot also be a sim or bg column")
+    if config.past is not None:
+        past = tuple(config.past)
+    else:
+        taken = {config.target, *config.sim, *config.bg, *config.exclude}
+        past = tuple(
+            str(column)
+            for column in frame.columns
+            if column not in taken and pd.api.types.is_numeric_dtype(frame[column])
+        )
+    return Roles(
+        target=config.target, past=past, sim=tuple(config.sim), bg=tuple(config.bg), sim_in_history=config.sim_in_history
+    )
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    if not path.is_file():
+        raise ForecastError(f"{path}: file not found")
+    try:
+        frame = pd.read_csv(path, skipinitialspace=True)
+    except pd.errors.EmptyDataError:
+        raise ForecastError(f"{path}: the file is empty; expected a header line and rows of values") from None
+    except UnicodeDecodeError as exc:
+        raise ForecastError(f"{path}: not UTF-8 text (byte {exc.start}); re-save the file as UTF-8 CSV") from None
+    except pd.errors.ParserError as exc:
+        raise ForecastError(f"{path}: not a well-formed CSV ({str(exc).strip()})") from None
+    if frame.empty:
+        raise ForecastError(f"{path}: the file has a header but no rows")
+    frame.columns = [str(column).strip() for column in frame.columns]
+    return frame
+
+
+def _time_axis(frame: pd.DataFrame, path: Path, config: Config) -> tuple[pd.DatetimeIndex, tuple[str, ...]]:
+    """Parses the time column (named in the config, found by name, or the first column of dates)."""
+    if config.time_columns:
+        return _split_time_axis(frame, path, config.time_columns), config.time_columns
+    column = config.time_column or _find_time_column(frame, path)
+    if column not in frame.columns:
+        raise ForecastError(f"{path}: time column {column!r} not found; the file has: {', '.join(frame.columns)}")
+    raw = frame[column]
+    time = None if pd.api.types.is_numeric_dtype(raw) else pd.to_datetime(raw, errors="coerce", format="mixed")
+    if time is None or time.isna().all():
+        raise ForecastError(f"{path}: column {column!r} holds no dates; name the time column with time_column")
+    bad = np.flatnonzero(time.isna().to_numpy())
+    if bad.size:
+        raise ForecastError(
+            f"{path}: row {bad[0] + 2}: cannot read {raw.iloc[bad[0]]!r} in column {column!r} as a date; fix or remove the row"
+        )
+    return _checked_order(pd.DatetimeIndex(time), path), (column,)
+
+
+def _split_time_axis(frame: pd.DataFrame, path: Path, names: tuple[str, ...]) -> pd.DatetimeIndex:
+    """A time split over columns such as year, month, day, hour."""
+    allowed = {"year", "month", "day", "hour", "minute", "second"}
+    for name in names:
+        if name not in frame.columns:
+            raise ForecastError(f"{path}: time column {name!r} not found; the file has: {', '.join(frame.columns)}")
+        if name.lower() not in allowed:
+            raise ForecastError(f"{path}: time_columns may only name {', '.join(sorted(allowed))}; got {name!r}")
+    parts = frame[list(names)].rename(columns=str.lower)
+    time = pd.to_datetime(parts, errors="coerce")
+    bad = np.flatnonzero(time.isna().to_numpy())
+    if bad.size:
+        raise ForecastError(f"{path}: row {bad[0] + 2}: columns {', '.join(names)} do not form a valid date")
+    return _checked_order(pd.DatetimeIndex(time), path)
+
+
+def _find_time_column(frame: pd.DataFrame, path: Path) -> str:
+    for column in frame.columns:
+        if column.lower() in TIME_COLUMN_NAMES:
+            return column
+    for column in frame.columns:
+        if not pd.api.types.is_numeric_dtype(frame[column]):
+            parsed = pd.to_datetime(frame[column].head(20), errors="coerce", format="mixed")
+            if parsed.notna().all():
+                return column
+    raise ForecastError(
+        f"{path}: no time column found (looked for {', '.join(TIME_COLUMN_NAMES)} or a column of dates); "
+        "name it with time_column or time_columns"
+    )
+
+
+def _checked_order(time: pd.DatetimeIndex, path: Path) -> pd.DatetimeIndex:
+    steps = np.diff(time.asi8)
+    if steps.size and (steps <= 0).any():
+        row = int(np.flatnonzero(steps <= 0)[0]) + 1
+        what = "repeats" if steps[row - 1] == 0 else "goes back in time from"
+        raise ForecastError(
+            f"{path}: row {row + 2}: timestamp {time[row]} {what} the row before; sort the file and remove duplicates"
+        )
+    return time
+
+
+def _regular_frequency(time: pd.DatetimeIndex, path: Path) -> pd.Timedelta:
+    """The series step; every row must follow the one before by exactly one step."""
+    if len(time) < 2:
+        raise ForecastError(f"{path}: a series needs at least two rows to have a frequency")
+    steps = np.diff(time.asi8)
+    values, counts = np.unique(steps, return_counts=True)
+    step = int(values[np.argmax(counts)])
+    off = np.flatnonzero(steps != step)
+    if off.size:
+        row = int(off[0]) + 1
+        raise ForecastError(
+            f"{path}: row {row + 2}: timestamp {time[row]} follows {time[row - 1]}, but the series steps by "
+            f"{pd.Timedelta(step, unit=time.unit)}; the series must be regular, so fill the gap with empty rows"
+        )
+    return pd.Timedelta(step, unit=time.unit)
+
+
+def _check_numeric(values: pd.DataFrame, path: Path) -> None:
+    for column in values.columns:
+        series = values[column]
+        if not pd.api.types.is_numeric_dtype(series):
+            numbers = pd.to_numeric(series, errors="coerce")
+            bad = np.flatnonzero(numbers.isna().to_numpy() & series.notna().to_numpy())
+            raise ForecastError(
+                f"{path}: row {bad[0] + 2}: column {column!r} holds {series.iloc[bad[0]]!r}, not a number; "
+                "give it another role or exclude it"
+            )
+        infinite = np.flatnonzero(np.isinf(series.to_numpy(dtype="float64")))
+        if infinite.size:
+            raise ForecastError(f"{path}: row {infinite[0] + 2}: column {column!r} is infinite; leave the cell empty instead")

@@ -1,0 +1,190 @@
+"""The three-input forecaster, built in one function from the configuration.
+
+history (lstm input) -> stateful LSTM -----------------------------+
+sim over the horizon, relative to its last value in the history ---+-> Dense head -> correction
+bg (static columns, calendar at the origin) -----------------------+
+prediction = last target value + linear map of the window minus its last value (NLinear highway)
+             + linear map of the sim change (the simulation's residual) + correction
+
+Centring on the last value makes the forecast follow the series' current level, which a z-score fitted on the training
+range cannot do when the level drifts; the linear terms give the network a strong start that the LSTM then corrects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from forecast import backend
+from forecast.config import Config
+from forecast.features import InputLayout
+
+keras = backend.keras()
+ops = keras.ops
+
+INPUT_NAMES = ("sim", "lstm", "bg")
+
+
+@keras.saving.register_keras_serializable(package="forecast")
+class LevelShift(keras.layers.Layer):
+    """Re-expresses the inputs relative to the last observed values.
+
+    Returns the history with its target channel centred, the centred target alone (B, T), the sim input with each sim
+    column's last history value subtracted, and the last target value repeated over the horizon (B, H).
+    """
+
+    def __init__(self, horizon: int, sim_history_index: Sequence[int] = (), **kwargs):
+        super().__init__(**kwargs)
+        self.horizon = horizon
+        self.sim_history_index = tuple(sim_history_index)
+
+    def call(self, inputs):
+        history, sim = inputs
+        level = history[:, -1:, :1]
+        centred_target = history[:, :, :1] - level
+        centred_history = ops.concatenate([centred_target, history[:, :, 1:]], axis=-1)
+        if self.sim_history_index:
+            last_sim = ops.stack([history[:, -1, index] for index in self.sim_history_index], axis=-1)
+            n_columns = len(self.sim_history_index)
+            sim = ops.concatenate([sim[:, :, :n_columns] - last_sim[:, None, :], sim[:, :, n_columns:]], axis=-1)
+        return centred_history, centred_target[:, :, 0], sim, ops.repeat(level[:, :, 0], self.horizon, axis=1)
+
+    def compute_output_shape(self, input_shape):
+        history_shape, sim_shape = input_shape
+        batch, steps, _ = history_shape
+        return history_shape, (batch, steps), sim_shape, (batch, self.horizon)
+
+    def get_config(self):
+        return {**super().get_config(), "horizon": self.horizon, "sim_history_index": list(self.sim_history_index)}
+
+
+@keras.saving.register_keras_serializable(package="forecast")
+class MaskedMSE(keras.losses.Loss):
+    """Squared error per horizon step, averaged over the weighted steps: weight 0 marks gaps and padding."""
+
+    def __init__(self, name: str = "masked_mse", reduction: str = "mean_with_sample_weight", dtype=None):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+
+    def call(self, y_true, y_pred):
+        return ops.square(y_true - y_pred)
+
+
+@keras.saving.register_keras_serializable(package="forecast")
+class WeightedMSE(keras.metrics.Metric):
+    """The exact weighted MSE over a whole epoch: sums over all batches before dividing, so that batches with
+    padding count by their weight (Keras' mean of per-batch losses would count a half-empty batch fully)."""
+
+    def __init__(self, name: str = "mse", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.total = self.add_variable(shape=(), initializer="zeros", name="total")
+        self.weight = self.add_variable(shape=(), initializer="zeros", name="weight")
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        error = ops.square(ops.cast(y_true, self.dtype) - ops.cast(y_pred, self.dtype))
+        weight = ops.ones_like(error) if sample_weight is None else ops.cast(sample_weight, self.dtype)
+        self.total.assign_add(ops.sum(error * weight))
+        self.weight.assign_add(ops.sum(weight))
+
+    def result(self):
+        return self.total / ops.maximum(self.weight, 1e-12)
+
+    def reset_state(self):
+        self.total.assign(0.0)
+        self.weight.assign(0.0)
+
+
+def build_model(config: Config, layout: InputLayout, batch_size: int, input_order: Sequence[str] = INPUT_NAMES) -> keras.Model:
+    """The forecaster with inputs of fixed batch size (the stateful LSTM needs it) in `input_order`.
+
+    The LSTM keeps Keras' defaults for activation, recurrent activation, bias and unrolling and has no recurrent
+    dropout, so that TensorFlow uses the fused cuDNN kernel on a GPU.
+    """
+    horizon, lookback = config.horizon, config.lookback
+    inputs = {
+        "sim": keras.Input(batch_shape=(batch_size, horizon, len(layout.sim)), name="sim"),
+        "lstm": keras.Input(batch_shape=(batch_size, lookback, len(layout.history)), name="lstm"),
+        "bg": keras.Input(batch_shape=(batch_size, len(layout.bg)), name="bg"),
+    }
+    history, centred_target, sim, level = LevelShift(horizon, layout.sim_history_index, name="level_shift")(
+        [inputs["lstm"], inputs["sim"]]
+    )
+    encoded = keras.layers.LSTM(
+        config.units, stateful=config.stateful, dropout=config.dropout, name="history_lstm"
+    )(history)
+    highway = keras.layers.Dense(horizon, name="history_highway")(centred_target)
+    sim_flat = keras.layers.Flatten(name="sim_flat")(sim)
+    sim_residual = keras.layers.Dense(horizon, name="sim_residual")(sim_flat)
+    context = keras.layers.Concatenate(name="context")([encoded, sim_flat, inputs["bg"]])
+    hidden = keras.layers.Dense(config.head_units, activation="relu", name="head_hidden")(context)
+    correction = keras.layers.Dense(horizon, name="head_correction")(hidden)
+    prediction = keras.layers.Add(name="prediction")([level, highway, sim_residual, correction])
+    return keras.Model(
+        inputs=[inputs[name] for name in input_order], outputs={"prediction": prediction}, name="forecaster"
+    )
+
+
+def compile_model(model: keras.Model, config: Config) -> None:
+    model.compile(
+        optimizer=keras.optimizers.Adam(config.learning_rate),
+        loss={"prediction": MaskedMSE()},
+        weighted_metrics={"prediction": [WeightedMSE()]},
+    )
+
+
+def input_names(model: keras.Model) -> list[str]:
+    """The model's own input order, which array-fed data (validation) must follow."""
+    return [tensor.name for tensor in model.inputs]
+
+
+def stateful_layers(model: keras.Model) -> list[keras.layers.Layer]:
+    return [layer for layer in model.layers if getattr(layer, "stateful", False)]
+
+
+def reset_states(model: keras.Model) -> None:
+    """Keras 3 has no Model.reset_states: reset each stateful layer."""
+    for layer in stateful_layers(model):
+        layer.reset_state()
+
+
+def inference_copy(model: keras.Model, config: Config, layout: InputLayout) -> keras.Model:
+    """The same network with batch size 1 and the trained weights, so a single series needs no padding."""
+    single = build_model(config, layout, batch_size=1, input_order=input_names(model))
+    single.set_weights(model.get_weights())
+    return single
+
+
+class StateResetter(keras.callbacks.Callback):
+    """Resets the LSTM state when a stream group starts: at each epoch, before validation and prediction, and every
+    `chunks` batches, where the next B streams begin (a series boundary or a fresh stream)."""
+
+    def __init__(self, chunks: int):
+        super().__init__()
+        self.chunks = chunks
+
+    def _reset_at(self, batch: int) -> None:
+        if batch % self.chunks == 0:
+            reset_states(self.model)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        reset_states(self.model)
+
+    def on_test_begin(self, logs=None):
+        reset_states(self.model)
+
+    def on_predict_begin(self, logs=None):
+        reset_states(self.model)
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self._reset_at(batch)
+
+    def on_test_batch_begin(self, batch, logs=None):
+        self._reset_at(batch)
+
+    def on_predict_batch_begin(self, batch, logs=None):
+        self._reset_at(batch)
+
+
+def predict_in_order(model: keras.Model, inputs: dict, chunks: int, batch_size: int):
+    """Forecasts (rows, H) for inputs laid out as stream groups (see windowing.materialise), resetting between groups."""
+    arrays = [inputs[name] for name in input_names(model)]
+    output = model.predict(arrays, batch_size=batch_size, callbacks=[StateResetter(chunks)], verbose=0)
+    return output["prediction"]

@@ -1,0 +1,87 @@
+"""Forecasting the steps after the last observation with a batch-1 copy of a trained model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from forecast import backend
+from forecast.config import Config
+from forecast.data import Series, load_series
+from forecast.errors import ForecastError
+from forecast.features import Features, InputLayout, build_features
+from forecast.store import CONFIG_FILE, SavedModel, check_model_dir, load_saved
+
+
+def load_model_file(path: Path):
+    """Loads model.keras in safe mode (no arbitrary code); a damaged file is a user-facing error, not a crash."""
+    keras = backend.keras()
+    import forecast.model  # noqa: F401  (registers the custom layer and loss)
+
+    try:
+        return keras.saving.load_model(path, compile=False, safe_mode=True)
+    except Exception as exc:  # Keras raises many types for a damaged archive; all mean the same to a user.
+        raise ForecastError(f"{path}: cannot load the model ({type(exc).__name__}); the file is damaged, retrain it") from None
+
+
+def load_model_dir(model_dir: str | Path) -> SavedModel:
+    return load_saved(Path(model_dir), load_model_file)
+
+
+def warmup_origins(origin: int, lookback: int, chunks: int) -> list[int]:
+    """The origins fed before `origin`, one chunk apart, as in training: up to chunks - 1 of them, all with full history."""
+    earlier = [origin - lookback * step for step in range(chunks - 1, 0, -1)]
+    return [value for value in earlier if value >= lookback - 1]
+
+
+def forecast_at(single, features: Features, config: Config, origin: int) -> np.ndarray:
+    """The scaled forecast (H,) at `origin` from the batch-1 model, its state warmed up over the chunks before it."""
+    from forecast.model import reset_states
+    from forecast.windowing import WindowBatcher
+
+    batcher = WindowBatcher(features, config.lookback, config.horizon)
+    reset_states(single)
+    output = None
+    for step_origin in [*warmup_origins(origin, config.lookback, config.chunks_per_stream), origin]:
+        output = single(batcher.inputs(np.array([step_origin])), training=False)
+    return np.asarray(output["prediction"])[0]
+
+
+def predict(csv_path: str | Path, model_dir: str | Path) -> pd.DataFrame:
+    """Forecasts the H steps after the last observed target of `csv_path`; returns timestamps, steps and values."""
+    model_dir = Path(model_dir)
+    check_model_dir(model_dir)
+    series = load_series(csv_path, Config.from_json(model_dir / CONFIG_FILE))
+    saved = load_model_dir(model_dir)
+    _check_compatible(series, saved)
+    config = saved.config
+    if series.n_observed < config.lookback:
+        raise ForecastError(
+            f"{csv_path}: {series.n_observed} observed rows, but the model looks back {config.lookback} steps; add history"
+        )
+    from forecast.model import inference_copy
+
+    features = build_features(series, saved.scaler, config.horizon, for_prediction=True)
+    single = inference_copy(saved.model, config, saved.schema.layout)
+    scaled = forecast_at(single, features, config, series.n_observed - 1)
+    values = saved.scaler.inverse(series.roles.target, scaled.astype("float64"))
+    time = features.time[series.n_observed :]
+    return pd.DataFrame(
+        {series.time_name: time, "step": np.arange(1, config.horizon + 1), series.roles.target: values}
+    )
+
+
+def _check_compatible(series: Series, saved: SavedModel) -> None:
+    """The CSV must have the trained frequency and feed the same input channels."""
+    if series.freq != saved.schema.freq:
+        raise ForecastError(
+            f"{series.path}: the series steps by {series.freq}, but the model was trained on steps of {saved.schema.freq}"
+        )
+    layout = InputLayout.from_roles(series.roles, series.freq)
+    if layout != saved.schema.layout:
+        raise ForecastError(
+            f"{series.path}: the columns do not match the model (it needs history {', '.join(saved.schema.layout.history[:-1])}"
+            f"; sim {', '.join(saved.schema.layout.sim_columns) or 'none'})"
+        )

@@ -1,0 +1,254 @@
+"""Training: split the series, fit the scaler, feed the streams to `fit`, and write the model directory."""
+
+from __future__ import annotations
+
+import math
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from forecast import backend
+from forecast.config import Config
+from forecast.data import Series, load_series
+from forecast.errors import ForecastError
+from forecast.evaluation import repeat_forecast, weighted_errors
+from forecast.features import InputLayout, build_features, fit_scaler
+from forecast.store import (
+    CONFIG_FILE,
+    HISTORY_FILE,
+    METRICS_FILE,
+    MODEL_FILE,
+    SCALER_FILE,
+    SCHEMA_FILE,
+    Schema,
+    publish,
+    staging_dir,
+    write_json,
+)
+from forecast.windowing import StreamPlan, WindowBatcher, materialise, window_generator
+
+Log = Callable[[str], None]
+CHECKPOINT = Path("checkpoints") / "last.weights.h5"
+
+
+@dataclass(frozen=True)
+class Split:
+    """Rows [0, train_end) train the model; rows [train_end, val_end) validate it. Both ends are exclusive."""
+
+    train_end: int
+    val_end: int
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    model_dir: Path
+    metrics: dict
+    history: pd.DataFrame
+
+
+def resolve_split(series: Series, config: Config) -> Split:
+    """Turns train_end / val_end (a row count, or the last timestamp to include) into row counts."""
+    n_rows = series.n_observed
+    val_end = _row_bound(series, config.val_end, "val_end") if config.val_end else n_rows
+    val_end = min(val_end, n_rows)
+    if config.train_end:
+        train_end = _row_bound(series, config.train_end, "train_end")
+    else:
+        train_end = val_end - round(val_end * config.validation_fraction)
+    need_train = config.lookback + config.horizon
+    if train_end < need_train or val_end - train_end < config.horizon:
+        raise ForecastError(
+            f"{series.path}: too little data: {train_end} training rows and {val_end - train_end} validation rows, but "
+            f"lookback + horizon needs {need_train} training rows and horizon needs {config.horizon} validation rows; "
+            "add rows or lower --lookback/--horizon"
+        )
+    return Split(train_end=train_end, val_end=val_end)
+
+
+def _row_bound(series: Series, value: str, name: str) -> int:
+    if value.isdigit():
+        return int(value)
+    try:
+        stamp = pd.Timestamp(value)
+    except ValueError:
+        raise ForecastError(f"config: {name} = {value!r} is neither a row count nor a date") from None
+    return int(np.searchsorted(series.time.asi8, stamp.as_unit(series.time.unit).value, side="right"))
+
+
+def train(
+    csv_path: str | Path,
+    config: Config,
+    model_dir: str | Path,
+    log: Log | None = None,
+    verbose: int = 0,
+    extra_callbacks: tuple = (),
+) -> TrainResult:
+    """Trains a model on `csv_path` and publishes it to `model_dir`; an existing model there is replaced only at the end."""
+    log = log or (lambda message: None)
+    model_dir = Path(model_dir)
+    series = load_series(csv_path, config)
+    config = config.replace(past=series.roles.past)
+    split = resolve_split(series, config)
+    keras = backend.keras()
+    from forecast.model import build_model, compile_model, predict_in_order
+
+    scaler = fit_scaler(series, split.train_end)
+    layout = InputLayout.from_roles(series.roles, series.freq)
+    features = build_features(series, scaler, config.horizon)
+    batcher = WindowBatcher(features, config.lookback, config.horizon)
+    chunks = config.chunks_per_stream
+    train_plan = StreamPlan(
+        batcher.earliest_origin, split.train_end - config.horizon - 1, config.lookback, chunks, config.batch_size,
+        shuffle=True, seed=config.seed,
+    )
+    val_plan = StreamPlan(
+        split.train_end - 1, split.val_end - config.horizon - 1, config.lookback, chunks, config.batch_size, shuffle=False
+    )
+
+    keras.utils.set_random_seed(config.seed)
+    strategy, replicas = _strategy(config)
+    with strategy.scope():
+        model = build_model(config, layout, config.batch_size // replicas)
+        compile_model(model, config)
+    staging = staging_dir(model_dir)
+    _prepare_staging(staging, model_dir, model, config, log)
+
+    log(
+        f"training on {backend.device_name()}: {train_plan.n_origins} training and {val_plan.n_origins} validation "
+        f"origins, {'stateful' if config.stateful else 'stateless'}, lookback {config.lookback}, horizon {config.horizon}, "
+        f"batch {config.batch_size}"
+        + (f" over {replicas} replicas" if replicas > 1 else "")
+    )
+    val_inputs, val_target, val_weight, val_origins = materialise(batcher, val_plan)
+    validation = (
+        [val_inputs[name] for name in _input_names(model)], {"prediction": val_target}, {"prediction": val_weight}
+    )
+    callbacks = _callbacks(keras, config, staging, chunks) + list(extra_callbacks)
+    data = _training_data(batcher, train_plan, config)
+    fit = model.fit(
+        data,
+        epochs=config.epochs,
+        initial_epoch=config.initial_epoch,
+        steps_per_epoch=train_plan.n_batches,
+        validation_data=validation,
+        validation_batch_size=config.batch_size,
+        validation_steps=val_plan.n_batches,
+        callbacks=callbacks,
+        shuffle=False,  # the stateful layout is ordered; the plan shuffles whole streams itself
+        verbose=verbose,
+    )
+    history = pd.DataFrame(fit.history)
+    history.insert(0, "epoch", np.asarray(fit.epoch) + 1)
+    if not np.isfinite(history["loss"]).all():
+        raise ForecastError(f"{csv_path}: training diverged (loss is not finite); lower --learning-rate or check the data")
+
+    forecast = predict_in_order(model, val_inputs, chunks, config.batch_size)
+    metrics = _validation_metrics(forecast, val_target, val_weight, batcher.last_values(val_origins), scaler, series)
+    metrics.update(
+        epochs_run=len(history),
+        last_epoch=int(history["epoch"].iloc[-1]),
+        best_val_mse=float(np.nanmin(history["val_mse"])),
+        device=backend.device_name(),
+        split={"train_rows": split.train_end, "val_rows": split.val_end - split.train_end},
+    )
+    model.save(staging / MODEL_FILE)
+    (staging / CONFIG_FILE).write_text(config.to_json() + "\n", encoding="utf-8")
+    (staging / SCALER_FILE).write_text(scaler.to_json() + "\n", encoding="utf-8")
+    schema = Schema(series.freq, layout, split.train_end, str(series.time[series.n_observed - 1]))
+    (staging / SCHEMA_FILE).write_text(schema.to_json() + "\n", encoding="utf-8")
+    history.to_csv(staging / HISTORY_FILE, index=False)
+    write_json(staging / METRICS_FILE, metrics)
+    shutil.rmtree(staging / CHECKPOINT.parent, ignore_errors=True)
+    publish(staging, model_dir)
+    model_err, repeat_err = metrics["validation"]["model"]["mse"], metrics["validation"]["repeat"]["mse"]
+    log(f"saved {model_dir}: validation MSE {model_err:.4f} (Repeat {repeat_err:.4f}) after {len(history)} epochs")
+    return TrainResult(model_dir=model_dir, metrics=metrics, history=history)
+
+
+def _strategy(config: Config):
+    """The tf.distribute strategy and its replica count; each replica gets B / replicas rows and keeps its own state."""
+    import tensorflow as tf
+
+    if config.distribute == "none":
+        return tf.distribute.get_strategy(), 1
+    strategy = tf.distribute.MirroredStrategy()
+    replicas = strategy.num_replicas_in_sync
+    if config.batch_size % replicas:
+        raise ForecastError(f"config: batch_size {config.batch_size} must be a multiple of the {replicas} replicas")
+    return strategy, replicas
+
+
+def _input_names(model) -> list[str]:
+    from forecast.model import input_names
+
+    return input_names(model)
+
+
+def _prepare_staging(staging: Path, model_dir: Path, model, config: Config, log: Log) -> None:
+    """A clean staging directory, or on resume (initial_epoch > 0) the weights to continue from."""
+    checkpoint = staging / CHECKPOINT
+    if config.initial_epoch > 0:
+        if checkpoint.is_file():
+            model.load_weights(checkpoint)
+            log(f"resuming from {checkpoint} at epoch {config.initial_epoch + 1}")
+        elif (model_dir / MODEL_FILE).is_file():
+            from forecast.prediction import load_model_file
+
+            model.set_weights(load_model_file(model_dir / MODEL_FILE).get_weights())
+            log(f"continuing from the weights of {model_dir} at epoch {config.initial_epoch + 1}")
+        else:
+            raise ForecastError(
+                f"{model_dir}: initial_epoch is {config.initial_epoch} but there is no checkpoint or model to resume from"
+            )
+    else:
+        shutil.rmtree(staging, ignore_errors=True)
+    checkpoint.parent.mkdir(parents=True, exist_ok=True)
+
+
+def _callbacks(keras, config: Config, staging: Path, chunks: int) -> list:
+    from forecast.model import StateResetter
+
+    callbacks = [
+        StateResetter(chunks),
+        keras.callbacks.EarlyStopping(
+            monitor="val_mse", mode="min", patience=config.patience, restore_best_weights=True
+        ),
+        keras.callbacks.TerminateOnNaN(),
+    ]
+    if config.checkpoints:
+        callbacks.append(keras.callbacks.ModelCheckpoint(staging / CHECKPOINT, save_weights_only=True))
+    if config.tensorboard_dir:
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=config.tensorboard_dir))
+    return callbacks
+
+
+def _training_data(batcher: WindowBatcher, plan: StreamPlan, config: Config):
+    if config.data_pipeline == "generator":
+        return window_generator(batcher, plan, config.initial_epoch)
+    from forecast.dataset import WindowDataset
+
+    return WindowDataset(
+        batcher,
+        plan,
+        initial_epoch=config.initial_epoch,
+        workers=config.workers,
+        use_multiprocessing=config.use_multiprocessing,
+        max_queue_size=config.max_queue_size,
+    )
+
+
+def _validation_metrics(forecast, target, weight, last_values, scaler, series: Series) -> dict:
+    """Validation errors of the model and of Repeat on the same steps, z-scored and in the target's own units."""
+    target_name = series.roles.target
+    repeat = repeat_forecast(last_values, target.shape[1])
+    scores = {}
+    for name, values in (("model", forecast), ("repeat", repeat)):
+        scaled = weighted_errors(values, target, weight)
+        original = weighted_errors(scaler.inverse(target_name, values), scaler.inverse(target_name, target), weight)
+        scores[name] = {"mse": scaled["mse"], "mae": scaled["mae"], "mae_original": original["mae"],
+                        "rmse_original": math.sqrt(original["mse"])}
+    return {"validation": scores, "origins": int(np.count_nonzero(weight.any(axis=1)))}

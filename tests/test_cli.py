@@ -1,0 +1,125 @@
+"""End to end through the installed `forecast` command, on slices of the real data."""
+
+import json
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import BEIJING, CAMELS, ETTH1, FORECAST, head_csv, run_forecast
+
+TINY = ["--lookback", "48", "--horizon", "12", "--batch-size", "16", "--epochs", "2"]
+
+
+def test_help_answers_without_importing_tensorflow_or_pandas():
+    probe = (
+        "import sys, time; start = time.perf_counter(); from typer.testing import CliRunner; from forecast.cli import app; "
+        "result = CliRunner().invoke(app, ['train', '--help']); assert result.exit_code == 0, result.output; "
+        "assert '--lookback' in result.output; "
+        "print(sorted(m for m in ('tensorflow', 'keras', 'pandas') if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
+    start = time.perf_counter()
+    run_forecast("--help")
+    assert time.perf_counter() - start < 3.0  # well under a second when the machine is quiet; 3 s allows for noise
+
+
+def test_argument_error_exits_non_zero_with_one_line():
+    result = run_forecast("train", check=False)
+    assert result.returncode == 2 and "Missing argument" in result.stderr
+
+
+@pytest.mark.slow
+def test_train_then_predict_on_etth1(tmp_path, ett_small):
+    model_dir = tmp_path / "ett_model"
+    trained = run_forecast("train", ett_small, "--target", "OT", *TINY, "--model-dir", model_dir)
+    assert "training on CPU" in trained.stderr or "training on GPU" in trained.stderr
+    assert trained.stdout.count("val_mse") == 2  # no terminal: one line per epoch
+    for name in ("model.keras", "config.json", "scaler.json", "schema.json", "history.csv", "metrics.json"):
+        assert (model_dir / name).is_file(), name
+    assert not (tmp_path / ".ett_model.partial").exists()
+    metrics = json.loads((model_dir / "metrics.json").read_text())
+    assert {"model", "repeat"} <= set(metrics["validation"]) and np.isfinite(metrics["validation"]["model"]["mse"])
+    history = pd.read_csv(model_dir / "history.csv")
+    assert list(history["epoch"]) == [1, 2] and np.isfinite(history[["loss", "val_loss"]].to_numpy()).all()
+
+    output = tmp_path / "forecast.csv"
+    run_forecast("predict", ett_small, "--model", model_dir, "--output", output)
+    forecast = pd.read_csv(output, parse_dates=["date"])
+    assert len(forecast) == 12 and list(forecast["step"]) == list(range(1, 13))
+    last = pd.read_csv(ett_small, parse_dates=["date"])["date"].iloc[-1]
+    assert list(forecast["date"]) == list(pd.date_range(last + pd.Timedelta(hours=1), periods=12, freq="h"))
+    assert np.isfinite(forecast["OT"]).all()
+
+
+@pytest.mark.slow
+def test_camels_feeds_sim_history_and_bg_and_forecasts_the_future_rows(tmp_path):
+    path = tmp_path / "camels.csv"
+    frame = pd.read_csv(CAMELS).iloc[-1500:]
+    frame.loc[frame.index[-7:], "OBS_RUN"] = np.nan  # the last week: simulation known, observation not yet
+    frame.to_csv(path, index=False)
+    model_dir = tmp_path / "camels_model"
+    run_forecast(
+        "train", path, "--target", "OBS_RUN", "--sim", "MOD_RUN", "--bg", "SWE", "--lookback", "30", "--horizon", "7",
+        "--batch-size", "16", "--epochs", "2", "--model-dir", model_dir,
+    )
+    schema = json.loads((model_dir / "schema.json").read_text())
+    assert schema["layout"]["sim"][0] == "MOD_RUN" and schema["layout"]["bg"][0] == "SWE"
+    assert schema["layout"]["history"][:2] == ["OBS_RUN", "PRCP"] and "MOD_RUN" in schema["layout"]["history"]
+    result = run_forecast("predict", path, "--model", model_dir)
+    forecast = pd.read_csv(pd.io.common.StringIO(result.stdout), parse_dates=["date"])
+    assert len(forecast) == 7
+    assert list(forecast["date"]) == list(pd.to_datetime(frame["date"].iloc[-7:]))
+
+    frame.iloc[:-7].to_csv(path, index=False)  # no future rows: the simulation for the horizon is missing
+    missing = run_forecast("predict", path, "--model", model_dir, check=False)
+    assert missing.returncode == 1 and "Traceback" not in missing.stderr
+    assert missing.stderr.strip().count("\n") == 0
+    assert "sim column 'MOD_RUN' has no value for 2010-12-25, 2010-12-26, 2010-12-27 and 4 more" in missing.stderr
+
+
+@pytest.mark.slow
+def test_beijing_gaps_get_weight_zero_and_the_loss_stays_finite(tmp_path):
+    config = tmp_path / "beijing.toml"
+    config.write_text(
+        'target = "pm2.5"\ntime_columns = ["year", "month", "day", "hour"]\nexclude = ["No"]\n', encoding="utf-8"
+    )
+    path = head_csv(BEIJING, 3000, tmp_path / "beijing.csv")  # starts with a day of empty pm2.5
+    model_dir = tmp_path / "beijing_model"
+    run_forecast("train", path, "--config", config, *TINY, "--model-dir", model_dir)
+    history = pd.read_csv(model_dir / "history.csv")
+    assert np.isfinite(history[["loss", "val_loss", "mse", "val_mse"]].to_numpy()).all()
+    saved = json.loads((model_dir / "config.json").read_text())
+    assert saved["time_columns"] == ["year", "month", "day", "hour"] and saved["past"] == ["DEWP", "TEMP", "PRES", "Iws", "Is", "Ir"]
+    result = run_forecast("predict", path, "--model", model_dir)
+    assert np.isfinite(pd.read_csv(pd.io.common.StringIO(result.stdout))["pm2.5"]).all()
+
+
+@pytest.mark.slow
+def test_a_new_process_predicts_the_same_numbers_as_the_training_process(tmp_path, ett_small):
+    model_dir = tmp_path / "model"
+    script = (
+        "import sys; from forecast.config import Config; from forecast.training import train; "
+        "from forecast.prediction import predict; "
+        f"train(sys.argv[1], Config(target='OT', lookback=48, horizon=12, batch_size=16, epochs=2), sys.argv[2]); "
+        "predict(sys.argv[1], sys.argv[2]).to_csv(sys.argv[3], index=False)"
+    )
+    in_training = tmp_path / "in_training.csv"
+    subprocess.run([sys.executable, "-c", script, ett_small, model_dir, in_training], check=True, capture_output=True)
+    fresh = run_forecast("predict", ett_small, "--model", model_dir)
+    np.testing.assert_allclose(
+        pd.read_csv(pd.io.common.StringIO(fresh.stdout))["OT"], pd.read_csv(in_training)["OT"], rtol=0, atol=1e-6
+    )
+
+
+def test_user_errors_are_one_line_without_traceback(tmp_path, ett_small):
+    result = run_forecast("train", ett_small, "--target", "NOPE", "--model-dir", tmp_path / "m", check=False)
+    assert result.returncode == 1 and result.stderr.startswith("error: ") and "Traceback" not in result.stderr
+    assert "column 'NOPE' not found" in result.stderr and not (tmp_path / "m").exists()
+    missing = run_forecast("predict", ett_small, "--model", tmp_path / "none", check=False)
+    assert missing.returncode == 1 and "no model directory here" in missing.stderr
+    assert FORECAST.exists()

@@ -1,0 +1,41 @@
+import json
+
+import pytest
+
+from forecast.config import Config
+from forecast.errors import ForecastError
+
+
+def test_toml_values_are_overridden_by_flags(tmp_path):
+    path = tmp_path / "run.toml"
+    path.write_text('target = "OT"\nsim = ["MOD_RUN"]\nlookback = 48\nepochs = 7\n', encoding="utf-8")
+    config = Config.from_toml(path).replace(lookback=24, horizon=None)
+    assert (config.target, config.sim, config.lookback, config.horizon, config.epochs) == ("OT", ("MOD_RUN",), 24, 24, 7)
+
+
+def test_json_round_trip_gives_the_same_object():
+    config = Config(target="OT", sim=("a", "b"), past=("c",), train_end="2000-01-01")
+    assert Config.from_dict(json.loads(config.to_json()), "saved") == config
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('lookbak = 3\n', "unknown setting 'lookbak'"),
+        ('lookback = "96"\n', "lookback has the wrong type"),
+        ('lookback = 0\n', "lookback must be at least 1"),
+        ('target = \n', "not a valid TOML file"),
+        ('epochs = 3\ninitial_epoch = 3\n', "initial_epoch (3) must be at least 0 and below epochs (3)"),
+    ],
+)
+def test_bad_settings_name_the_file_and_the_setting(tmp_path, text, message):
+    path = tmp_path / "bad.toml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ForecastError, match="bad.toml") as error:
+        Config.from_toml(path)
+    assert message in str(error.value)
+
+
+def test_stateless_mode_walks_one_chunk_per_stream():
+    assert Config(stream_chunks=4).chunks_per_stream == 4
+    assert Config(stream_chunks=4, stateful=False).chunks_per_stream == 1

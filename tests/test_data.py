@@ -1,0 +1,73 @@
+"""Loading real CSVs: time axis, frequency, column roles, and the clear errors for user mistakes."""
+
+import pandas as pd
+import pytest
+
+from forecast.config import Config
+from forecast.data import load_series
+from forecast.errors import ForecastError
+
+from conftest import BEIJING, CAMELS, ETTH1, head_csv
+
+
+def test_etth1_time_column_frequency_and_default_roles():
+    series = load_series(ETTH1, Config(target="OT"))
+    assert series.time_name == "date" and series.freq == pd.Timedelta(hours=1)
+    assert series.roles.past == ("HUFL", "HULL", "MUFL", "MULL", "LUFL", "LULL")
+    assert series.roles.history[0] == "OT"
+    assert series.n_observed == 17420
+
+
+def test_camels_sim_and_bg_roles():
+    series = load_series(CAMELS, Config(target="OBS_RUN", sim=("MOD_RUN",), bg=("SWE",)))
+    assert series.freq == pd.Timedelta(days=1)
+    assert series.roles.sim == ("MOD_RUN",) and series.roles.bg == ("SWE",)
+    assert "SWE" not in series.roles.past and "MOD_RUN" in series.roles.history
+
+
+def test_beijing_time_split_over_columns_and_text_column_left_out():
+    config = Config(target="pm2.5", time_columns=("year", "month", "day", "hour"), exclude=("No",))
+    series = load_series(BEIJING, config)
+    assert series.time[0] == pd.Timestamp("2010-01-01 00:00") and series.freq == pd.Timedelta(hours=1)
+    assert "cbwd" not in series.roles.numeric and "No" not in series.roles.numeric
+    assert series.values["pm2.5"].isna().sum() == 2067
+
+
+def test_trailing_rows_without_target_are_the_future(tmp_path):
+    path = head_csv(CAMELS, 40, tmp_path / "camels.csv")
+    frame = pd.read_csv(path)
+    frame.loc[frame.index[-7:], "OBS_RUN"] = None
+    frame.to_csv(path, index=False)
+    series = load_series(path, Config(target="OBS_RUN", sim=("MOD_RUN",)))
+    assert series.n_observed == 33
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        (Config(), "no target column given; pass --target"),
+        (Config(target="TEMP"), "column 'TEMP' not found; the file has: HUFL, HULL"),
+        (Config(target="OT", sim=("OT",)), "the target 'OT' cannot also be a sim or bg column"),
+    ],
+)
+def test_role_errors_name_the_file_and_column(tmp_path, config, message):
+    path = head_csv(ETTH1, 30, tmp_path / "ett.csv")
+    with pytest.raises(ForecastError, match="ett.csv") as error:
+        load_series(path, config)
+    assert message in str(error.value)
+
+
+def test_gap_and_duplicate_name_the_row(tmp_path):
+    path = head_csv(ETTH1, 30, tmp_path / "ett.csv")
+    lines = path.read_text().splitlines(keepends=True)
+    (tmp_path / "gap.csv").write_text("".join(lines[:10] + lines[11:]))
+    with pytest.raises(ForecastError, match=r"gap.csv: row 11: timestamp 2016-07-01 10:00:00 follows 2016-07-01 08:00:00"):
+        load_series(tmp_path / "gap.csv", Config(target="OT"))
+    (tmp_path / "dup.csv").write_text("".join(lines[:10] + lines[9:]))
+    with pytest.raises(ForecastError, match=r"dup.csv: row 11: timestamp .* repeats the row before"):
+        load_series(tmp_path / "dup.csv", Config(target="OT"))
+
+
+def test_text_in_a_numeric_role_names_row_and_column(tmp_path):
+    with pytest.raises(ForecastError, match=r"row 2: column 'cbwd' holds 'NW', not a number"):
+        load_series(BEIJING, Config(target="pm2.5", time_columns=("year", "month", "day", "hour"), bg=("cbwd",)))

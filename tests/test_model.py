@@ -1,0 +1,139 @@
+"""The Keras model: inputs, cuDNN-friendly defaults, state handling, the batch-1 copy, validation order."""
+
+import numpy as np
+import pytest
+
+from forecast import backend
+from forecast.config import Config
+from forecast.data import load_series
+from forecast.features import InputLayout, build_features, fit_scaler
+from forecast.windowing import StreamPlan, WindowBatcher, materialise
+
+from conftest import head_csv, ETTH1
+
+keras = backend.keras()
+from forecast.model import (  # noqa: E402  (after the backend is pinned)
+    StateResetter,
+    build_model,
+    compile_model,
+    inference_copy,
+    input_names,
+    reset_states,
+    stateful_layers,
+)
+
+CONFIG = Config(target="OT", lookback=24, horizon=6, batch_size=4, stream_chunks=3, units=8, head_units=8, epochs=2)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    path = head_csv(ETTH1, 600, tmp_path_factory.mktemp("model") / "ett.csv")
+    series = load_series(path, CONFIG)
+    features = build_features(series, fit_scaler(series, 400), CONFIG.horizon)
+    layout = InputLayout.from_roles(series.roles, series.freq)
+    return features, layout, WindowBatcher(features, CONFIG.lookback, CONFIG.horizon)
+
+
+def lstm_state(model):
+    return [keras.ops.convert_to_numpy(variable) for layer in stateful_layers(model) for variable in layer.states]
+
+
+def test_inputs_have_fixed_batch_shapes_and_names(setup):
+    _, layout, _ = setup
+    model = build_model(CONFIG, layout, batch_size=4)
+    shapes = {tensor.name: tuple(tensor.shape) for tensor in model.inputs}
+    assert shapes == {"sim": (4, 6, len(layout.sim)), "lstm": (4, 24, len(layout.history)), "bg": (4, len(layout.bg))}
+    assert model.output_names == ["prediction"] and list(model.output) == ["prediction"]
+
+
+def test_lstm_defaults_keep_the_cudnn_kernel(setup):
+    _, layout, _ = setup
+    lstm = build_model(Config(target="OT", dropout=0.1), layout, batch_size=4).get_layer("history_lstm")
+    config = lstm.get_config()
+    assert config["activation"] == "tanh" and config["recurrent_activation"] == "sigmoid"
+    assert config["recurrent_dropout"] == 0 and config["unroll"] is False and config["use_bias"] is True
+    assert config["stateful"] is True
+
+
+def test_state_changes_after_a_batch_and_resets(setup):
+    _, layout, batcher = setup
+    model = build_model(CONFIG, layout, batch_size=4)
+    x, _, _ = batcher.batch(np.array([30, 60, 90, 120]), np.ones(4, bool))
+    assert all((state == 0).all() for state in lstm_state(model))
+    model(x)
+    assert any(np.abs(state).max() > 1e-6 for state in lstm_state(model))
+    reset_states(model)
+    assert all((state == 0).all() for state in lstm_state(model))
+
+
+def test_batch_one_copy_matches_the_trained_model_for_the_same_state(setup):
+    _, layout, batcher = setup
+    model = build_model(CONFIG, layout, batch_size=4)
+    compile_model(model, CONFIG)
+    plan = StreamPlan(23, 350, 24, 3, 4, shuffle=True, seed=0)
+    origins, scored = plan.batches(0)
+    model.fit(
+        (batcher.batch(origins[i], scored[i]) for i in range(len(origins))), steps_per_epoch=len(origins),
+        callbacks=[StateResetter(3)], shuffle=False, verbose=0,
+    )
+    single = inference_copy(model, CONFIG, layout)
+    reset_states(model)
+    reset_states(single)
+    stream = [100, 124, 148]
+    for step, origin in enumerate(stream):
+        rows = np.array([origin, origin + 1, origin + 2, origin + 3])
+        batch_out = np.asarray(model(batcher.inputs(rows))["prediction"])[0]
+        single_out = np.asarray(single(batcher.inputs(np.array([origin])))["prediction"])[0]
+        np.testing.assert_allclose(single_out, batch_out, atol=1e-5, err_msg=f"chunk {step}")
+    assert step == 2
+
+
+def test_validation_arrays_follow_the_models_own_input_order(setup):
+    _, layout, batcher = setup
+    plan = StreamPlan(399, 593, 24, 3, 4, shuffle=False)
+    inputs, target, weight, _ = materialise(batcher, plan)
+    losses = []
+    for order in (("sim", "lstm", "bg"), ("bg", "lstm", "sim")):
+        keras.utils.set_random_seed(0)
+        model = build_model(CONFIG, layout, batch_size=4, input_order=order)
+        compile_model(model, CONFIG)
+        assert input_names(model) == list(order)
+        arrays = [inputs[name] for name in input_names(model)]
+        losses.append(model.evaluate(arrays, {"prediction": target}, sample_weight={"prediction": weight}, batch_size=4,
+                                     callbacks=[StateResetter(3)], verbose=0, return_dict=True)["mse"])
+        if order[0] == "bg":
+            with pytest.raises(ValueError):
+                model.evaluate([inputs[name] for name in ("sim", "lstm", "bg")], {"prediction": target}, batch_size=4,
+                               verbose=0)
+    assert losses[0] == pytest.approx(losses[1], rel=1e-6)
+
+
+def test_states_are_reset_at_epoch_start_stream_groups_and_before_validation(setup):
+    _, layout, batcher = setup
+    model = build_model(CONFIG, layout, batch_size=4)
+    compile_model(model, CONFIG)
+    train_plan = StreamPlan(23, 350, 24, 3, 4, shuffle=True)
+    val_plan = StreamPlan(399, 593, 24, 3, 4, shuffle=False)
+    inputs, target, weight, _ = materialise(batcher, val_plan)
+    seen = []
+
+    class Spy(keras.callbacks.Callback):
+        def _record(self, phase, batch):
+            seen.append((phase, batch, all((state == 0).all() for state in lstm_state(self.model))))
+
+        def on_train_batch_begin(self, batch, logs=None):
+            self._record("train", batch)
+
+        def on_test_batch_begin(self, batch, logs=None):
+            self._record("test", batch)
+
+    from forecast.dataset import WindowDataset
+
+    model.fit(
+        WindowDataset(batcher, train_plan), epochs=2, steps_per_epoch=train_plan.n_batches,
+        validation_data=([inputs[n] for n in input_names(model)], {"prediction": target}, {"prediction": weight}),
+        validation_batch_size=4, callbacks=[StateResetter(3), Spy()], shuffle=False, verbose=0,
+    )
+    assert {phase for phase, _, _ in seen} == {"train", "test"}
+    for phase, batch, is_zero in seen:
+        assert is_zero == (batch % 3 == 0), (phase, batch)

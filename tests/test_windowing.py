@@ -1,0 +1,96 @@
+"""Windowing: stream layout, contiguity of stateful batches, sample weights, zero-copy views."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from forecast.config import Config
+from forecast.data import load_series
+from forecast.features import Features, build_features, fit_scaler
+from forecast.windowing import PADDING, StreamPlan, WindowBatcher, batch_layout, stream_layout, window_generator
+
+from conftest import BEIJING, ETTH1
+
+
+def toy_features(rows: int = 60) -> Features:
+    history = np.stack([np.arange(rows), np.ones(rows)], axis=1).astype("float32")
+    target = np.arange(rows, dtype="float32")
+    return Features(
+        history=history, target=target, sim=np.arange(rows, dtype="float32")[:, None], bg=np.zeros((rows, 1), "float32"),
+        time=pd.date_range("2020", periods=rows, freq="h"),
+    )
+
+
+@pytest.mark.parametrize("phase", [0, 1, 2])
+def test_every_origin_is_scored_exactly_once(phase):
+    origins, scored = stream_layout(first=5, last=40, chunk=4, chunks=3, phase=phase, earliest=3)
+    assert sorted(origins[scored].tolist()) == list(range(5, 41))
+    warmup = origins[~scored & (origins != PADDING)]
+    assert ((warmup >= 3) & (warmup < 5)).all()
+    steps = np.diff(origins, axis=1)[(origins[:, 1:] != PADDING) & (origins[:, :-1] != PADDING)]
+    assert (steps == 4).all()
+
+
+def test_batches_walk_groups_of_streams_in_step():
+    origins = np.arange(12).reshape(4, 3) * 10
+    walked, scored = batch_layout(origins, np.ones_like(origins, bool), batch_size=2, n_streams=5, rng=None)
+    assert walked.shape == (9, 2)  # 3 groups x 3 chunks
+    np.testing.assert_array_equal(walked[:3], [[0, 30], [10, 40], [20, 50]])
+    assert (walked[6:] == PADDING).all() and not scored[6:].any()
+
+
+def test_consecutive_stateful_batches_continue_each_row():
+    """Row i of batch k+1 starts exactly one step after row i of batch k ended, within each stream group."""
+    series = load_series(ETTH1, Config(target="OT"))
+    features = build_features(series, fit_scaler(series, 2000), horizon=24)
+    lookback, chunks = 48, 4
+    batcher = WindowBatcher(features, lookback, 24)
+    plan = StreamPlan(47, 2000, lookback, chunks, batch_size=8, shuffle=True, seed=3)
+    generator = window_generator(batcher, plan)
+    batches = [next(generator) for _ in range(plan.n_batches)]
+    origins, _ = plan.batches(0)
+    checked = 0
+    for index in range(len(batches) - 1):
+        if (index + 1) % chunks == 0:
+            continue  # the next batch starts new streams, after a state reset
+        now, following = batches[index][0]["lstm"], batches[index + 1][0]["lstm"]
+        for row in range(8):
+            if origins[index, row] == PADDING or origins[index + 1, row] == PADDING:
+                continue
+            end = origins[index, row]
+            np.testing.assert_array_equal(now[row, -1], features.history[end])
+            np.testing.assert_array_equal(following[row, 0], features.history[end + 1])
+            checked += 1
+    assert checked > 100
+
+
+def test_shuffled_layout_changes_by_epoch_but_not_by_run():
+    plan = StreamPlan(47, 500, 48, 4, 8, shuffle=True, seed=1)
+    first, again, second = plan.batches(0)[0], plan.batches(0)[0], plan.batches(1)[0]
+    np.testing.assert_array_equal(first, again)
+    assert first.shape == second.shape and not np.array_equal(first, second)
+
+
+def test_windows_are_views_and_batches_hold_the_right_rows():
+    features = toy_features()
+    batcher = WindowBatcher(features, lookback=5, horizon=3)
+    assert np.shares_memory(batcher._history, features.history)
+    x, y, weight = batcher.batch(np.array([10, PADDING]), np.array([True, True]))
+    np.testing.assert_array_equal(x["lstm"][0, :, 0], [6, 7, 8, 9, 10])
+    np.testing.assert_array_equal(x["sim"][0, :, 0], [11, 12, 13])
+    np.testing.assert_array_equal(y["prediction"][0], [11, 12, 13])
+    assert x["lstm"].shape == (2, 5, 2) and x["sim"].shape == (2, 3, 1) and x["bg"].shape == (2, 1)
+    np.testing.assert_array_equal(weight, [[1, 1, 1], [1, 1, 1]])  # PADDING is only weighted 0 via `scored`
+
+
+def test_missing_pm25_targets_get_weight_zero():
+    config = Config(target="pm2.5", time_columns=("year", "month", "day", "hour"), exclude=("No",))
+    series = load_series(BEIJING, config)
+    features = build_features(series, fit_scaler(series, 30000), horizon=24)
+    batcher = WindowBatcher(features, lookback=48, horizon=24)
+    origins = np.arange(47, 5000)
+    x, y, weight = batcher.batch(origins, np.ones(len(origins), bool))
+    missing = np.isnan(np.lib.stride_tricks.sliding_window_view(features.target, 24)[origins + 1])
+    assert missing.sum() > 1000
+    np.testing.assert_array_equal(weight == 0, missing)
+    assert np.isfinite(y["prediction"]).all() and all(np.isfinite(value).all() for value in x.values())
