@@ -23,6 +23,9 @@ app = typer.Typer(
 )
 
 DataArg = Annotated[Path, typer.Argument(help="The series as CSV: a time column and value columns.", show_default=False)]
+StoreOption = Annotated[
+    Path, typer.Option(envvar="FORECAST_STORE", help="The model store; model names and paths must lie inside it.")
+]
 
 
 def _log(message: str) -> None:
@@ -64,26 +67,40 @@ def train(
     seed: Annotated[Optional[int], typer.Option(help="Random seed.")] = None,
     verbose: Annotated[Optional[int], typer.Option(help="0 silent, 1 progress bar, 2 one line per epoch (default: 1 on a terminal, else 2).")] = None,
     tensorboard: Annotated[Optional[Path], typer.Option(help="Write a TensorBoard log to this directory.")] = None,
-    model_dir: Annotated[Optional[Path], typer.Option(help="Where to write the model (default: models/<data file name>).")] = None,
+    gaps: Annotated[Optional[str], typer.Option(help="Missing timestamps: refuse, mask (weight 0) or interpolate.")] = None,
+    max_gap: Annotated[Optional[int], typer.Option(help="Longest gap (steps) that mask or interpolate accept.")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from its last checkpoint.")] = False,
+    model_dir: Annotated[Optional[str], typer.Option(help="Model name or directory (default: the data file's name).")] = None,
+    store: StoreOption = Path("models"),
 ) -> None:
     """Train a model on DATA and write it to a model directory."""
     try:
-        base = Config.from_toml(config_file) if config_file else Config()
+        from forecast.store import CHECKPOINT_STATE, checkpoint_dir, resolve_model_path
+
+        target_dir = resolve_model_path(model_dir or data.stem, store)
+        if resume:
+            state = checkpoint_dir(target_dir) / CHECKPOINT_STATE
+            if not state.is_file():
+                raise ForecastError(f"{target_dir}: no interrupted training to resume; train without --resume")
+            base = Config.from_json(state, key="config")
+        else:
+            base = Config.from_toml(config_file) if config_file else Config()
         config = base.replace(
             target=target, sim=_listed(sim), bg=_listed(bg), past=_listed(past), exclude=_listed(exclude),
             time_column=time_column, lookback=lookback, horizon=horizon, batch_size=batch_size, epochs=epochs,
             initial_epoch=initial_epoch, stateful=stateful, learning_rate=learning_rate, patience=patience,
             train_end=train_end, val_end=val_end, seed=seed, verbose=verbose,
-            tensorboard_dir=str(tensorboard) if tensorboard else None,
+            tensorboard_dir=str(tensorboard) if tensorboard else None, gaps=gaps, max_gap=max_gap,
         )
         from forecast.training import train as run_training
 
         run_training(
             data,
             config,
-            model_dir or Path("models") / data.stem,
+            target_dir,
             log=_log,
             verbose=config.verbose if config.verbose is not None else (1 if sys.stdout.isatty() else 2),
+            resume=resume,
         )
     except ForecastError as error:
         raise _fail(error) from None
@@ -92,14 +109,16 @@ def train(
 @app.command()
 def predict(
     data: DataArg,
-    model: Annotated[Path, typer.Option(help="Model directory written by `forecast train`.", show_default=False)],
+    model: Annotated[str, typer.Option(help="Model name or directory written by `forecast train`.", show_default=False)],
     output: Annotated[Optional[Path], typer.Option(help="Write the forecast CSV here (default: standard output).")] = None,
+    store: StoreOption = Path("models"),
 ) -> None:
     """Forecast the H steps after the last observed target in DATA."""
     try:
         from forecast.prediction import predict as run_prediction
+        from forecast.store import resolve_model_path
 
-        forecast = run_prediction(data, model)
+        forecast = run_prediction(data, resolve_model_path(model, store))
     except ForecastError as error:
         raise _fail(error) from None
     if output is None:

@@ -32,6 +32,8 @@ class Config:
     past: tuple[str, ...] | None = None
     exclude: tuple[str, ...] = ()
     sim_in_history: bool = True
+    gaps: str = "refuse"
+    max_gap: int = 24
 
     lookback: int = 96
     horizon: int = 24
@@ -72,6 +74,10 @@ class Config:
             raise ForecastError(f"config: dropout must be in [0, 1), got {self.dropout}")
         if self.verbose not in (None, 0, 1, 2):
             raise ForecastError(f"config: verbose must be 0, 1 or 2, got {self.verbose}")
+        if self.gaps not in ("refuse", "mask", "interpolate"):
+            raise ForecastError(f"config: gaps must be 'refuse', 'mask' or 'interpolate', got {self.gaps!r}")
+        if self.max_gap < 0:
+            raise ForecastError(f"config: max_gap must be at least 0, got {self.max_gap}")
         if self.data_pipeline not in ("pydataset", "generator"):
             raise ForecastError(f"config: data_pipeline must be 'pydataset' or 'generator', got {self.data_pipeline!r}")
         if self.distribute not in ("none", "mirrored"):
@@ -106,10 +112,14 @@ class Config:
             raise ForecastError(f"{source}: {exc}") from None
 
     @classmethod
-    def from_json(cls, path: Path) -> Config:
+    def from_json(cls, path: Path, key: str | None = None) -> Config:
+        """The configuration saved in `path` (under `key` when it is part of a larger record)."""
         try:
             values = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
+            values = values[key] if key else values
+        except FileNotFoundError:
+            raise ForecastError(f"{path}: not found; nothing to read the configuration from") from None
+        except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
             raise ForecastError(f"{path}: cannot read the saved configuration ({exc}); retrain the model") from None
         return cls.from_dict(values, str(path))
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from forecast import validation
 from forecast.config import Config
 from forecast.errors import ForecastError
 
@@ -55,17 +56,15 @@ class Series:
 
 
 def load_series(path: str | Path, config: Config) -> Series:
-    """Reads `path`, finds the time axis, checks it is regular, and resolves the role of each column."""
+    """Reads `path`, finds the time axis, resolves the role of each column, and validates what the model will see."""
     path = Path(path)
     frame = _read_csv(path)
     time, time_names = _time_axis(frame, path, config)
-    freq = _regular_frequency(time, path)
     roles = resolve_roles(frame.drop(columns=list(time_names)), path, config)
-    values = frame[list(roles.numeric)].reset_index(drop=True)
-    _check_numeric(values, path)
-    values = values.astype("float64")
-    if values[roles.target].notna().sum() == 0:
-        raise ForecastError(f"{path}: target column {roles.target!r} has no values")
+    values = validation.numeric_values(frame[list(roles.numeric)].reset_index(drop=True), path)
+    validation.check_order(time, path)
+    time, values, freq = validation.regular_grid(time, values, path, config.gaps, config.max_gap)
+    validation.check_target(values[roles.target], path)
     time_name = time_names[0] if len(time_names) == 1 else "time"
     return Series(path=str(path), time=time, time_name=time_name, values=values, roles=roles, freq=freq)
 
@@ -109,6 +108,7 @@ def _read_csv(path: Path) -> pd.DataFrame:
         raise ForecastError(f"{path}: not a well-formed CSV ({str(exc).strip()})") from None
     if frame.empty:
         raise ForecastError(f"{path}: the file has a header but no rows")
+    validation.check_last_line(path, len(frame.columns))
     frame.columns = [str(column).strip() for column in frame.columns]
     return frame
 
@@ -121,7 +121,7 @@ def _time_axis(frame: pd.DataFrame, path: Path, config: Config) -> tuple[pd.Date
     if column not in frame.columns:
         raise ForecastError(f"{path}: time column {column!r} not found; the file has: {', '.join(frame.columns)}")
     raw = frame[column]
-    time = None if pd.api.types.is_numeric_dtype(raw) else pd.to_datetime(raw, errors="coerce", format="mixed")
+    time = None if pd.api.types.is_numeric_dtype(raw) else _parse_dates(raw)
     if time is None or time.isna().all():
         raise ForecastError(f"{path}: column {column!r} holds no dates; name the time column with time_column")
     bad = np.flatnonzero(time.isna().to_numpy())
@@ -129,7 +129,18 @@ def _time_axis(frame: pd.DataFrame, path: Path, config: Config) -> tuple[pd.Date
         raise ForecastError(
             f"{path}: row {bad[0] + 2}: cannot read {raw.iloc[bad[0]]!r} in column {column!r} as a date; fix or remove the row"
         )
-    return _checked_order(pd.DatetimeIndex(time), path), (column,)
+    return pd.DatetimeIndex(time), (column,)
+
+
+def _parse_dates(raw: pd.Series) -> pd.Series:
+    """Dates as naive timestamps; times with UTC offsets (mixed across a clock change too) are converted to UTC."""
+    try:
+        time = pd.to_datetime(raw, errors="coerce", format="mixed")
+    except ValueError:
+        time = pd.to_datetime(raw, errors="coerce", format="mixed", utc=True)
+    if getattr(time.dt, "tz", None) is not None:
+        time = time.dt.tz_convert("UTC").dt.tz_localize(None)
+    return time
 
 
 def _split_time_axis(frame: pd.DataFrame, path: Path, names: tuple[str, ...]) -> pd.DatetimeIndex:
@@ -145,7 +156,7 @@ def _split_time_axis(frame: pd.DataFrame, path: Path, names: tuple[str, ...]) ->
     bad = np.flatnonzero(time.isna().to_numpy())
     if bad.size:
         raise ForecastError(f"{path}: row {bad[0] + 2}: columns {', '.join(names)} do not form a valid date")
-    return _checked_order(pd.DatetimeIndex(time), path)
+    return pd.DatetimeIndex(time)
 
 
 def _find_time_column(frame: pd.DataFrame, path: Path) -> str:
@@ -163,44 +174,3 @@ def _find_time_column(frame: pd.DataFrame, path: Path) -> str:
     )
 
 
-def _checked_order(time: pd.DatetimeIndex, path: Path) -> pd.DatetimeIndex:
-    steps = np.diff(time.asi8)
-    if steps.size and (steps <= 0).any():
-        row = int(np.flatnonzero(steps <= 0)[0]) + 1
-        what = "repeats" if steps[row - 1] == 0 else "goes back in time from"
-        raise ForecastError(
-            f"{path}: row {row + 2}: timestamp {time[row]} {what} the row before; sort the file and remove duplicates"
-        )
-    return time
-
-
-def _regular_frequency(time: pd.DatetimeIndex, path: Path) -> pd.Timedelta:
-    """The series step; every row must follow the one before by exactly one step."""
-    if len(time) < 2:
-        raise ForecastError(f"{path}: a series needs at least two rows to have a frequency")
-    steps = np.diff(time.asi8)
-    values, counts = np.unique(steps, return_counts=True)
-    step = int(values[np.argmax(counts)])
-    off = np.flatnonzero(steps != step)
-    if off.size:
-        row = int(off[0]) + 1
-        raise ForecastError(
-            f"{path}: row {row + 2}: timestamp {time[row]} follows {time[row - 1]}, but the series steps by "
-            f"{pd.Timedelta(step, unit=time.unit)}; the series must be regular, so fill the gap with empty rows"
-        )
-    return pd.Timedelta(step, unit=time.unit)
-
-
-def _check_numeric(values: pd.DataFrame, path: Path) -> None:
-    for column in values.columns:
-        series = values[column]
-        if not pd.api.types.is_numeric_dtype(series):
-            numbers = pd.to_numeric(series, errors="coerce")
-            bad = np.flatnonzero(numbers.isna().to_numpy() & series.notna().to_numpy())
-            raise ForecastError(
-                f"{path}: row {bad[0] + 2}: column {column!r} holds {series.iloc[bad[0]]!r}, not a number; "
-                "give it another role or exclude it"
-            )
-        infinite = np.flatnonzero(np.isinf(series.to_numpy(dtype="float64")))
-        if infinite.size:
-            raise ForecastError(f"{path}: row {infinite[0] + 2}: column {column!r} is infinite; leave the cell empty instead")

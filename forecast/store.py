@@ -66,9 +66,42 @@ class Schema:
             raise ForecastError(f"{path}: cannot read the saved schema ({exc}); retrain the model") from None
 
 
+DEFAULT_STORE = "models"
+
+
+def resolve_model_path(value: str | Path, store: str | Path = DEFAULT_STORE) -> Path:
+    """The model directory for a name (`ETTh1`) or a path (`models/ETTh1`), which must lie inside the store.
+
+    A path relative to the working directory that points into the store is taken as it is; anything else is read
+    relative to the store. Whatever resolves outside it (`../x`, an absolute path elsewhere, a symlink out) is refused,
+    so that a model name from a script can never make forecast read or replace files elsewhere.
+    """
+    root = Path(store).resolve()
+    given = Path(value)
+    candidate = given if given.is_absolute() or _inside(given.resolve(), root) else root / given
+    resolved = candidate.resolve()
+    if not _inside(resolved, root):
+        raise ForecastError(
+            f"{value}: model path is outside the model store {root}; name a model inside it or pass --store"
+        )
+    return resolved
+
+
+def _inside(path: Path, root: Path) -> bool:
+    return path != root and root in path.parents
+
+
 def staging_dir(model_dir: Path) -> Path:
     """Where a model is assembled (and its checkpoints kept) before it replaces `model_dir` in one rename."""
     return model_dir.parent / f".{model_dir.name}.partial"
+
+
+def checkpoint_dir(model_dir: Path) -> Path:
+    """Per-epoch checkpoints of a training run in progress (see checkpoint.py); gone once the model is published."""
+    return staging_dir(model_dir) / "checkpoints"
+
+
+CHECKPOINT_STATE = "state.json"
 
 
 def publish(staging: Path, model_dir: Path) -> None:

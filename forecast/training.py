@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 from collections.abc import Callable
@@ -25,6 +26,7 @@ from forecast.store import (
     SCALER_FILE,
     SCHEMA_FILE,
     Schema,
+    checkpoint_dir,
     publish,
     staging_dir,
     write_json,
@@ -32,7 +34,6 @@ from forecast.store import (
 from forecast.windowing import StreamPlan, WindowBatcher, materialise, window_generator
 
 Log = Callable[[str], None]
-CHECKPOINT = Path("checkpoints") / "last.weights.h5"
 
 
 @dataclass(frozen=True)
@@ -86,14 +87,19 @@ def train(
     log: Log | None = None,
     verbose: int = 0,
     extra_callbacks: tuple = (),
+    resume: bool = False,
 ) -> TrainResult:
-    """Trains a model on `csv_path` and publishes it to `model_dir`; an existing model there is replaced only at the end."""
+    """Trains a model on `csv_path` and publishes it to `model_dir`; an existing model there is replaced only at the end.
+
+    With `resume`, continues an interrupted run from its last epoch checkpoint, with the configuration it was started with.
+    """
     log = log or (lambda message: None)
     model_dir = Path(model_dir)
     series = load_series(csv_path, config)
     config = config.replace(past=series.roles.past)
     split = resolve_split(series, config)
     keras = backend.keras()
+    from forecast import checkpoint
     from forecast.model import build_model, compile_model, predict_in_order
 
     scaler = fit_scaler(series, split.train_end)
@@ -109,13 +115,21 @@ def train(
         split.train_end - 1, split.val_end - config.horizon - 1, config.lookback, chunks, config.batch_size, shuffle=False
     )
 
-    keras.utils.set_random_seed(config.seed)
+    _seed_everything(config.seed)
+    staging = staging_dir(model_dir)
+    checkpoints = checkpoint_dir(model_dir)
     strategy, replicas = _strategy(config)
     with strategy.scope():
-        model = build_model(config, layout, config.batch_size // replicas)
-        compile_model(model, config)
-    staging = staging_dir(model_dir)
-    _prepare_staging(staging, model_dir, model, config, log)
+        if resume:
+            state = checkpoint.load_state(checkpoints)
+            _check_resumable(config, state, checkpoints)
+            model = _load_checkpoint_model(checkpoints / checkpoint.LAST_MODEL)
+            log(f"resuming {model_dir} after epoch {state.epoch}")
+        else:
+            state = checkpoint.ResumeState(config=json.loads(config.to_json()))
+            model = build_model(config, layout, config.batch_size // replicas)
+            compile_model(model, config)
+            _start_staging(staging, model_dir, model, config, log)
 
     log(
         f"training on {backend.device_name()}: {train_plan.n_origins} training and {val_plan.n_origins} validation "
@@ -127,12 +141,13 @@ def train(
     validation = (
         [val_inputs[name] for name in _input_names(model)], {"prediction": val_target}, {"prediction": val_weight}
     )
-    callbacks = _callbacks(keras, config, staging, chunks) + list(extra_callbacks)
-    data = _training_data(batcher, train_plan, config)
-    fit = model.fit(
+    callbacks = _callbacks(keras, config, checkpoints, chunks, state, resume) + list(extra_callbacks)
+    first_epoch = state.epoch if resume else config.initial_epoch
+    data = _training_data(batcher, train_plan, config, first_epoch)
+    model.fit(
         data,
-        epochs=config.epochs,
-        initial_epoch=config.initial_epoch,
+        epochs=first_epoch if state.stopped else max(config.epochs, first_epoch),
+        initial_epoch=first_epoch,
         steps_per_epoch=train_plan.n_batches,
         validation_data=validation,
         validation_batch_size=config.batch_size,
@@ -141,9 +156,8 @@ def train(
         shuffle=False,  # the stateful layout is ordered; the plan shuffles whole streams itself
         verbose=verbose,
     )
-    history = pd.DataFrame(fit.history)
-    history.insert(0, "epoch", np.asarray(fit.epoch) + 1)
-    if not np.isfinite(history["loss"]).all():
+    history = pd.DataFrame(state.history)
+    if history.empty or not np.isfinite(history["loss"]).all():
         raise ForecastError(f"{csv_path}: training diverged (loss is not finite); lower --learning-rate or check the data")
 
     forecast = predict_in_order(model, val_inputs, chunks, config.batch_size)
@@ -162,7 +176,7 @@ def train(
     (staging / SCHEMA_FILE).write_text(schema.to_json() + "\n", encoding="utf-8")
     history.to_csv(staging / HISTORY_FILE, index=False)
     write_json(staging / METRICS_FILE, metrics)
-    shutil.rmtree(staging / CHECKPOINT.parent, ignore_errors=True)
+    shutil.rmtree(checkpoints, ignore_errors=True)
     publish(staging, model_dir)
     model_err, repeat_err = metrics["validation"]["model"]["mse"], metrics["validation"]["repeat"]["mse"]
     log(f"saved {model_dir}: validation MSE {model_err:.4f} (Repeat {repeat_err:.4f}) after {len(history)} epochs")
@@ -188,53 +202,79 @@ def _input_names(model) -> list[str]:
     return input_names(model)
 
 
-def _prepare_staging(staging: Path, model_dir: Path, model, config: Config, log: Log) -> None:
-    """A clean staging directory, or on resume (initial_epoch > 0) the weights to continue from."""
-    checkpoint = staging / CHECKPOINT
-    if config.initial_epoch > 0:
-        if checkpoint.is_file():
-            model.load_weights(checkpoint)
-            log(f"resuming from {checkpoint} at epoch {config.initial_epoch + 1}")
-        elif (model_dir / MODEL_FILE).is_file():
-            from forecast.prediction import load_model_file
+def _seed_everything(seed: int) -> None:
+    """Same seed, same weights: seeds Python, NumPy and TensorFlow and makes TensorFlow's kernels deterministic."""
+    import tensorflow as tf
 
-            model.set_weights(load_model_file(model_dir / MODEL_FILE).get_weights())
-            log(f"continuing from the weights of {model_dir} at epoch {config.initial_epoch + 1}")
-        else:
+    backend.keras().utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+
+
+RUN_ONLY_SETTINGS = {"epochs", "initial_epoch", "verbose", "patience", "tensorboard_dir", "checkpoints", "workers",
+                     "use_multiprocessing", "max_queue_size", "data_pipeline"}
+
+
+def _check_resumable(config: Config, state, checkpoints: Path) -> None:
+    """A checkpoint continues only the run that wrote it: the settings that shape the model or the data must match."""
+    current = json.loads(config.to_json())
+    for name, value in state.config.items():
+        if name not in RUN_ONLY_SETTINGS and current.get(name) != value:
             raise ForecastError(
-                f"{model_dir}: initial_epoch is {config.initial_epoch} but there is no checkpoint or model to resume from"
+                f"{checkpoints}: the checkpoint was trained with {name} = {value!r}, not {current.get(name)!r}; "
+                "resume with the same settings or train without --resume"
             )
-    else:
-        shutil.rmtree(staging, ignore_errors=True)
-    checkpoint.parent.mkdir(parents=True, exist_ok=True)
 
 
-def _callbacks(keras, config: Config, staging: Path, chunks: int) -> list:
+def _load_checkpoint_model(path: Path):
+    """The checkpointed model with its optimizer state, so the resumed run takes the same steps as an uninterrupted one."""
+    keras = backend.keras()
+    try:
+        return keras.saving.load_model(path, compile=True, safe_mode=True)
+    except Exception as exc:  # a damaged archive fails in many ways; all mean the same to a user
+        raise ForecastError(f"{path}: cannot load the checkpoint ({type(exc).__name__}); train without --resume") from None
+
+
+def _start_staging(staging: Path, model_dir: Path, model, config: Config, log: Log) -> None:
+    """A clean staging directory; with initial_epoch > 0, training continues from the published model's weights."""
+    shutil.rmtree(staging, ignore_errors=True)
+    if config.initial_epoch > 0:
+        if not (model_dir / MODEL_FILE).is_file():
+            raise ForecastError(
+                f"{model_dir}: initial_epoch is {config.initial_epoch} but there is no model here to continue from"
+            )
+        from forecast.prediction import load_model_file
+
+        model.set_weights(load_model_file(model_dir / MODEL_FILE).get_weights())
+        log(f"continuing from the weights of {model_dir} at epoch {config.initial_epoch + 1}")
+    staging.mkdir(parents=True)
+
+
+def _callbacks(keras, config: Config, checkpoints: Path, chunks: int, state, resumed: bool) -> list:
+    from forecast import checkpoint
     from forecast.model import StateResetter
 
-    callbacks = [
-        StateResetter(chunks),
-        keras.callbacks.EarlyStopping(
-            monitor="val_mse", mode="min", patience=config.patience, restore_best_weights=True
-        ),
-        keras.callbacks.TerminateOnNaN(),
-    ]
+    early_stopping = checkpoint.ResumableEarlyStopping(
+        config.patience, state if resumed else None, checkpoint.load_best_weights(checkpoints) if resumed else None
+    )
+    callbacks = [StateResetter(chunks), early_stopping, keras.callbacks.TerminateOnNaN()]
     if config.checkpoints:
-        callbacks.append(keras.callbacks.ModelCheckpoint(staging / CHECKPOINT, save_weights_only=True))
+        callbacks.append(checkpoint.EpochCheckpoint(checkpoints, early_stopping, state))
+    else:
+        callbacks.append(checkpoint.HistoryRecorder(early_stopping, state))
     if config.tensorboard_dir:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=config.tensorboard_dir))
     return callbacks
 
 
-def _training_data(batcher: WindowBatcher, plan: StreamPlan, config: Config):
+def _training_data(batcher: WindowBatcher, plan: StreamPlan, config: Config, first_epoch: int):
     if config.data_pipeline == "generator":
-        return window_generator(batcher, plan, config.initial_epoch)
+        return window_generator(batcher, plan, first_epoch)
     from forecast.dataset import WindowDataset
 
     return WindowDataset(
         batcher,
         plan,
-        initial_epoch=config.initial_epoch,
+        initial_epoch=first_epoch,
         workers=config.workers,
         use_multiprocessing=config.use_multiprocessing,
         max_queue_size=config.max_queue_size,

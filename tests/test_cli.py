@@ -36,7 +36,7 @@ def test_argument_error_exits_non_zero_with_one_line():
 @pytest.mark.slow
 def test_train_then_predict_on_etth1(tmp_path, ett_small):
     model_dir = tmp_path / "ett_model"
-    trained = run_forecast("train", ett_small, "--target", "OT", *TINY, "--model-dir", model_dir)
+    trained = run_forecast("train", ett_small, "--target", "OT", *TINY, "--model-dir", model_dir, "--store", tmp_path)
     assert "training on CPU" in trained.stderr or "training on GPU" in trained.stderr
     assert trained.stdout.count("val_mse") == 2  # no terminal: one line per epoch
     for name in ("model.keras", "config.json", "scaler.json", "schema.json", "history.csv", "metrics.json"):
@@ -48,7 +48,7 @@ def test_train_then_predict_on_etth1(tmp_path, ett_small):
     assert list(history["epoch"]) == [1, 2] and np.isfinite(history[["loss", "val_loss"]].to_numpy()).all()
 
     output = tmp_path / "forecast.csv"
-    run_forecast("predict", ett_small, "--model", model_dir, "--output", output)
+    run_forecast("predict", ett_small, "--model", model_dir, "--store", tmp_path, "--output", output)
     forecast = pd.read_csv(output, parse_dates=["date"])
     assert len(forecast) == 12 and list(forecast["step"]) == list(range(1, 13))
     last = pd.read_csv(ett_small, parse_dates=["date"])["date"].iloc[-1]
@@ -65,18 +65,18 @@ def test_camels_feeds_sim_history_and_bg_and_forecasts_the_future_rows(tmp_path)
     model_dir = tmp_path / "camels_model"
     run_forecast(
         "train", path, "--target", "OBS_RUN", "--sim", "MOD_RUN", "--bg", "SWE", "--lookback", "30", "--horizon", "7",
-        "--batch-size", "16", "--epochs", "2", "--model-dir", model_dir,
+        "--batch-size", "16", "--epochs", "2", "--model-dir", model_dir, "--store", tmp_path,
     )
     schema = json.loads((model_dir / "schema.json").read_text())
     assert schema["layout"]["sim"][0] == "MOD_RUN" and schema["layout"]["bg"][0] == "SWE"
     assert schema["layout"]["history"][:2] == ["OBS_RUN", "PRCP"] and "MOD_RUN" in schema["layout"]["history"]
-    result = run_forecast("predict", path, "--model", model_dir)
+    result = run_forecast("predict", path, "--model", model_dir, "--store", tmp_path)
     forecast = pd.read_csv(pd.io.common.StringIO(result.stdout), parse_dates=["date"])
     assert len(forecast) == 7
     assert list(forecast["date"]) == list(pd.to_datetime(frame["date"].iloc[-7:]))
 
     frame.iloc[:-7].to_csv(path, index=False)  # no future rows: the simulation for the horizon is missing
-    missing = run_forecast("predict", path, "--model", model_dir, check=False)
+    missing = run_forecast("predict", path, "--model", model_dir, "--store", tmp_path, check=False)
     assert missing.returncode == 1 and "Traceback" not in missing.stderr
     assert missing.stderr.strip().count("\n") == 0
     assert "sim column 'MOD_RUN' has no value for 2010-12-25, 2010-12-26, 2010-12-27 and 4 more" in missing.stderr
@@ -90,12 +90,12 @@ def test_beijing_gaps_get_weight_zero_and_the_loss_stays_finite(tmp_path):
     )
     path = head_csv(BEIJING, 3000, tmp_path / "beijing.csv")  # starts with a day of empty pm2.5
     model_dir = tmp_path / "beijing_model"
-    run_forecast("train", path, "--config", config, *TINY, "--model-dir", model_dir)
+    run_forecast("train", path, "--config", config, *TINY, "--model-dir", model_dir, "--store", tmp_path)
     history = pd.read_csv(model_dir / "history.csv")
     assert np.isfinite(history[["loss", "val_loss", "mse", "val_mse"]].to_numpy()).all()
     saved = json.loads((model_dir / "config.json").read_text())
     assert saved["time_columns"] == ["year", "month", "day", "hour"] and saved["past"] == ["DEWP", "TEMP", "PRES", "Iws", "Is", "Ir"]
-    result = run_forecast("predict", path, "--model", model_dir)
+    result = run_forecast("predict", path, "--model", model_dir, "--store", tmp_path)
     assert np.isfinite(pd.read_csv(pd.io.common.StringIO(result.stdout))["pm2.5"]).all()
 
 
@@ -110,16 +110,16 @@ def test_a_new_process_predicts_the_same_numbers_as_the_training_process(tmp_pat
     )
     in_training = tmp_path / "in_training.csv"
     subprocess.run([sys.executable, "-c", script, ett_small, model_dir, in_training], check=True, capture_output=True)
-    fresh = run_forecast("predict", ett_small, "--model", model_dir)
+    fresh = run_forecast("predict", ett_small, "--model", model_dir, "--store", tmp_path)
     np.testing.assert_allclose(
         pd.read_csv(pd.io.common.StringIO(fresh.stdout))["OT"], pd.read_csv(in_training)["OT"], rtol=0, atol=1e-6
     )
 
 
 def test_user_errors_are_one_line_without_traceback(tmp_path, ett_small):
-    result = run_forecast("train", ett_small, "--target", "NOPE", "--model-dir", tmp_path / "m", check=False)
+    result = run_forecast("train", ett_small, "--target", "NOPE", "--model-dir", tmp_path / "m", "--store", tmp_path, check=False)
     assert result.returncode == 1 and result.stderr.startswith("error: ") and "Traceback" not in result.stderr
     assert "column 'NOPE' not found" in result.stderr and not (tmp_path / "m").exists()
-    missing = run_forecast("predict", ett_small, "--model", tmp_path / "none", check=False)
+    missing = run_forecast("predict", ett_small, "--model", tmp_path / "none", "--store", tmp_path, check=False)
     assert missing.returncode == 1 and "no model directory here" in missing.stderr
     assert FORECAST.exists()

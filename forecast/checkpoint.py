@@ -1,0 +1,115 @@
+"""Per-epoch checkpoints, so that an interrupted training resumes where it stopped and ends as an uninterrupted one.
+
+After every epoch the staging directory's `checkpoints/` gets the whole model with its optimizer state (`last.keras`),
+the best weights so far (`best.npz`, plain arrays), and `state.json`: the epoch reached, early stopping's counters and
+the history so far. `state.json` is written last, each file by a rename, so it always describes complete files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from forecast import backend
+from forecast.errors import ForecastError
+from forecast.store import CHECKPOINT_STATE
+
+keras = backend.keras()
+
+LAST_MODEL = "last.keras"
+BEST_WEIGHTS = "best.npz"
+STATE = CHECKPOINT_STATE
+
+
+@dataclass
+class ResumeState:
+    epoch: int = 0
+    best: float | None = None
+    best_epoch: int = 0
+    wait: int = 0
+    stopped: bool = False
+    history: list[dict] = field(default_factory=list)
+    config: dict = field(default_factory=dict)
+
+
+def load_state(directory: Path) -> ResumeState:
+    path = directory / STATE
+    if not path.is_file() or not (directory / LAST_MODEL).is_file():
+        raise ForecastError(f"{directory}: no checkpoint to resume from; train without --resume")
+    try:
+        return ResumeState(**json.loads(path.read_text(encoding="utf-8")))
+    except (ValueError, TypeError) as exc:
+        raise ForecastError(f"{path}: damaged checkpoint state ({exc}); train without --resume") from None
+
+
+def load_best_weights(directory: Path) -> list[np.ndarray] | None:
+    path = directory / BEST_WEIGHTS
+    if not path.is_file():
+        return None
+    with np.load(path, allow_pickle=False) as arrays:
+        return [arrays[f"arr_{index}"] for index in range(len(arrays.files))]
+
+
+class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
+    """Early stopping on validation MSE whose counters and best weights survive a restart."""
+
+    def __init__(self, patience: int, resumed: ResumeState | None = None, best_weights=None):
+        super().__init__(monitor="val_mse", mode="min", patience=patience, restore_best_weights=True)
+        self.resumed = resumed
+        self.resumed_weights = best_weights
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        if self.resumed is not None and self.resumed.best is not None:
+            self.best, self.best_epoch, self.wait = self.resumed.best, self.resumed.best_epoch, self.resumed.wait
+            self.best_weights = self.resumed_weights
+
+
+class HistoryRecorder(keras.callbacks.Callback):
+    """Keeps the per-epoch logs and early stopping's counters in a ResumeState."""
+
+    def __init__(self, early_stopping: ResumableEarlyStopping, state: ResumeState):
+        super().__init__()
+        self.early_stopping = early_stopping
+        self.state = state
+
+    def on_epoch_end(self, epoch, logs=None):
+        stopping = self.early_stopping
+        self.state.epoch = epoch + 1
+        self.state.best = None if stopping.best is None else float(stopping.best)
+        self.state.best_epoch, self.state.wait = int(stopping.best_epoch), int(stopping.wait)
+        self.state.stopped = bool(self.model.stop_training)
+        self.state.history.append({"epoch": epoch + 1, **{key: float(value) for key, value in (logs or {}).items()}})
+
+
+class EpochCheckpoint(HistoryRecorder):
+    """Also writes the checkpoint files at the end of every epoch (after early stopping has updated its counters)."""
+
+    def __init__(self, directory: Path, early_stopping: ResumableEarlyStopping, state: ResumeState):
+        super().__init__(early_stopping, state)
+        self.directory = directory
+
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch, logs)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        _replace(self.directory / LAST_MODEL, lambda path: self.model.save(path))
+        stopping = self.early_stopping
+        if stopping.best_epoch == epoch and stopping.best_weights is not None:
+            _replace(self.directory / BEST_WEIGHTS, lambda path: _save_arrays(path, stopping.best_weights))
+        _replace(self.directory / STATE, lambda path: path.write_text(json.dumps(self.state.__dict__), encoding="utf-8"))
+
+
+def _save_arrays(path: Path, arrays) -> None:
+    with path.open("wb") as writer:
+        np.savez(writer, *arrays)
+
+
+def _replace(path: Path, write) -> None:
+    """Writes through a temporary file in the same directory and renames it over `path`."""
+    temporary = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    write(temporary)
+    os.replace(temporary, path)

@@ -1,0 +1,128 @@
+"""Checks between reading a CSV and windowing it: each problem a user can fix ends in one line naming the row or column.
+
+Row numbers in messages are the file's line numbers (the header is line 1), so a user can jump straight to them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from forecast.errors import ForecastError
+
+GAP_POLICIES = ("refuse", "mask", "interpolate")
+
+
+def line_of(row: int) -> int:
+    """The file line of data row `row` (0-based), the header being line 1."""
+    return row + 2
+
+
+def check_last_line(path: Path, n_columns: int) -> None:
+    """A file cut off mid-write ends in a partial line without a newline: refuse it rather than read half a row."""
+    with path.open("rb") as reader:
+        reader.seek(0, 2)
+        size = reader.tell()
+        reader.seek(max(size - 65536, 0))
+        tail = reader.read()
+    if not tail or tail.endswith(b"\n"):
+        return
+    last = tail.rsplit(b"\n", 1)[-1]
+    if last.count(b",") + 1 < n_columns:
+        raise ForecastError(
+            f"{path}: the last line is cut off ({last.count(b',') + 1} of {n_columns} fields, no line end); "
+            "the file may still be being written: wait for it to finish or remove the partial line"
+        )
+
+
+def check_order(time: pd.DatetimeIndex, path: Path) -> None:
+    steps = np.diff(time.asi8)
+    bad = np.flatnonzero(steps <= 0)
+    if not bad.size:
+        return
+    row = int(bad[0]) + 1
+    if steps[row - 1] == 0:
+        raise ForecastError(
+            f"{path}: row {line_of(row)}: timestamp {time[row]} repeats the row before (a clock change? export times "
+            "in UTC); remove the duplicate"
+        )
+    raise ForecastError(
+        f"{path}: row {line_of(row)}: timestamp {time[row]} goes back in time from {time[row - 1]}; sort the file by time"
+    )
+
+
+def regular_grid(
+    time: pd.DatetimeIndex, values: pd.DataFrame, path: Path, gaps: str, max_gap: int
+) -> tuple[pd.DatetimeIndex, pd.DataFrame, pd.Timedelta]:
+    """The series on a regular grid at its most common step.
+
+    Missing timestamps are refused, or (gaps="mask") inserted as empty rows, so their targets get weight 0, or
+    (gaps="interpolate") inserted and filled linearly; a gap longer than `max_gap` steps is refused either way.
+    """
+    if len(time) < 2:
+        raise ForecastError(f"{path}: a series needs at least two rows to have a frequency")
+    steps = np.diff(time.asi8)
+    candidates, counts = np.unique(steps, return_counts=True)
+    step = int(candidates[np.argmax(counts)])
+    freq = pd.Timedelta(step, unit=time.unit)
+    uneven = np.flatnonzero(steps % step)
+    if uneven.size:
+        row = int(uneven[0]) + 1
+        raise ForecastError(
+            f"{path}: row {line_of(row)}: timestamp {time[row]} is {pd.Timedelta(int(steps[row - 1]), unit=time.unit)} "
+            f"after the row before, not a multiple of the series step {freq}; the series must be regular"
+        )
+    missing = steps // step - 1
+    gap_rows = np.flatnonzero(missing)
+    if not gap_rows.size:
+        return time, values, freq
+    row = int(gap_rows[0]) + 1
+    where = f"row {line_of(row)}: {int(missing[row - 1])} missing step(s) between {time[row - 1]} and {time[row]}"
+    if gaps == "refuse":
+        raise ForecastError(
+            f"{path}: {where}; fill the gap with rows, or set gaps = \"mask\" (weight 0) or \"interpolate\""
+        )
+    too_long = np.flatnonzero(missing > max_gap)
+    if too_long.size:
+        row = int(too_long[0]) + 1
+        raise ForecastError(
+            f"{path}: row {line_of(row)}: {int(missing[row - 1])} missing steps between {time[row - 1]} and {time[row]}, "
+            f"more than max_gap = {max_gap}; fill them, raise max_gap, or split the series"
+        )
+    grid = pd.date_range(time[0], time[-1], freq=freq, unit=time.unit)
+    regular = values.set_axis(time).reindex(grid)
+    if gaps == "interpolate":
+        inserted = ~grid.isin(time)
+        regular.loc[inserted] = regular.interpolate(method="linear", limit_area="inside").loc[inserted]
+    return grid, regular.reset_index(drop=True), freq
+
+
+def numeric_values(values: pd.DataFrame, path: Path) -> pd.DataFrame:
+    """The role columns as float64; text or an infinite value in one of them names its row and column."""
+    for column in values.columns:
+        series = values[column]
+        if not pd.api.types.is_numeric_dtype(series):
+            numbers = pd.to_numeric(series, errors="coerce")
+            bad = np.flatnonzero(numbers.isna().to_numpy() & series.notna().to_numpy())
+            raise ForecastError(
+                f"{path}: row {line_of(int(bad[0]))}: column {column!r} holds {series.iloc[bad[0]]!r}, not a number; "
+                "fix the cell, or exclude the column or give it no numeric role"
+            )
+        infinite = np.flatnonzero(np.isinf(series.to_numpy(dtype="float64")))
+        if infinite.size:
+            raise ForecastError(
+                f"{path}: row {line_of(int(infinite[0]))}: column {column!r} is infinite; leave the cell empty instead"
+            )
+    return values.astype("float64")
+
+
+def check_target(target: pd.Series, path: Path) -> None:
+    observed = target.dropna()
+    if observed.empty:
+        raise ForecastError(f"{path}: target column {target.name!r} has no values")
+    if observed.nunique() == 1:
+        raise ForecastError(
+            f"{path}: target column {target.name!r} is constant ({observed.iloc[0]!r}); there is nothing to forecast"
+        )
