@@ -85,14 +85,19 @@ def resolve_roles(frame: pd.DataFrame, path: Path, config: Config) -> Roles:
         past = tuple(config.past)
     else:
         taken = {config.target, *config.sim, *config.bg, *config.exclude}
-        past = tuple(
-            str(column)
-            for column in frame.columns
-            if column not in taken and pd.api.types.is_numeric_dtype(frame[column])
-        )
+        past = tuple(str(column) for column in frame.columns if column not in taken and _mostly_numeric(frame[column]))
     return Roles(
         target=config.target, past=past, sim=tuple(config.sim), bg=tuple(config.bg), sim_in_history=config.sim_in_history
     )
+
+
+def _mostly_numeric(column: pd.Series) -> bool:
+    """Numeric, or numbers with a few stray cells of text: such a column is a covariate whose bad cells must be
+    reported, not a text column to be left out silently."""
+    if pd.api.types.is_numeric_dtype(column):
+        return True
+    given = column.dropna()
+    return len(given) > 0 and pd.to_numeric(given, errors="coerce").notna().mean() > 0.5
 
 
 def _read_csv(path: Path) -> pd.DataFrame:
@@ -102,8 +107,10 @@ def _read_csv(path: Path) -> pd.DataFrame:
         frame = pd.read_csv(path, skipinitialspace=True)
     except pd.errors.EmptyDataError:
         raise ForecastError(f"{path}: the file is empty; expected a header line and rows of values") from None
-    except UnicodeDecodeError as exc:
-        raise ForecastError(f"{path}: not UTF-8 text (byte {exc.start}); re-save the file as UTF-8 CSV") from None
+    except UnicodeDecodeError:
+        raise ForecastError(
+            f"{path}: line {validation.first_non_utf8_line(path)} is not UTF-8 text; re-save the file as UTF-8 CSV"
+        ) from None
     except pd.errors.ParserError as exc:
         raise ForecastError(f"{path}: not a well-formed CSV ({str(exc).strip()})") from None
     if frame.empty:

@@ -12,7 +12,8 @@ from forecast.config import Config
 from forecast.data import Series, load_series
 from forecast.errors import ForecastError
 from forecast.features import Features, InputLayout, build_features
-from forecast.store import CONFIG_FILE, SavedModel, check_model_dir, load_saved
+from forecast.validation import describe_step
+from forecast.store import CONFIG_FILE, SCHEMA_FILE, SavedModel, Schema, check_model_dir, load_saved
 
 
 def load_model_file(path: Path):
@@ -54,8 +55,8 @@ def predict(csv_path: str | Path, model_dir: str | Path) -> pd.DataFrame:
     model_dir = Path(model_dir)
     check_model_dir(model_dir)
     series = load_series(csv_path, Config.from_json(model_dir / CONFIG_FILE))
+    _check_compatible(series, Schema.from_json(model_dir / SCHEMA_FILE))
     saved = load_model_dir(model_dir)
-    _check_compatible(series, saved)
     config = saved.config
     if series.n_observed < config.lookback:
         raise ForecastError(
@@ -73,15 +74,15 @@ def predict(csv_path: str | Path, model_dir: str | Path) -> pd.DataFrame:
     )
 
 
-def _check_compatible(series: Series, saved: SavedModel) -> None:
-    """The CSV must have the trained frequency and feed the same input channels."""
-    if series.freq != saved.schema.freq:
+def _check_compatible(series: Series, schema: Schema) -> None:
+    """The CSV must have the trained frequency and feed the same input channels (checked before TensorFlow loads)."""
+    if series.freq != schema.freq:
         raise ForecastError(
-            f"{series.path}: the series steps by {series.freq}, but the model was trained on steps of {saved.schema.freq}"
+            f"{series.path}: the series steps by {describe_step(series.freq)}, but the model was trained on steps of "
+            f"{describe_step(schema.freq)}"
         )
-    layout = InputLayout.from_roles(series.roles, series.freq)
-    if layout != saved.schema.layout:
+    if InputLayout.from_roles(series.roles, series.freq) != schema.layout:
         raise ForecastError(
-            f"{series.path}: the columns do not match the model (it needs history {', '.join(saved.schema.layout.history[:-1])}"
-            f"; sim {', '.join(saved.schema.layout.sim_columns) or 'none'})"
+            f"{series.path}: the columns do not match the model (it needs history {', '.join(schema.layout.history[:-1])}"
+            f"; sim {', '.join(schema.layout.sim_columns) or 'none'})"
         )

@@ -20,6 +20,14 @@ def line_of(row: int) -> int:
     return row + 2
 
 
+def describe_step(step: pd.Timedelta) -> str:
+    """A time step as people write it: "1 h", "30 min", "1 day 6 h"."""
+    parts = step.components
+    units = ((parts.days, " day" if parts.days == 1 else " days"), (parts.hours, " h"), (parts.minutes, " min"),
+             (parts.seconds, " s"))
+    return " ".join(f"{amount}{unit}" for amount, unit in units if amount) or "0 s"
+
+
 def check_last_line(path: Path, n_columns: int) -> None:
     """A file cut off mid-write ends in a partial line without a newline: refuse it rather than read half a row."""
     with path.open("rb") as reader:
@@ -35,6 +43,16 @@ def check_last_line(path: Path, n_columns: int) -> None:
             f"{path}: the last line is cut off ({last.count(b',') + 1} of {n_columns} fields, no line end); "
             "the file may still be being written: wait for it to finish or remove the partial line"
         )
+
+
+def first_non_utf8_line(path: Path) -> int:
+    """The file line holding the first byte that is not UTF-8 (pandas reports offsets within its own buffers)."""
+    data = path.read_bytes()
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        return data[: error.start].count(b"\n") + 1
+    return 1
 
 
 def check_order(time: pd.DatetimeIndex, path: Path) -> None:
@@ -71,8 +89,9 @@ def regular_grid(
     if uneven.size:
         row = int(uneven[0]) + 1
         raise ForecastError(
-            f"{path}: row {line_of(row)}: timestamp {time[row]} is {pd.Timedelta(int(steps[row - 1]), unit=time.unit)} "
-            f"after the row before, not a multiple of the series step {freq}; the series must be regular"
+            f"{path}: row {line_of(row)}: timestamp {time[row]} is "
+            f"{describe_step(pd.Timedelta(int(steps[row - 1]), unit=time.unit))} after the row before, not a multiple "
+            f"of the series step, {describe_step(freq)}; the series must be regular"
         )
     missing = steps // step - 1
     gap_rows = np.flatnonzero(missing)
@@ -124,5 +143,5 @@ def check_target(target: pd.Series, path: Path) -> None:
         raise ForecastError(f"{path}: target column {target.name!r} has no values")
     if observed.nunique() == 1:
         raise ForecastError(
-            f"{path}: target column {target.name!r} is constant ({observed.iloc[0]!r}); there is nothing to forecast"
+            f"{path}: target column {target.name!r} is constant ({float(observed.iloc[0]):g}); there is nothing to forecast"
         )

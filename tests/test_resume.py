@@ -1,0 +1,67 @@
+"""Interrupted training resumes to the same result, and a seed makes training reproducible."""
+
+import json
+import subprocess
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import FORECAST, run_forecast
+
+FLAGS = ["--target", "OT", "--lookback", "48", "--horizon", "12", "--batch-size", "16", "--epochs", "4",
+         "--patience", "10", "--seed", "7"]
+
+
+def weights(model_dir):
+    from forecast.prediction import load_model_file
+
+    return load_model_file(model_dir / "model.keras").get_weights()
+
+
+@pytest.mark.slow
+def test_killed_after_epoch_two_resumes_to_the_uninterrupted_result(tmp_path, ett_small):
+    state = tmp_path / ".interrupted.partial" / "checkpoints" / "state.json"
+    command = [str(FORECAST), "train", str(ett_small), *FLAGS, "--model-dir", "interrupted", "--store", str(tmp_path)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and process.poll() is None:
+        if state.is_file() and json.loads(state.read_text())["epoch"] >= 2:
+            process.kill()
+            break
+        time.sleep(0.01)
+    process.wait()
+    assert process.returncode == -9, "training ended before it could be killed after epoch 2"
+    assert json.loads(state.read_text())["epoch"] in (2, 3)
+    assert not (tmp_path / "interrupted").exists()  # nothing half-trained was published
+
+    resumed = run_forecast("train", ett_small, "--resume", "--model-dir", "interrupted", "--store", tmp_path)
+    assert "resuming" in resumed.stderr
+    run_forecast("train", ett_small, *FLAGS, "--model-dir", "whole", "--store", tmp_path)
+
+    history = [pd.read_csv(tmp_path / name / "history.csv") for name in ("interrupted", "whole")]
+    assert list(history[0]["epoch"]) == [1, 2, 3, 4]
+    np.testing.assert_allclose(history[0]["val_mse"], history[1]["val_mse"], rtol=1e-6)
+    for resumed_weight, whole_weight in zip(weights(tmp_path / "interrupted"), weights(tmp_path / "whole")):
+        np.testing.assert_allclose(resumed_weight, whole_weight, atol=1e-6)
+    assert not (tmp_path / ".interrupted.partial").exists()
+
+
+def test_resume_without_a_checkpoint_is_a_clear_error(tmp_path, ett_small):
+    result = run_forecast("train", ett_small, "--resume", "--model-dir", "none", "--store", tmp_path, check=False)
+    assert result.returncode == 1 and "no interrupted training to resume" in result.stderr
+
+
+@pytest.mark.slow
+def test_same_seed_same_weights(tmp_path, ett_small):
+    from forecast.config import Config
+    from forecast.training import train
+
+    config = Config(target="OT", lookback=48, horizon=12, batch_size=16, epochs=2, seed=11)
+    for name in ("first", "second"):
+        train(ett_small, config, tmp_path / name)
+    for first, second in zip(weights(tmp_path / "first"), weights(tmp_path / "second")):
+        np.testing.assert_array_equal(first, second)
+    train(ett_small, config.replace(seed=12), tmp_path / "other")
+    assert not all(np.array_equal(a, b) for a, b in zip(weights(tmp_path / "first"), weights(tmp_path / "other")))
