@@ -1,4 +1,5 @@
-"""Per-epoch checkpoints, so that an interrupted training resumes where it stopped and ends as an uninterrupted one.
+"""Per-epoch callbacks: checkpoints, so that an interrupted training resumes where it stopped and ends as an
+uninterrupted one, and a log line per epoch for logs that need timestamps (cron).
 
 After every epoch the staging directory's `checkpoints/` gets the whole model with its optimizer state (`last.keras`),
 the best weights so far (`best.npz`, plain arrays), and `state.json`: the epoch reached, early stopping's counters and
@@ -22,6 +23,7 @@ keras = backend.keras()
 
 LAST_MODEL = "last.keras"
 BEST_WEIGHTS = "best.npz"
+SEEDS = "seeds.npz"
 STATE = CHECKPOINT_STATE
 
 
@@ -52,6 +54,22 @@ def load_best_weights(directory: Path) -> list[np.ndarray] | None:
         return None
     with np.load(path, allow_pickle=False) as arrays:
         return [arrays[f"arr_{index}"] for index in range(len(arrays.files))]
+
+
+def _seeded_layers(model) -> dict:
+    """Layers that draw random numbers (dropout) and whose generator state is not part of the saved model."""
+    return {layer.name: layer.seed_generator for layer in model.layers if getattr(layer, "seed_generator", None)}
+
+
+def restore_seeds(model, directory: Path) -> None:
+    """Puts the dropout generators back where the checkpoint left them, so the resumed epochs draw the same masks."""
+    path = directory / SEEDS
+    if not path.is_file():
+        return
+    with np.load(path, allow_pickle=False) as states:
+        for name, generator in _seeded_layers(model).items():
+            if name in states:
+                generator.state.assign(states[name])
 
 
 class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
@@ -97,15 +115,29 @@ class EpochCheckpoint(HistoryRecorder):
         super().on_epoch_end(epoch, logs)
         self.directory.mkdir(parents=True, exist_ok=True)
         _replace(self.directory / LAST_MODEL, lambda path: self.model.save(path))
+        seeds = {name: keras.ops.convert_to_numpy(generator.state) for name, generator in _seeded_layers(self.model).items()}
+        _replace(self.directory / SEEDS, lambda path: _save_arrays(path, **seeds))
         stopping = self.early_stopping
         if stopping.best_epoch == epoch and stopping.best_weights is not None:
             _replace(self.directory / BEST_WEIGHTS, lambda path: _save_arrays(path, stopping.best_weights))
         _replace(self.directory / STATE, lambda path: path.write_text(json.dumps(self.state.__dict__), encoding="utf-8"))
 
 
-def _save_arrays(path: Path, arrays) -> None:
+class EpochLogger(keras.callbacks.Callback):
+    """One line per epoch through the caller's logger, instead of Keras' own progress output."""
+
+    def __init__(self, log):
+        super().__init__()
+        self.log = log
+
+    def on_epoch_end(self, epoch, logs=None):
+        values = " ".join(f"{key} {value:.4f}" for key, value in sorted((logs or {}).items()))
+        self.log(f"epoch {epoch + 1}: {values}")
+
+
+def _save_arrays(path: Path, arrays=(), **named) -> None:
     with path.open("wb") as writer:
-        np.savez(writer, *arrays)
+        np.savez(writer, *arrays, **named)
 
 
 def _replace(path: Path, write) -> None:

@@ -32,9 +32,36 @@ def _log(message: str) -> None:
     typer.echo(f"{datetime.now().isoformat(timespec='seconds')} {message}", err=True)
 
 
-def _fail(error: ForecastError) -> typer.Exit:
-    typer.echo(f"error: {error}", err=True)
-    return typer.Exit(code=1)
+def _file_logger(path: Path):
+    """Logs to standard error and appends the same timestamped line to `path` (for cron, which keeps no terminal)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    def log(message: str) -> None:
+        line = f"{datetime.now().isoformat(timespec='seconds')} {message}"
+        typer.echo(line, err=True)
+        with path.open("a", encoding="utf-8") as writer:
+            writer.write(line + "\n")
+
+    return log
+
+
+def _progress(verbose: Optional[int], log_file: Optional[Path]):
+    """The logger, Keras' verbosity and extra callbacks: a progress bar on a terminal, a line per epoch otherwise,
+    and with a log file, timestamped epoch lines through the logger instead of Keras' output."""
+    if log_file is None:
+        return _log, verbose if verbose is not None else (1 if sys.stdout.isatty() else 2), ()
+    from forecast.checkpoint import EpochLogger
+
+    log = _file_logger(log_file)
+    return log, 0, (EpochLogger(log),) if verbose != 0 else ()
+
+
+def _fail(error: ForecastError, log=None) -> typer.Exit:
+    if log is not None and log is not _log:
+        log(f"error: {error}")
+    else:
+        typer.echo(f"error: {error}", err=True)
+    return typer.Exit(code=getattr(error, "exit_code", 1))
 
 
 def _listed(values: Optional[list[str]]) -> Optional[tuple[str, ...]]:
@@ -70,6 +97,7 @@ def train(
     gaps: Annotated[Optional[str], typer.Option(help="Missing timestamps: refuse, mask (weight 0) or interpolate.")] = None,
     max_gap: Annotated[Optional[int], typer.Option(help="Longest gap (steps) that mask or interpolate accept.")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from its last checkpoint.")] = False,
+    log_file: Annotated[Optional[Path], typer.Option("--log", help="Also append timestamped log lines to this file.")] = None,
     model_dir: Annotated[Optional[str], typer.Option(help="Model name or directory (default: the data file's name).")] = None,
     store: StoreOption = Path("models"),
 ) -> None:
@@ -94,16 +122,10 @@ def train(
         )
         from forecast.training import train as run_training
 
-        run_training(
-            data,
-            config,
-            target_dir,
-            log=_log,
-            verbose=config.verbose if config.verbose is not None else (1 if sys.stdout.isatty() else 2),
-            resume=resume,
-        )
+        log, keras_verbose, callbacks = _progress(config.verbose, log_file)
+        run_training(data, config, target_dir, log, keras_verbose, callbacks, resume=resume)
     except ForecastError as error:
-        raise _fail(error) from None
+        raise _fail(error, _file_logger(log_file) if log_file else None) from None
 
 
 @app.command()
@@ -124,8 +146,110 @@ def predict(
     if output is None:
         typer.echo(forecast.to_csv(index=False), nl=False)
     else:
-        forecast.to_csv(output, index=False)
+        partial = output.with_name(f".{output.name}.partial")
+        forecast.to_csv(partial, index=False)
+        partial.replace(output)  # a reader of `output` never sees half a file
         _log(f"wrote {len(forecast)} forecast rows to {output}")
+
+
+@app.command()
+def evaluate(
+    data: DataArg,
+    model: Annotated[str, typer.Option(help="Model name or directory written by `forecast train`.", show_default=False)],
+    start: Annotated[Optional[str], typer.Option(help="First target row (0-based) or date (default: after training).")] = None,
+    end: Annotated[Optional[str], typer.Option(help="Row count or last date of the range (default: the last row).")] = None,
+    output_dir: Annotated[Path, typer.Option(help="Where to write <model>.json and <model>_steps.csv.")] = Path("evaluation"),
+    store: StoreOption = Path("models"),
+) -> None:
+    """Score a model on every forecast origin of a range, next to the Repeat and seasonal-naive baselines."""
+    try:
+        from forecast.evaluation import evaluate as run_evaluation
+        from forecast.store import resolve_model_path, write_json
+
+        model_dir = resolve_model_path(model, store)
+        result = run_evaluation(data, model_dir, start, end)
+    except ForecastError as error:
+        raise _fail(error) from None
+    typer.echo(
+        f"{result.origins} origins, targets {result.first_time} to {result.last_time}, {result.seconds:.1f} s\n"
+        "mse and mae on z-scored values; the others in the target's units\n" + result.table()
+    )
+    output_dir.mkdir(parents=True, exist_ok=True)
+    write_json(output_dir / f"{model_dir.name}.json", result.to_json())
+    result.per_step.to_csv(output_dir / f"{model_dir.name}_steps.csv", index=False)
+    _log(f"wrote {output_dir / model_dir.name}.json and {model_dir.name}_steps.csv")
+
+
+@app.command()
+def retrain(
+    data: DataArg,
+    model: Annotated[str, typer.Option(help="Model name or directory to retrain.", show_default=False)],
+    epochs: Annotated[int, typer.Option(help="Epochs to continue from the current weights.")] = 3,
+    full: Annotated[bool, typer.Option("--full", help="Train a fresh model for the configured epochs instead.")] = False,
+    holdout: Annotated[Optional[int], typer.Option(help="Newest rows to score both models on (default: 4 horizons).")] = None,
+    tolerance: Annotated[float, typer.Option(help="Promote when the candidate's MSE is at most current x (1 + this).")] = 0.02,
+    verbose: Annotated[Optional[int], typer.Option(help="0 silent, 1 progress bar, 2 one line per epoch.")] = None,
+    log_file: Annotated[Optional[Path], typer.Option("--log", help="Also append timestamped log lines to this file.")] = None,
+    store: StoreOption = Path("models"),
+) -> None:
+    """Retrain on the grown DATA and promote the candidate only if it scores as well as the current model.
+
+    Exit codes: 0 promoted or deliberately kept the old model; 1 a problem with the data or the model; 75 another run
+    holds the lock.
+    """
+    log = _file_logger(log_file) if log_file else _log
+    try:
+        from forecast.retraining import RetrainOptions
+        from forecast.retraining import retrain as run_retrain
+        from forecast.store import resolve_model_path
+
+        log, keras_verbose, callbacks = _progress(verbose, log_file)
+        options = RetrainOptions(epochs=epochs, full=full, holdout=holdout, tolerance=tolerance)
+        run_retrain(data, resolve_model_path(model, store), options, log, keras_verbose, callbacks)
+    except ForecastError as error:
+        raise _fail(error, log) from None
+
+
+models_app = typer.Typer(help="List and restore the versions of a model.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+
+
+@models_app.command("list")
+def models_list(
+    model: Annotated[str, typer.Option(help="Model name or directory.", show_default=False)],
+    store: StoreOption = Path("models"),
+) -> None:
+    """Show the kept versions of a model, newest last; * marks the current one."""
+    try:
+        from forecast.store import describe_versions, resolve_model_path
+
+        rows = describe_versions(resolve_model_path(model, store))
+    except ForecastError as error:
+        raise _fail(error) from None
+    typer.echo(f"{'':2}{'version':<9}{'created':<27}{'epochs':>7}{'val_mse':>10}{'holdout_mse':>13}")
+    for row in rows:
+        typer.echo(
+            f"{'*' if row['current'] else ' ':2}{row['version']:<9}{row['created']:<27}{row['last_epoch']:>7}"
+            f"{row['val_mse']:>10.4f}{row['holdout_mse']:>13}"
+        )
+
+
+@models_app.command("rollback")
+def models_rollback(
+    model: Annotated[str, typer.Option(help="Model name or directory.", show_default=False)],
+    to: Annotated[Optional[str], typer.Option(help="Version to make current (default: the one before it).")] = None,
+    store: StoreOption = Path("models"),
+) -> None:
+    """Make an earlier version current again."""
+    try:
+        from forecast.store import locked, resolve_model_path, rollback
+
+        root = resolve_model_path(model, store)
+        with locked(root):
+            version = rollback(root, to)
+    except ForecastError as error:
+        raise _fail(error) from None
+    _log(f"{root}: version {version} is current")
 
 
 if __name__ == "__main__":

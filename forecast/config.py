@@ -43,6 +43,7 @@ class Config:
     units: int = 64
     head_units: int = 64
     dropout: float = 0.0
+    head_dropout: float = 0.3
 
     train_end: str | None = None
     val_end: str | None = None
@@ -54,6 +55,7 @@ class Config:
     patience: int = 5
     verbose: int | None = None
     checkpoints: bool = True
+    keep_versions: int = 5
     tensorboard_dir: str | None = None
     seed: int = 0
     data_pipeline: str = "pydataset"
@@ -64,14 +66,15 @@ class Config:
 
     def __post_init__(self) -> None:
         _check_types(self)
-        positive = ("lookback", "horizon", "batch_size", "stream_chunks", "units", "head_units", "epochs")
+        positive = ("lookback", "horizon", "batch_size", "stream_chunks", "units", "head_units", "epochs", "keep_versions")
         for name in positive:
             if getattr(self, name) < 1:
                 raise ForecastError(f"config: {name} must be at least 1, got {getattr(self, name)}")
         if not 0.0 < self.validation_fraction < 1.0:
             raise ForecastError(f"config: validation_fraction must be between 0 and 1, got {self.validation_fraction}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ForecastError(f"config: dropout must be in [0, 1), got {self.dropout}")
+        for name in ("dropout", "head_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ForecastError(f"config: {name} must be in [0, 1), got {getattr(self, name)}")
         if self.verbose not in (None, 0, 1, 2):
             raise ForecastError(f"config: verbose must be 0, 1 or 2, got {self.verbose}")
         if self.gaps not in ("refuse", "mask", "interpolate"):

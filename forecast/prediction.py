@@ -13,7 +13,7 @@ from forecast.data import Series, load_series
 from forecast.errors import ForecastError
 from forecast.features import Features, InputLayout, build_features
 from forecast.validation import describe_step
-from forecast.store import CONFIG_FILE, SCHEMA_FILE, SavedModel, Schema, check_model_dir, load_saved
+from forecast.store import CONFIG_FILE, SCHEMA_FILE, SavedModel, Schema, check_model_dir, current_version, load_saved
 
 
 def load_model_file(path: Path):
@@ -51,11 +51,12 @@ def forecast_at(single, features: Features, config: Config, origin: int) -> np.n
 
 
 def predict(csv_path: str | Path, model_dir: str | Path) -> pd.DataFrame:
-    """Forecasts the H steps after the last observed target of `csv_path`; returns timestamps, steps and values."""
-    model_dir = Path(model_dir)
+    """Forecasts the H steps after the last observed target of `csv_path` with the current version of the model at
+    `model_dir`; returns timestamps, steps and values."""
+    model_dir = current_version(Path(model_dir))
     check_model_dir(model_dir)
     series = load_series(csv_path, Config.from_json(model_dir / CONFIG_FILE))
-    _check_compatible(series, Schema.from_json(model_dir / SCHEMA_FILE))
+    check_compatible(series, Schema.from_json(model_dir / SCHEMA_FILE))
     saved = load_model_dir(model_dir)
     config = saved.config
     if series.n_observed < config.lookback:
@@ -74,7 +75,7 @@ def predict(csv_path: str | Path, model_dir: str | Path) -> pd.DataFrame:
     )
 
 
-def _check_compatible(series: Series, schema: Schema) -> None:
+def check_compatible(series: Series, schema: Schema) -> None:
     """The CSV must have the trained frequency and feed the same input channels (checked before TensorFlow loads)."""
     if series.freq != schema.freq:
         raise ForecastError(

@@ -1,16 +1,24 @@
-"""The model directory: what train writes, how it is replaced without a half-written state, and how it is read back.
+"""The model store: versioned model directories, an atomic pointer to the current one, and a lock per model.
+
+    models/NAME/
+        current -> versions/0003     relative symlink, replaced in one rename: always a complete version
+        versions/0001/ ...           the last `keep_versions` complete model directories
+        .staging/                    the run in progress and its per-epoch checkpoints
+        .lock                        held by train and retrain, so two runs never overlap
 
 A model directory holds `model.keras` (loaded in Keras safe mode), `config.json` (the configuration train used, with
-the resolved column roles), `scaler.json`, `schema.json` (frequency, input channels, training range), `history.csv`
-and `metrics.json`. Nothing is pickled.
+the resolved column roles), `scaler.json`, `schema.json` (frequency, input channels, training range, data digests),
+`history.csv` and `metrics.json`. Nothing is pickled.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,12 +41,14 @@ REQUIRED_FILES = (MODEL_FILE, CONFIG_FILE, SCALER_FILE, SCHEMA_FILE)
 
 @dataclass(frozen=True)
 class Schema:
-    """What the model expects of a CSV besides the configuration."""
+    """What the model expects of a CSV besides the configuration, and a fingerprint of the data it was trained on."""
 
     freq: pd.Timedelta
     layout: InputLayout
     train_rows: int
     last_time: str
+    rows: int = 0
+    digests: tuple[str, ...] = ()
 
     def to_json(self) -> str:
         return json.dumps(
@@ -52,6 +62,8 @@ class Schema:
                 },
                 "train_rows": self.train_rows,
                 "last_time": self.last_time,
+                "rows": self.rows,
+                "digests": self.digests,
             },
             indent=2,
         )
@@ -61,7 +73,10 @@ class Schema:
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
             layout = {key: tuple(value) for key, value in data["layout"].items()}
-            return cls(pd.Timedelta(data["freq"]), InputLayout(**layout), int(data["train_rows"]), str(data["last_time"]))
+            return cls(
+                pd.Timedelta(data["freq"]), InputLayout(**layout), int(data["train_rows"]), str(data["last_time"]),
+                int(data.get("rows", 0)), tuple(data.get("digests", ())),
+            )
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ForecastError(f"{path}: cannot read the saved schema ({exc}); retrain the model") from None
 
@@ -91,27 +106,128 @@ def _inside(path: Path, root: Path) -> bool:
     return path != root and root in path.parents
 
 
-def staging_dir(model_dir: Path) -> Path:
-    """Where a model is assembled (and its checkpoints kept) before it replaces `model_dir` in one rename."""
-    return model_dir.parent / f".{model_dir.name}.partial"
+def staging_dir(root: Path) -> Path:
+    """Where a model is assembled (and its checkpoints kept) before it becomes a version."""
+    return root / ".staging"
 
 
-def checkpoint_dir(model_dir: Path) -> Path:
+def checkpoint_dir(root: Path) -> Path:
     """Per-epoch checkpoints of a training run in progress (see checkpoint.py); gone once the model is published."""
-    return staging_dir(model_dir) / "checkpoints"
+    return staging_dir(root) / "checkpoints"
 
 
 CHECKPOINT_STATE = "state.json"
+CURRENT = "current"
+VERSIONS = "versions"
+EXIT_LOCKED = 75  # EX_TEMPFAIL: another run holds the lock; cron may simply try again later
 
 
-def publish(staging: Path, model_dir: Path) -> None:
-    """Moves a finished staging directory into place; the old model is kept aside until the new one is in."""
-    previous = model_dir.parent / f".{model_dir.name}.previous"
-    shutil.rmtree(previous, ignore_errors=True)
-    if model_dir.exists():
-        os.replace(model_dir, previous)
-    os.replace(staging, model_dir)
-    shutil.rmtree(previous, ignore_errors=True)
+class LockHeld(ForecastError):
+    """Another train or retrain of the same model is running."""
+
+    exit_code = EXIT_LOCKED
+
+
+@contextlib.contextmanager
+def locked(root: Path) -> Iterator[None]:
+    """Holds the model's lock for the block; the kernel releases it when the process dies, so a crash leaves none."""
+    root.mkdir(parents=True, exist_ok=True)
+    with (root / ".lock").open("a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise LockHeld(f"{root}: another train or retrain of this model is running; this run stopped") from None
+        yield
+
+
+def versions(root: Path) -> list[str]:
+    folder = root / VERSIONS
+    return sorted(path.name for path in folder.iterdir() if path.is_dir()) if folder.is_dir() else []
+
+
+def current_version(root: Path) -> Path:
+    """The directory `predict` reads: the version `current` points to (or `root` itself for a plain model directory)."""
+    pointer = root / CURRENT
+    if pointer.exists():
+        return pointer.resolve()
+    if all((root / name).is_file() for name in REQUIRED_FILES):
+        return root
+    raise ForecastError(f"{root}: no model here; train one with `forecast train DATA.csv`")
+
+
+def publish(staging: Path, root: Path, keep: int) -> str:
+    """Turns a finished staging directory into the next version and points `current` at it, then prunes old versions.
+
+    Both steps are single renames, so a crash at any moment leaves `current` on a complete version, old or new.
+    """
+    existing = versions(root)
+    name = f"{int(existing[-1]) + 1:04d}" if existing else "0001"
+    (root / VERSIONS).mkdir(parents=True, exist_ok=True)
+    os.replace(staging, root / VERSIONS / name)
+    point_current(root, name)
+    prune(root, keep)
+    return name
+
+
+def point_current(root: Path, version: str) -> None:
+    if not (root / VERSIONS / version / MODEL_FILE).is_file():
+        raise ForecastError(f"{root}: no complete version {version!r}; `forecast models list` shows the versions")
+    temporary = root / f".{CURRENT}.tmp"
+    temporary.unlink(missing_ok=True)
+    os.symlink(f"{VERSIONS}/{version}", temporary)
+    os.replace(temporary, root / CURRENT)
+    _sync_directory(root)
+
+
+def prune(root: Path, keep: int) -> None:
+    """Deletes the oldest versions beyond the newest `keep`, never the current one."""
+    current = current_version(root).name
+    for name in versions(root)[:-keep]:
+        if name != current:
+            shutil.rmtree(root / VERSIONS / name)
+
+
+def rollback(root: Path, to: str | None = None) -> str:
+    """Points `current` at version `to`, or at the version before the current one."""
+    names = versions(root)
+    current = current_version(root).name
+    if to is None:
+        older = [name for name in names if name < current]
+        if not older:
+            raise ForecastError(f"{root}: version {current} is the oldest kept; there is nothing to roll back to")
+        to = older[-1]
+    point_current(root, to)
+    return to
+
+
+def describe_versions(root: Path) -> list[dict]:
+    """One row per kept version: when it was made, how far it trained, and its scores."""
+    current = current_version(root).name
+    rows = []
+    for name in versions(root):
+        try:
+            metrics = json.loads((root / VERSIONS / name / METRICS_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            metrics = {}
+        holdout = metrics.get("holdout", {}).get("candidate_mse")
+        rows.append({
+            "version": name,
+            "current": name == current,
+            "created": metrics.get("created", "?"),
+            "last_epoch": metrics.get("last_epoch", "?"),
+            "val_mse": metrics.get("validation", {}).get("model", {}).get("mse", float("nan")),
+            "holdout_mse": f"{holdout:.4f}" if holdout is not None else "-",
+        })
+    return rows
+
+
+def _sync_directory(path: Path) -> None:
+    """Makes a rename in `path` durable, so a power cut cannot bring back the old pointer."""
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def write_json(path: Path, data: Any) -> None:

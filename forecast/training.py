@@ -7,6 +7,7 @@ import math
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -25,12 +26,16 @@ from forecast.store import (
     MODEL_FILE,
     SCALER_FILE,
     SCHEMA_FILE,
+    VERSIONS,
     Schema,
     checkpoint_dir,
+    current_version,
+    locked,
     publish,
     staging_dir,
     write_json,
 )
+from forecast.validation import row_digests
 from forecast.windowing import StreamPlan, WindowBatcher, materialise, window_generator
 
 Log = Callable[[str], None]
@@ -54,10 +59,10 @@ class TrainResult:
 def resolve_split(series: Series, config: Config) -> Split:
     """Turns train_end / val_end (a row count, or the last timestamp to include) into row counts."""
     n_rows = series.n_observed
-    val_end = _row_bound(series, config.val_end, "val_end") if config.val_end else n_rows
+    val_end = row_bound(series, config.val_end, "val_end") if config.val_end else n_rows
     val_end = min(val_end, n_rows)
     if config.train_end:
-        train_end = _row_bound(series, config.train_end, "train_end")
+        train_end = row_bound(series, config.train_end, "train_end")
     else:
         train_end = val_end - round(val_end * config.validation_fraction)
     need_train = config.lookback + config.horizon
@@ -70,39 +75,78 @@ def resolve_split(series: Series, config: Config) -> Split:
     return Split(train_end=train_end, val_end=val_end)
 
 
-def _row_bound(series: Series, value: str, name: str) -> int:
+def row_bound(series: Series, value: str, name: str, first: bool = False) -> int:
+    """A row number for a range bound given as a row count or a date.
+
+    As an end (first=False), a date is the last timestamp to include, so the bound is the count of rows up to it; as a
+    start (first=True), it is the first timestamp to include.
+    """
     if value.isdigit():
         return int(value)
     try:
         stamp = pd.Timestamp(value)
     except ValueError:
-        raise ForecastError(f"config: {name} = {value!r} is neither a row count nor a date") from None
-    return int(np.searchsorted(series.time.asi8, stamp.as_unit(series.time.unit).value, side="right"))
+        raise ForecastError(f"{series.path}: {name} = {value!r} is neither a row number nor a date") from None
+    side = "left" if first else "right"
+    return int(np.searchsorted(series.time.asi8, stamp.as_unit(series.time.unit).value, side=side))
 
 
 def train(
     csv_path: str | Path,
     config: Config,
-    model_dir: str | Path,
+    root: str | Path,
     log: Log | None = None,
     verbose: int = 0,
     extra_callbacks: tuple = (),
     resume: bool = False,
 ) -> TrainResult:
-    """Trains a model on `csv_path` and publishes it to `model_dir`; an existing model there is replaced only at the end.
+    """Trains a model on `csv_path` and publishes it as the current version of the model at `root`.
 
-    With `resume`, continues an interrupted run from its last epoch checkpoint, with the configuration it was started with.
+    The previous version stays current until the new one is complete. With `resume`, continues an interrupted run from
+    its last epoch checkpoint. Holds the model's lock throughout, so a concurrent train or retrain stops at once.
     """
     log = log or (lambda message: None)
-    model_dir = Path(model_dir)
+    root = Path(root)
     series = load_series(csv_path, config)
     config = config.replace(past=series.roles.past)
+    resolve_split(series, config)  # too little data is a user error: report it before touching the store
+    with locked(root):
+        start_from = current_version(root) if config.initial_epoch > 0 and not resume else None
+        result = train_series(series, config, root, log, verbose, extra_callbacks, resume, start_from)
+        version = publish(result.model_dir, root, config.keep_versions)
+    metrics = result.metrics["validation"]
+    log(
+        f"saved {root} version {version}: validation MSE {metrics['model']['mse']:.4f} "
+        f"(Repeat {metrics['repeat']['mse']:.4f}) after {result.metrics['epochs_run']} epochs"
+    )
+    return TrainResult(model_dir=root / VERSIONS / version, metrics=result.metrics, history=result.history)
+
+
+def train_series(
+    series: Series,
+    config: Config,
+    root: Path,
+    log: Log,
+    verbose: int = 0,
+    extra_callbacks: tuple = (),
+    resume: bool = False,
+    start_from: Path | None = None,
+) -> TrainResult:
+    """Trains on `series` into the staging directory of `root` and returns it complete, but not yet published.
+
+    `start_from` is a model directory whose weights (and scaler) training continues from, at `config.initial_epoch`.
+    """
     split = resolve_split(series, config)
     keras = backend.keras()
     from forecast import checkpoint
-    from forecast.model import build_model, compile_model, predict_in_order
+    from forecast.model import build_model, compile_model, predict_batches
 
-    scaler = fit_scaler(series, split.train_end)
+    if start_from is not None:
+        from forecast.scaling import Scaler
+
+        scaler = Scaler.from_json(start_from / SCALER_FILE)
+    else:
+        scaler = fit_scaler(series, split.train_end)
     layout = InputLayout.from_roles(series.roles, series.freq)
     features = build_features(series, scaler, config.horizon)
     batcher = WindowBatcher(features, config.lookback, config.horizon)
@@ -116,20 +160,21 @@ def train(
     )
 
     _seed_everything(config.seed)
-    staging = staging_dir(model_dir)
-    checkpoints = checkpoint_dir(model_dir)
+    staging = staging_dir(root)
+    checkpoints = checkpoint_dir(root)
     strategy, replicas = _strategy(config)
     with strategy.scope():
         if resume:
             state = checkpoint.load_state(checkpoints)
             _check_resumable(config, state, checkpoints)
             model = _load_checkpoint_model(checkpoints / checkpoint.LAST_MODEL)
-            log(f"resuming {model_dir} after epoch {state.epoch}")
+            checkpoint.restore_seeds(model, checkpoints)
+            log(f"resuming {root} after epoch {state.epoch}")
         else:
             state = checkpoint.ResumeState(config=json.loads(config.to_json()))
             model = build_model(config, layout, config.batch_size // replicas)
             compile_model(model, config)
-            _start_staging(staging, model_dir, model, config, log)
+            _start_staging(staging, start_from, model, config, log)
 
     log(
         f"training on {backend.device_name()}: {train_plan.n_origins} training and {val_plan.n_origins} validation "
@@ -158,29 +203,32 @@ def train(
     )
     history = pd.DataFrame(state.history)
     if history.empty or not np.isfinite(history["loss"]).all():
-        raise ForecastError(f"{csv_path}: training diverged (loss is not finite); lower --learning-rate or check the data")
+        raise ForecastError(f"{series.path}: training diverged (loss is not finite); lower --learning-rate or check the data")
 
-    forecast = predict_in_order(model, val_inputs, chunks, config.batch_size)
+    val_batches, _ = val_plan.batches(0)
+    forecast = predict_batches(model, batcher, val_batches, chunks)
     metrics = _validation_metrics(forecast, val_target, val_weight, batcher.last_values(val_origins), scaler, series)
     metrics.update(
         epochs_run=len(history),
         last_epoch=int(history["epoch"].iloc[-1]),
         best_val_mse=float(np.nanmin(history["val_mse"])),
         device=backend.device_name(),
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         split={"train_rows": split.train_end, "val_rows": split.val_end - split.train_end},
     )
     model.save(staging / MODEL_FILE)
     (staging / CONFIG_FILE).write_text(config.to_json() + "\n", encoding="utf-8")
     (staging / SCALER_FILE).write_text(scaler.to_json() + "\n", encoding="utf-8")
-    schema = Schema(series.freq, layout, split.train_end, str(series.time[series.n_observed - 1]))
+    schema = Schema(
+        series.freq, layout, split.train_end, str(series.time[series.n_observed - 1]), series.n_observed,
+        row_digests(series.time, series.values, series.n_observed),
+    )
     (staging / SCHEMA_FILE).write_text(schema.to_json() + "\n", encoding="utf-8")
-    history.to_csv(staging / HISTORY_FILE, index=False)
+    earlier = [pd.read_csv(start_from / HISTORY_FILE)] if start_from and (start_from / HISTORY_FILE).is_file() else []
+    pd.concat([*earlier, history]).to_csv(staging / HISTORY_FILE, index=False)
     write_json(staging / METRICS_FILE, metrics)
     shutil.rmtree(checkpoints, ignore_errors=True)
-    publish(staging, model_dir)
-    model_err, repeat_err = metrics["validation"]["model"]["mse"], metrics["validation"]["repeat"]["mse"]
-    log(f"saved {model_dir}: validation MSE {model_err:.4f} (Repeat {repeat_err:.4f}) after {len(history)} epochs")
-    return TrainResult(model_dir=model_dir, metrics=metrics, history=history)
+    return TrainResult(model_dir=staging, metrics=metrics, history=history)
 
 
 def _strategy(config: Config):
@@ -234,18 +282,14 @@ def _load_checkpoint_model(path: Path):
         raise ForecastError(f"{path}: cannot load the checkpoint ({type(exc).__name__}); train without --resume") from None
 
 
-def _start_staging(staging: Path, model_dir: Path, model, config: Config, log: Log) -> None:
-    """A clean staging directory; with initial_epoch > 0, training continues from the published model's weights."""
+def _start_staging(staging: Path, start_from: Path | None, model, config: Config, log: Log) -> None:
+    """A clean staging directory (a killed run's leftovers are discarded); `start_from` supplies the first weights."""
     shutil.rmtree(staging, ignore_errors=True)
-    if config.initial_epoch > 0:
-        if not (model_dir / MODEL_FILE).is_file():
-            raise ForecastError(
-                f"{model_dir}: initial_epoch is {config.initial_epoch} but there is no model here to continue from"
-            )
+    if start_from is not None:
         from forecast.prediction import load_model_file
 
-        model.set_weights(load_model_file(model_dir / MODEL_FILE).get_weights())
-        log(f"continuing from the weights of {model_dir} at epoch {config.initial_epoch + 1}")
+        model.set_weights(load_model_file(start_from / MODEL_FILE).get_weights())
+        log(f"continuing from the weights of {start_from} at epoch {config.initial_epoch + 1}")
     staging.mkdir(parents=True)
 
 

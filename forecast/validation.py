@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import hashlib
+
 import numpy as np
 import pandas as pd
 
@@ -145,3 +147,18 @@ def check_target(target: pd.Series, path: Path) -> None:
         raise ForecastError(
             f"{path}: target column {target.name!r} is constant ({float(observed.iloc[0]):g}); there is nothing to forecast"
         )
+
+
+DIGEST_BLOCK = 1024
+
+
+def row_digests(time: pd.DatetimeIndex, values: pd.DataFrame, rows: int) -> tuple[str, ...]:
+    """Fingerprints of the first `rows` rows, one per block of DIGEST_BLOCK rows, so that a rewritten history can be
+    detected (and located to a block) without keeping a copy of the data."""
+    stamps = time.as_unit("s").asi8[:rows]
+    table = np.nan_to_num(values.to_numpy(dtype="float64")[:rows], nan=np.inf)
+    digests = []
+    for start in range(0, rows, DIGEST_BLOCK):
+        block = slice(start, start + DIGEST_BLOCK)
+        digests.append(hashlib.sha256(stamps[block].tobytes() + table[block].tobytes()).hexdigest()[:16])
+    return tuple(digests)

@@ -176,3 +176,14 @@ def materialise(batcher: WindowBatcher, plan: StreamPlan, epoch: int = 0) -> tup
     flat_origins, flat_scored = origins.reshape(-1), scored.reshape(-1)
     target, weight = batcher.targets(flat_origins, flat_scored)
     return batcher.inputs(flat_origins), target, weight, flat_origins
+
+
+def origin_streams(first: int, last: int, chunk: int, chunks: int, earliest: int) -> tuple[np.ndarray, np.ndarray]:
+    """One stream per origin in [first, last]: the chunks - 1 chunks before it, as prediction warms up, then the
+    origin itself, the only scored position. Warm-up positions without full history are PADDING."""
+    ends = np.arange(first, last + 1)
+    origins = ends[:, None] - chunk * np.arange(chunks - 1, -1, -1)[None, :]
+    origins = np.where(origins >= earliest, origins, PADDING)
+    scored = np.zeros(origins.shape, dtype=bool)
+    scored[:, -1] = True
+    return origins, scored

@@ -1,6 +1,7 @@
 """Bad files and bad model directories: one clear line, a non-zero exit code, no traceback, nothing on disk changed."""
 
 import hashlib
+import os
 import shutil
 from pathlib import Path
 
@@ -34,8 +35,10 @@ def drop_column(lines: list[str], column: int) -> list[str]:
 
 
 def tree_digest(directory: Path) -> dict[str, str]:
-    return {str(path.relative_to(directory)): hashlib.sha256(path.read_bytes()).hexdigest()
-            for path in sorted(directory.rglob("*")) if path.is_file()}
+    """Every file's hash and every symlink's target under `directory`."""
+    return {str(path.relative_to(directory)): os.readlink(path) if path.is_symlink()
+            else hashlib.sha256(path.read_bytes()).hexdigest()
+            for path in sorted(directory.rglob("*")) if path.is_symlink() or path.is_file()}
 
 
 LINES = ett_lines()
@@ -130,8 +133,8 @@ def test_predict_file_must_match_the_model(store, tmp_path):
 )
 def test_damaged_model_directory(store, tmp_path, damage, message):
     copy = store / f"damaged_{tmp_path.name}"
-    shutil.copytree(store / "existing", copy)
-    damage(copy)
+    shutil.copytree(store / "existing", copy, symlinks=True)
+    damage(copy / "current")
     result = run_forecast("predict", store / "source.csv", "--model", copy.name, "--store", store, check=False)
     assert result.returncode == 1 and message in result.stderr and "Traceback" not in result.stderr
     shutil.rmtree(copy)

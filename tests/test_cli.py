@@ -39,12 +39,14 @@ def test_train_then_predict_on_etth1(tmp_path, ett_small):
     trained = run_forecast("train", ett_small, "--target", "OT", *TINY, "--model-dir", model_dir, "--store", tmp_path)
     assert "training on CPU" in trained.stderr or "training on GPU" in trained.stderr
     assert trained.stdout.count("val_mse") == 2  # no terminal: one line per epoch
+    version = model_dir / "current"
+    assert version.resolve() == model_dir / "versions" / "0001"
     for name in ("model.keras", "config.json", "scaler.json", "schema.json", "history.csv", "metrics.json"):
-        assert (model_dir / name).is_file(), name
-    assert not (tmp_path / ".ett_model.partial").exists()
-    metrics = json.loads((model_dir / "metrics.json").read_text())
+        assert (version / name).is_file(), name
+    assert not (model_dir / ".staging").exists()
+    metrics = json.loads((version / "metrics.json").read_text())
     assert {"model", "repeat"} <= set(metrics["validation"]) and np.isfinite(metrics["validation"]["model"]["mse"])
-    history = pd.read_csv(model_dir / "history.csv")
+    history = pd.read_csv(version / "history.csv")
     assert list(history["epoch"]) == [1, 2] and np.isfinite(history[["loss", "val_loss"]].to_numpy()).all()
 
     output = tmp_path / "forecast.csv"
@@ -67,7 +69,7 @@ def test_camels_feeds_sim_history_and_bg_and_forecasts_the_future_rows(tmp_path)
         "train", path, "--target", "OBS_RUN", "--sim", "MOD_RUN", "--bg", "SWE", "--lookback", "30", "--horizon", "7",
         "--batch-size", "16", "--epochs", "2", "--model-dir", model_dir, "--store", tmp_path,
     )
-    schema = json.loads((model_dir / "schema.json").read_text())
+    schema = json.loads((model_dir / "current" / "schema.json").read_text())
     assert schema["layout"]["sim"][0] == "MOD_RUN" and schema["layout"]["bg"][0] == "SWE"
     assert schema["layout"]["history"][:2] == ["OBS_RUN", "PRCP"] and "MOD_RUN" in schema["layout"]["history"]
     result = run_forecast("predict", path, "--model", model_dir, "--store", tmp_path)
@@ -91,9 +93,9 @@ def test_beijing_gaps_get_weight_zero_and_the_loss_stays_finite(tmp_path):
     path = head_csv(BEIJING, 3000, tmp_path / "beijing.csv")  # starts with a day of empty pm2.5
     model_dir = tmp_path / "beijing_model"
     run_forecast("train", path, "--config", config, *TINY, "--model-dir", model_dir, "--store", tmp_path)
-    history = pd.read_csv(model_dir / "history.csv")
+    history = pd.read_csv(model_dir / "current" / "history.csv")
     assert np.isfinite(history[["loss", "val_loss", "mse", "val_mse"]].to_numpy()).all()
-    saved = json.loads((model_dir / "config.json").read_text())
+    saved = json.loads((model_dir / "current" / "config.json").read_text())
     assert saved["time_columns"] == ["year", "month", "day", "hour"] and saved["past"] == ["DEWP", "TEMP", "PRES", "Iws", "Is", "Ir"]
     result = run_forecast("predict", path, "--model", model_dir, "--store", tmp_path)
     assert np.isfinite(pd.read_csv(pd.io.common.StringIO(result.stdout))["pm2.5"]).all()
@@ -121,5 +123,5 @@ def test_user_errors_are_one_line_without_traceback(tmp_path, ett_small):
     assert result.returncode == 1 and result.stderr.startswith("error: ") and "Traceback" not in result.stderr
     assert "column 'NOPE' not found" in result.stderr and not (tmp_path / "m").exists()
     missing = run_forecast("predict", ett_small, "--model", tmp_path / "none", "--store", tmp_path, check=False)
-    assert missing.returncode == 1 and "no model directory here" in missing.stderr
+    assert missing.returncode == 1 and "none: no model here; train one with `forecast train DATA.csv`" in missing.stderr
     assert FORECAST.exists()

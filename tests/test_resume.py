@@ -17,12 +17,12 @@ FLAGS = ["--target", "OT", "--lookback", "48", "--horizon", "12", "--batch-size"
 def weights(model_dir):
     from forecast.prediction import load_model_file
 
-    return load_model_file(model_dir / "model.keras").get_weights()
+    return load_model_file(model_dir / "current" / "model.keras").get_weights()
 
 
 @pytest.mark.slow
 def test_killed_after_epoch_two_resumes_to_the_uninterrupted_result(tmp_path, ett_small):
-    state = tmp_path / ".interrupted.partial" / "checkpoints" / "state.json"
+    state = tmp_path / "interrupted" / ".staging" / "checkpoints" / "state.json"
     command = [str(FORECAST), "train", str(ett_small), *FLAGS, "--model-dir", "interrupted", "--store", str(tmp_path)]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 240
@@ -34,18 +34,18 @@ def test_killed_after_epoch_two_resumes_to_the_uninterrupted_result(tmp_path, et
     process.wait()
     assert process.returncode == -9, "training ended before it could be killed after epoch 2"
     assert json.loads(state.read_text())["epoch"] in (2, 3)
-    assert not (tmp_path / "interrupted").exists()  # nothing half-trained was published
+    assert not (tmp_path / "interrupted" / "current").exists()  # nothing half-trained was published
 
     resumed = run_forecast("train", ett_small, "--resume", "--model-dir", "interrupted", "--store", tmp_path)
     assert "resuming" in resumed.stderr
     run_forecast("train", ett_small, *FLAGS, "--model-dir", "whole", "--store", tmp_path)
 
-    history = [pd.read_csv(tmp_path / name / "history.csv") for name in ("interrupted", "whole")]
+    history = [pd.read_csv(tmp_path / name / "current" / "history.csv") for name in ("interrupted", "whole")]
     assert list(history[0]["epoch"]) == [1, 2, 3, 4]
     np.testing.assert_allclose(history[0]["val_mse"], history[1]["val_mse"], rtol=1e-6)
     for resumed_weight, whole_weight in zip(weights(tmp_path / "interrupted"), weights(tmp_path / "whole")):
         np.testing.assert_allclose(resumed_weight, whole_weight, atol=1e-6)
-    assert not (tmp_path / ".interrupted.partial").exists()
+    assert not (tmp_path / "interrupted" / ".staging").exists()
 
 
 def test_resume_without_a_checkpoint_is_a_clear_error(tmp_path, ett_small):

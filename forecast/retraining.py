@@ -1,0 +1,151 @@
+"""Nightly retraining: check the grown CSV, train a candidate, promote it only when it scores as well as the current one.
+
+The current version keeps serving `forecast predict` throughout; the candidate becomes a version, and `current` moves to
+it in one rename, only after it has been scored. The model's lock keeps two runs from overlapping.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from forecast.config import Config
+from forecast.data import Series, load_series
+from forecast.errors import ForecastError
+from forecast.evaluation import evaluate
+from forecast.prediction import check_compatible
+from forecast.store import (
+    CONFIG_FILE,
+    METRICS_FILE,
+    SCHEMA_FILE,
+    Schema,
+    current_version,
+    locked,
+    publish,
+    staging_dir,
+    write_json,
+)
+from forecast.training import Log, train_series
+from forecast.validation import DIGEST_BLOCK, row_digests
+
+DECISIONS_FILE = "retrain.jsonl"
+
+
+@dataclass(frozen=True)
+class RetrainOptions:
+    """How a retrain runs: `epochs` more epochs from the current weights, or (`full`) a fresh model trained for the
+    configured epochs; the last `holdout` rows (default: four horizons) are scored, and the candidate is promoted when
+    its MSE there is at most the current model's times (1 + tolerance)."""
+
+    epochs: int = 3
+    full: bool = False
+    holdout: int | None = None
+    tolerance: float = 0.02
+
+
+@dataclass(frozen=True)
+class Decision:
+    promoted: bool
+    reason: str
+    version: str | None = None
+    current_mse: float | None = None
+    candidate_mse: float | None = None
+
+
+def check_appended(series: Series, schema: Schema) -> int:
+    """The CSV must hold the rows the current model was trained on, unchanged, followed by new ones; returns how many
+    rows are new."""
+    if series.n_observed < schema.rows:
+        raise ForecastError(
+            f"{series.path}: {series.n_observed} observed rows, fewer than the {schema.rows} the current model was "
+            "trained on; rows were removed, so check the file (or train a new model with `forecast train`)"
+        )
+    digests = row_digests(series.time, series.values, schema.rows)
+    for block, (now, before) in enumerate(zip(digests, schema.digests)):
+        if now != before:
+            first = block * DIGEST_BLOCK
+            last = min(first + DIGEST_BLOCK, schema.rows) - 1
+            raise ForecastError(
+                f"{series.path}: rows {first + 2} to {last + 2} ({series.time[first]} to {series.time[last]}) differ from "
+                "the data the current model was trained on; history was rewritten, so check the file or train a new "
+                "model with `forecast train`"
+            )
+    return series.n_observed - schema.rows
+
+
+def retrain(
+    csv_path: str | Path, root: str | Path, options: RetrainOptions, log: Log | None = None, verbose: int = 0,
+    extra_callbacks: tuple = (),
+) -> Decision:
+    """Validates, trains a candidate, scores both models on the newest rows and promotes or keeps; logs and records
+    the decision in `root/retrain.jsonl`."""
+    log = log or (lambda message: None)
+    root = Path(root)
+    with locked(root):
+        current = current_version(root)
+        config = Config.from_json(current / CONFIG_FILE)
+        schema = Schema.from_json(current / SCHEMA_FILE)
+        series = load_series(csv_path, config)
+        check_compatible(series, schema)
+        new_rows = check_appended(series, schema)
+        if new_rows == 0:
+            log(f"{csv_path}: no new rows since {schema.last_time}; kept version {current.name}")
+            return Decision(promoted=False, reason="no new rows")
+        holdout = options.holdout or 4 * config.horizon
+        scored_from = series.n_observed - holdout
+        if scored_from - config.lookback - 2 * config.horizon < config.lookback:
+            raise ForecastError(f"{csv_path}: too little data for a holdout of {holdout} rows; lower --holdout")
+        candidate_config = _candidate_config(config, current, options, scored_from)
+        mode = "full retrain" if options.full else f"warm start at epoch {candidate_config.initial_epoch + 1}"
+        log(f"{csv_path}: {new_rows} new rows; training a candidate ({mode}), holding out the last {holdout} rows")
+        staging = staging_dir(root)
+        try:
+            trained = train_series(
+                series, candidate_config, root, log, verbose, extra_callbacks,
+                start_from=None if options.full else current,
+            )
+            current_mse = _holdout_mse(csv_path, current, scored_from, series.n_observed)
+            candidate_mse = _holdout_mse(csv_path, trained.model_dir, scored_from, series.n_observed)
+        except ForecastError:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        promoted = candidate_mse <= current_mse * (1.0 + options.tolerance)
+        record = {
+            "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "data": str(csv_path), "rows": series.n_observed, "new_rows": new_rows, "holdout_rows": holdout,
+            "mode": "full" if options.full else "warm", "epochs": int(trained.metrics["last_epoch"]),
+            "current_version": current.name, "current_mse": current_mse, "candidate_mse": candidate_mse,
+            "tolerance": options.tolerance, "promoted": promoted,
+        }
+        if promoted:
+            metrics = {**trained.metrics, "holdout": record}
+            write_json(trained.model_dir / METRICS_FILE, metrics)
+            version = publish(trained.model_dir, root, config.keep_versions)
+            record["version"] = version
+            reason = f"candidate holdout MSE {candidate_mse:.4f} vs current {current_mse:.4f}: promoted to version {version}"
+        else:
+            shutil.rmtree(staging, ignore_errors=True)
+            version = None
+            reason = (f"candidate holdout MSE {candidate_mse:.4f} is worse than current {current_mse:.4f} by more than "
+                      f"{options.tolerance:.0%}: kept version {current.name}")
+        with (root / DECISIONS_FILE).open("a", encoding="utf-8") as writer:
+            writer.write(json.dumps(record) + "\n")
+        log(reason)
+        return Decision(promoted, reason, version, current_mse, candidate_mse)
+
+
+def _candidate_config(config: Config, current: Path, options: RetrainOptions, scored_from: int) -> Config:
+    """The current configuration with the split moved to the grown data and the epochs continued (or restarted)."""
+    moved = dataclasses.replace(config, train_end=None, val_end=str(scored_from))
+    if options.full:
+        return dataclasses.replace(moved, initial_epoch=0)
+    last_epoch = int(json.loads((current / METRICS_FILE).read_text(encoding="utf-8"))["last_epoch"])
+    return dataclasses.replace(moved, initial_epoch=last_epoch, epochs=last_epoch + options.epochs)
+
+
+def _holdout_mse(csv_path, model_dir: Path, first_row: int, end_row: int) -> float:
+    return evaluate(csv_path, model_dir, str(first_row), str(end_row)).summary["model"]["mse"]

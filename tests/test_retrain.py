@@ -1,0 +1,167 @@
+"""Nightly retraining: versions, promotion by score, the lock, cron's environment, and crashes at the worst moments."""
+
+import dataclasses
+import re
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import ETTH1, FORECAST, ROOT, head_csv, run_forecast
+
+BASE_ROWS = 1200
+FLAGS = ["--target", "OT", "--lookback", "48", "--horizon", "12", "--batch-size", "16", "--epochs", "2"]
+pytestmark = pytest.mark.slow
+
+
+def grown(tmp_path: Path, extra: int) -> Path:
+    return head_csv(ETTH1, BASE_ROWS + extra, tmp_path / f"grown_{extra}.csv")
+
+
+def records(root: Path) -> list[dict]:
+    path = root / "retrain.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def current(root: Path) -> str:
+    return os.readlink(root / "current")
+
+
+def metrics(root: Path) -> dict:
+    return json.loads((root / "current" / "metrics.json").read_text())
+
+
+@pytest.fixture
+def store(tmp_path_factory) -> Path:
+    """A store with one model trained on the first 1,200 hours of ETTh1 (copied from a trained original per test)."""
+    original = tmp_path_factory.getbasetemp() / "retrain_original"
+    if not original.exists():
+        data = head_csv(ETTH1, BASE_ROWS, tmp_path_factory.getbasetemp() / "base.csv")
+        run_forecast("train", data, *FLAGS, "--model-dir", "ett", "--store", original)
+    store = tmp_path_factory.mktemp("store")
+    shutil.copytree(original / "ett", store / "ett", symlinks=True)
+    return store
+
+
+def test_two_nightly_retrains_record_versions_continue_epochs_and_follow_the_scores(store, tmp_path):
+    root = store / "ett"
+    first_epoch = metrics(root)["last_epoch"]
+    for night, extra in enumerate((24, 48), start=1):
+        before = current(root)
+        result = run_forecast("retrain", grown(tmp_path, extra), "--model", "ett", "--store", store, "--epochs", "1")
+        record = records(root)[-1]
+        assert len(records(root)) == night and record["new_rows"] == (24 if night == 1 else 24)
+        assert record["promoted"] == (record["candidate_mse"] <= record["current_mse"] * 1.02)
+        assert f"{record['candidate_mse']:.4f}" in result.stderr and f"{record['current_mse']:.4f}" in result.stderr
+        if record["promoted"]:
+            assert current(root) == f"versions/{record['version']}" != before
+            assert metrics(root)["last_epoch"] == record["epochs"]
+            history = pd.read_csv(root / "current" / "history.csv")
+            assert list(history["epoch"]) == list(range(1, record["epochs"] + 1))
+        else:
+            assert current(root) == before
+    assert records(root)[0]["epochs"] == first_epoch + 1  # warm start continues the epoch count
+    listing = run_forecast("models", "list", "--model", "ett", "--store", store).stdout
+    assert listing.count("\n") == 1 + len(os.listdir(root / "versions")) and "* " in listing
+
+
+def test_a_worse_candidate_is_not_promoted(store, tmp_path, monkeypatch):
+    """A candidate trained on shuffled targets scores worse on the newest rows and is discarded."""
+    from forecast import retraining
+    from forecast.retraining import RetrainOptions, retrain
+
+    original_train = retraining.train_series
+
+    def train_on_shuffled_targets(series, config, *args, **kwargs):
+        values = series.values.copy()
+        target = series.roles.target
+        values[target] = np.random.default_rng(0).permutation(values[target].to_numpy())
+        return original_train(dataclasses.replace(series, values=values), config, *args, **kwargs)
+
+    monkeypatch.setattr(retraining, "train_series", train_on_shuffled_targets)
+    root = store / "ett"
+    before = current(root)
+    decision = retrain(grown(tmp_path, 24), root, RetrainOptions(epochs=2, full=True))
+    assert not decision.promoted and decision.candidate_mse > decision.current_mse * 1.02
+    assert current(root) == before and os.listdir(root / "versions") == [before.split("/")[1]]
+    assert not (root / ".staging").exists() and records(root)[-1]["promoted"] is False
+
+
+def test_rollback_restores_the_previous_version(store, tmp_path):
+    root = store / "ett"
+    run_forecast("retrain", grown(tmp_path, 24), "--model", "ett", "--store", store, "--epochs", "1",
+                 "--tolerance", "1000")
+    assert current(root) == "versions/0002"
+    run_forecast("models", "rollback", "--model", "ett", "--store", store)
+    assert current(root) == "versions/0001"
+
+
+def test_nightly_script_runs_in_crons_environment(store, tmp_path):
+    script = ROOT / "scripts" / "nightly-retrain.sh"
+    assert (ROOT / ".venv" / "bin" / "forecast").exists(), "the script's default command is the repository's .venv"
+    result = subprocess.run(
+        ["env", "-i", "PATH=/usr/bin:/bin", "sh", str(script), str(grown(tmp_path, 24)), str(store / "ett"), "--epochs", "1"],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, cwd="/",
+    )
+    assert result.returncode == 0, result.stderr
+    log = (store / "ett.log").read_text().splitlines()
+    assert any(re.search(r" epoch \d+: loss ", line) for line in log) and any("candidate holdout MSE" in line for line in log)
+    assert all(line[:4].isdigit() and line[10] == "T" for line in log)  # every line starts with a timestamp
+    assert "\x08" not in result.stderr and "━" not in result.stderr  # no progress bar without a terminal
+
+
+def wait_for(path: Path, process: subprocess.Popen, timeout: float = 120.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None:
+        if path.exists():
+            return True
+        time.sleep(0.001)
+    return False
+
+
+def start_retrain(data: Path, store: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [str(FORECAST), "retrain", str(data), "--model", "ett", "--store", str(store), "--epochs", "2",
+         "--tolerance", "1000"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def test_a_second_retrain_exits_at_once_while_the_first_holds_the_lock(store, tmp_path):
+    data = grown(tmp_path, 24)
+    first = start_retrain(data, store)
+    try:
+        assert wait_for(store / "ett" / ".staging", first), "the first retrain never started training"
+        started = time.monotonic()
+        second = run_forecast("retrain", data, "--model", "ett", "--store", store, check=False)
+        assert second.returncode == 75 and "another train or retrain of this model is running" in second.stderr
+        assert time.monotonic() - started < 30
+    finally:
+        first.kill()
+        first.wait()
+
+
+def test_sigkill_while_training_and_while_writing_keeps_the_old_model(store, tmp_path):
+    data = grown(tmp_path, 24)
+    root = store / "ett"
+    old_version = current(root)
+    old_forecast = run_forecast("predict", data, "--model", "ett", "--store", store).stdout
+
+    for moment in (root / ".staging" / "checkpoints" / "state.json", root / ".staging" / "model.keras"):
+        process = start_retrain(data, store)
+        reached = wait_for(moment, process)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        assert reached, f"the retrain ended before {moment.name} appeared: {process.stderr.read()}"
+        assert current(root) == old_version
+        assert run_forecast("predict", data, "--model", "ett", "--store", store).stdout == old_forecast
+
+    run_forecast("retrain", data, "--model", "ett", "--store", store, "--epochs", "1", "--tolerance", "1000")
+    assert current(root) != old_version and records(root)[-1]["promoted"] is True
