@@ -28,19 +28,27 @@ StoreOption = Annotated[
 ]
 
 
+def _stamped(message: str) -> str:
+    return f"{datetime.now().isoformat(timespec='seconds')} {message}"
+
+
 def _log(message: str) -> None:
-    typer.echo(f"{datetime.now().isoformat(timespec='seconds')} {message}", err=True)
+    typer.echo(_stamped(message), err=True)
+
+
+def _append(path: Path, line: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as writer:
+        writer.write(line + "\n")
 
 
 def _file_logger(path: Path):
     """Logs to standard error and appends the same timestamped line to `path` (for cron, which keeps no terminal)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
 
     def log(message: str) -> None:
-        line = f"{datetime.now().isoformat(timespec='seconds')} {message}"
+        line = _stamped(message)
         typer.echo(line, err=True)
-        with path.open("a", encoding="utf-8") as writer:
-            writer.write(line + "\n")
+        _append(path, line)
 
     return log
 
@@ -56,11 +64,11 @@ def _progress(verbose: Optional[int], log_file: Optional[Path]):
     return log, 0, (EpochLogger(log),) if verbose != 0 else ()
 
 
-def _fail(error: ForecastError, log=None) -> typer.Exit:
-    if log is not None and log is not _log:
-        log(f"error: {error}")
-    else:
-        typer.echo(f"error: {error}", err=True)
+def _fail(error: ForecastError, log_file: Optional[Path] = None) -> typer.Exit:
+    """One line on standard error (and in the log file), and the error's exit code."""
+    typer.echo(f"error: {error}", err=True)
+    if log_file is not None:
+        _append(log_file, _stamped(f"error: {error}"))
     return typer.Exit(code=getattr(error, "exit_code", 1))
 
 
@@ -85,7 +93,7 @@ def train(
     horizon: Annotated[Optional[int], typer.Option(help="Steps H to forecast.")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Batch size B (streams walked in step).")] = None,
     epochs: Annotated[Optional[int], typer.Option(help="Last epoch to train to.")] = None,
-    initial_epoch: Annotated[Optional[int], typer.Option(help="Resume at this epoch from the checkpoint or the model.")] = None,
+    initial_epoch: Annotated[Optional[int], typer.Option(help="Continue from the current version's weights, counting epochs from N.")] = None,
     stateful: Annotated[Optional[bool], typer.Option("--stateful/--stateless", help="Stateful streams or shuffled windows.")] = None,
     learning_rate: Annotated[Optional[float], typer.Option(help="Adam learning rate.")] = None,
     patience: Annotated[Optional[int], typer.Option(help="Epochs without validation gain before stopping.")] = None,
@@ -125,7 +133,7 @@ def train(
         log, keras_verbose, callbacks = _progress(config.verbose, log_file)
         run_training(data, config, target_dir, log, keras_verbose, callbacks, resume=resume)
     except ForecastError as error:
-        raise _fail(error, _file_logger(log_file) if log_file else None) from None
+        raise _fail(error, log_file) from None
 
 
 @app.command()
@@ -197,7 +205,6 @@ def retrain(
     Exit codes: 0 promoted or deliberately kept the old model; 1 a problem with the data or the model; 75 another run
     holds the lock.
     """
-    log = _file_logger(log_file) if log_file else _log
     try:
         from forecast.retraining import RetrainOptions
         from forecast.retraining import retrain as run_retrain
@@ -207,7 +214,7 @@ def retrain(
         options = RetrainOptions(epochs=epochs, full=full, holdout=holdout, tolerance=tolerance)
         run_retrain(data, resolve_model_path(model, store), options, log, keras_verbose, callbacks)
     except ForecastError as error:
-        raise _fail(error, log) from None
+        raise _fail(error, log_file) from None
 
 
 models_app = typer.Typer(help="List and restore the versions of a model.", no_args_is_help=True)

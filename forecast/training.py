@@ -205,6 +205,11 @@ def train_series(
     if history.empty or not np.isfinite(history["loss"]).all():
         raise ForecastError(f"{series.path}: training diverged (loss is not finite); lower --learning-rate or check the data")
 
+    if replicas > 1:
+        # Each replica's copy takes B / replicas rows; saved and scored is the same network at the global batch size.
+        single_device = build_model(config, layout, config.batch_size)
+        single_device.set_weights(model.get_weights())
+        model = single_device
     val_batches, _ = val_plan.batches(0)
     forecast = predict_batches(model, batcher, val_batches, chunks)
     metrics = _validation_metrics(forecast, val_target, val_weight, batcher.last_values(val_origins), scaler, series)
@@ -237,7 +242,9 @@ def _strategy(config: Config):
 
     if config.distribute == "none":
         return tf.distribute.get_strategy(), 1
-    strategy = tf.distribute.MirroredStrategy()
+    # All local GPUs; on a machine without, the logical CPU devices a user configured (how the tests check it).
+    devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+    strategy = tf.distribute.MirroredStrategy(devices=[device.name for device in devices])
     replicas = strategy.num_replicas_in_sync
     if config.batch_size % replicas:
         raise ForecastError(f"config: batch_size {config.batch_size} must be a multiple of the {replicas} replicas")
