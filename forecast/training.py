@@ -139,7 +139,7 @@ def train_series(
     split = resolve_split(series, config)
     keras = backend.keras()
     from forecast import checkpoint
-    from forecast.model import build_model, compile_model, predict_batches
+    from forecast.model import build_model, compile_model, input_names, predict_batches
 
     if start_from is not None:
         from forecast.scaling import Scaler
@@ -184,7 +184,7 @@ def train_series(
     )
     val_inputs, val_target, val_weight, val_origins = materialise(batcher, val_plan)
     validation = (
-        [val_inputs[name] for name in _input_names(model)], {"prediction": val_target}, {"prediction": val_weight}
+        [val_inputs[name] for name in input_names(model)], {"prediction": val_target}, {"prediction": val_weight}
     )
     callbacks = _callbacks(keras, config, checkpoints, chunks, state, resume) + list(extra_callbacks)
     first_epoch = state.epoch if resume else config.initial_epoch
@@ -249,12 +249,6 @@ def _strategy(config: Config):
     if config.batch_size % replicas:
         raise ForecastError(f"config: batch_size {config.batch_size} must be a multiple of the {replicas} replicas")
     return strategy, replicas
-
-
-def _input_names(model) -> list[str]:
-    from forecast.model import input_names
-
-    return input_names(model)
 
 
 def _seed_everything(seed: int) -> None:
