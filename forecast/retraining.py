@@ -97,7 +97,7 @@ def retrain(
             return Decision(promoted=False, reason="no new rows")
         holdout = options.holdout or 4 * config.horizon
         scored_from = series.n_observed - holdout
-        if scored_from - config.lookback - 2 * config.horizon < config.lookback:
+        if scored_from < config.lookback + 2 * config.horizon:  # the candidate still needs training and validation rows
             raise ForecastError(f"{csv_path}: too little data for a holdout of {holdout} rows; lower --holdout")
         candidate_config = _candidate_config(config, current, options, scored_from)
         mode = "full retrain" if options.full else f"warm start at epoch {candidate_config.initial_epoch + 1}"
