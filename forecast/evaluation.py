@@ -17,8 +17,6 @@ import pandas as pd
 from forecast.config import Config
 from forecast.errors import ForecastError
 
-BASELINES = ("repeat", "seasonal_naive")
-
 
 def weighted_errors(forecast: np.ndarray, truth: np.ndarray, weight: np.ndarray) -> dict[str, float]:
     """MSE and MAE over the steps with weight > 0 (gaps and padding have weight 0)."""
@@ -156,13 +154,9 @@ def evaluate(csv_path: str | Path, model_dir: str | Path, start: str | None = No
     for label, scaled in candidates.items():
         values = saved.scaler.inverse(name, scaled.astype("float64"))
         summary[label] = scores(values, truth, weight, scaled, target, mase_scale)
-        for step in range(horizon):
-            column = slice(step, step + 1)
-            step_errors = weighted_errors(scaled[:, column], target[:, column], weight[:, column])
-            per_step[f"{label}_mse"] = per_step.get(f"{label}_mse", []) + [step_errors["mse"]]
-            per_step[f"{label}_nse"] = per_step.get(f"{label}_nse", []) + [
-                nse(values[:, column], truth[:, column], weight[:, column])
-            ]
+        steps = range(horizon)
+        per_step[f"{label}_mse"] = [weighted_errors(scaled[:, k], target[:, k], weight[:, k])["mse"] for k in steps]
+        per_step[f"{label}_nse"] = [nse(values[:, k], truth[:, k], weight[:, k]) for k in steps]
     return Evaluation(
         summary=summary,
         per_step=pd.DataFrame(per_step),

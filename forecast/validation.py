@@ -14,8 +14,6 @@ import pandas as pd
 
 from forecast.errors import ForecastError
 
-GAP_POLICIES = ("refuse", "mask", "interpolate")
-
 
 def line_of(row: int) -> int:
     """The file line of data row `row` (0-based), the header being line 1."""
