@@ -87,8 +87,7 @@ def row_bound(series: Series, value: str, name: str, first: bool = False) -> int
         stamp = pd.Timestamp(value)
     except ValueError:
         raise ForecastError(f"{series.path}: {name} = {value!r} is neither a row number nor a date") from None
-    side = "left" if first else "right"
-    return int(np.searchsorted(series.time.asi8, stamp.as_unit(series.time.unit).value, side=side))
+    return int(series.time.searchsorted(stamp, side="left" if first else "right"))
 
 
 def train(

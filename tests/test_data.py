@@ -71,3 +71,16 @@ def test_gap_and_duplicate_name_the_row(tmp_path):
 def test_text_in_a_numeric_role_names_row_and_column(tmp_path):
     with pytest.raises(ForecastError, match=r"row 2: column 'cbwd' holds 'NW', not a number"):
         load_series(BEIJING, Config(target="pm2.5", time_columns=("year", "month", "day", "hour"), bg=("cbwd",)))
+
+
+def test_split_bounds_as_rows_or_dates():
+    from forecast.training import resolve_split, row_bound
+
+    series = load_series(CAMELS, Config(target="OBS_RUN"))
+    assert row_bound(series, "1995-09-30", "train_end") == 5478  # rows 1980-10-01 .. 1995-09-30, both included
+    assert row_bound(series, "1995-10-01", "start", first=True) == 5478
+    assert row_bound(series, "120", "train_end") == 120
+    split = resolve_split(series, Config(target="OBS_RUN", lookback=365, train_end="1995-09-30", val_end="2000-09-30"))
+    assert (split.train_end, split.val_end) == (5478, 7305)
+    with pytest.raises(ForecastError, match="train_end = 'soon' is neither a row number nor a date"):
+        row_bound(series, "soon", "train_end")
