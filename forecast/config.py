@@ -44,6 +44,7 @@ class Config:
     head_units: int = 64
     dropout: float = 0.0
     head_dropout: float = 0.3
+    linear_start: bool = True
 
     train_end: str | None = None
     val_end: str | None = None

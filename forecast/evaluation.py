@@ -57,6 +57,24 @@ def nse(forecast: np.ndarray, truth: np.ndarray, weight: np.ndarray) -> float:
     return float(1.0 - np.sum((forecast[mask] - observed) ** 2) / spread) if spread > 0 else float("nan")
 
 
+def improvement_t(baseline_errors: np.ndarray, errors: np.ndarray, origins: np.ndarray, block: int) -> float:
+    """How surely `errors` beat `baseline_errors`: the t statistic of the mean loss difference (a Diebold-Mariano test).
+
+    The inputs are per-origin squared errors (NaN where an origin is not scored). Overlapping forecasts make
+    neighbouring origins' errors correlated, so the differences are averaged over blocks of `block` consecutive
+    origins before the standard error is taken. Positive when `errors` are smaller; 0 when there are too few blocks.
+    """
+    keep = np.isfinite(baseline_errors) & np.isfinite(errors)
+    order = np.argsort(origins[keep], kind="stable")
+    difference = (baseline_errors[keep] - errors[keep])[order]
+    n_blocks = len(difference) // block
+    if n_blocks < 2:
+        return 0.0
+    means = difference[: n_blocks * block].reshape(n_blocks, block).mean(axis=1)
+    spread = means.std(ddof=1)
+    return float(means.mean() / (spread / math.sqrt(n_blocks))) if spread > 0 else 0.0
+
+
 def scores(forecast, truth, weight, scaled_forecast, scaled_truth, mase_scale: float) -> dict[str, float]:
     """All the metrics of one forecaster over the same origins and steps."""
     scaled = weighted_errors(scaled_forecast, scaled_truth, weight)
@@ -129,15 +147,15 @@ def evaluate(csv_path: str | Path, model_dir: str | Path, start: str | None = No
             f"{csv_path}: the range from row {first_row} to {end_row} holds no origin with {lookback} steps of history "
             f"and {horizon} steps ahead; widen --start/--end"
         )
-    saved = load_model_dir(model_dir)
-    features = build_features(series, saved.scaler, horizon)
+    saved = load_model_dir(model_dir, config, schema)
+    features = build_features(series, saved.scaler, horizon, calendar=schema.layout.calendar)
     batcher = WindowBatcher(features, lookback, horizon)
     chunks = config.chunks_per_stream
     streams, scored = origin_streams(first, last, lookback, chunks, batcher.earliest_origin)
     origins, scored = batch_layout(streams, scored, config.batch_size, len(streams), None)
     from forecast.model import predict_batches
 
-    forecast_scaled = predict_batches(saved.model, batcher, origins, chunks)[scored.reshape(-1)]
+    forecast_scaled = predict_batches(saved.model, (batcher.inputs(batch) for batch in origins), chunks)[scored.reshape(-1)]
     ends = origins.reshape(-1)[scored.reshape(-1)]
     target, weight = batcher.targets(ends, np.ones(len(ends), dtype=bool))
     season = season_length(series.freq)

@@ -25,14 +25,25 @@ class InputLayout:
     sim_columns: tuple[str, ...]
 
     @classmethod
-    def from_roles(cls, roles: Roles, freq: pd.Timedelta) -> InputLayout:
-        calendar = calendar_names(freq)
+    def from_roles(cls, roles: Roles, freq: pd.Timedelta, span: pd.Timedelta | None = None) -> InputLayout:
+        """The layout for these roles; `span`, the training range's length, decides which calendar cycles enter."""
         return cls(
-            history=(*roles.history, OBSERVED_FLAG),
-            sim=(*roles.sim, *calendar),
-            bg=(*roles.bg, *calendar),
-            sim_columns=roles.sim,
+            history=(*roles.history, OBSERVED_FLAG), sim=roles.sim, bg=roles.bg, sim_columns=roles.sim
+        ).with_calendar(calendar_names(freq, span))
+
+    def with_calendar(self, calendar: tuple[str, ...]) -> InputLayout:
+        """The same columns with `calendar` as the calendar features of sim and bg."""
+        n_bg = len(self.bg) - len(self.calendar)
+        return InputLayout(
+            history=self.history,
+            sim=(*self.sim_columns, *calendar),
+            bg=(*self.bg[:n_bg], *calendar),
+            sim_columns=self.sim_columns,
         )
+
+    @property
+    def calendar(self) -> tuple[str, ...]:
+        return self.sim[len(self.sim_columns) :]
 
     @property
     def sim_history_index(self) -> tuple[int, ...]:
@@ -67,9 +78,15 @@ def fit_scaler(series: Series, train_rows: int) -> Scaler:
     return Scaler.fit(columns, series.values[list(columns)].to_numpy()[:train_rows])
 
 
-def build_features(series: Series, scaler: Scaler, horizon: int, for_prediction: bool = False) -> Features:
-    """Arrays for the observed rows; with `for_prediction`, sim also covers the `horizon` rows after the last one."""
+def build_features(
+    series: Series, scaler: Scaler, horizon: int, for_prediction: bool = False, calendar: tuple[str, ...] | None = None
+) -> Features:
+    """Arrays for the observed rows; with `for_prediction`, sim also covers the `horizon` rows after the last one.
+
+    `calendar` names the calendar features (a model's `layout.calendar`); None gives every cycle the frequency has.
+    """
     roles = series.roles
+    calendar = calendar_names(series.freq) if calendar is None else calendar
     n_rows = series.n_observed
     values = series.values
     history = scaler.transform(roles.history, values[list(roles.history)].to_numpy()[:n_rows])
@@ -77,7 +94,7 @@ def build_features(series: Series, scaler: Scaler, horizon: int, for_prediction:
     target = history[:, 0].copy()
     history = np.concatenate([carry_forward(history), observed], axis=1)
     bg = scaler.transform(roles.bg, values[list(roles.bg)].to_numpy()[:n_rows])
-    bg = np.concatenate([carry_forward(bg), calendar_features(series.time[:n_rows], series.freq)], axis=1)
+    bg = np.concatenate([carry_forward(bg), calendar_features(series.time[:n_rows], calendar)], axis=1)
 
     sim_rows = n_rows + horizon if for_prediction else n_rows
     time = series.time[:sim_rows]
@@ -88,7 +105,7 @@ def build_features(series: Series, scaler: Scaler, horizon: int, for_prediction:
     if for_prediction and roles.sim:
         _check_future_sim(series, sim_values, time, n_rows)
     sim = scaler.transform(roles.sim, sim_values)
-    sim = np.concatenate([carry_forward(sim), calendar_features(time, series.freq)], axis=1)
+    sim = np.concatenate([carry_forward(sim), calendar_features(time, calendar)], axis=1)
     return Features(
         history=history.astype("float32"),
         target=target.astype("float32"),

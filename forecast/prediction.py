@@ -27,8 +27,8 @@ def load_model_file(path: Path):
         raise ForecastError(f"{path}: cannot load the model ({type(exc).__name__}); the file is damaged, retrain it") from None
 
 
-def load_model_dir(model_dir: str | Path) -> SavedModel:
-    return load_saved(Path(model_dir), load_model_file)
+def load_model_dir(model_dir: str | Path, config: Config | None = None, schema: Schema | None = None) -> SavedModel:
+    return load_saved(Path(model_dir), load_model_file, config, schema)
 
 
 def warmup_origins(origin: int, lookback: int, chunks: int) -> list[int]:
@@ -55,17 +55,18 @@ def predict(csv_path: str | Path, model_dir: str | Path) -> pd.DataFrame:
     `model_dir`; returns timestamps, steps and values."""
     model_dir = current_version(Path(model_dir))
     check_model_dir(model_dir)
-    series = load_series(csv_path, Config.from_json(model_dir / CONFIG_FILE))
-    check_compatible(series, Schema.from_json(model_dir / SCHEMA_FILE))
-    saved = load_model_dir(model_dir)
-    config = saved.config
+    config = Config.from_json(model_dir / CONFIG_FILE)
+    schema = Schema.from_json(model_dir / SCHEMA_FILE)
+    series = load_series(csv_path, config)
+    check_compatible(series, schema)
+    saved = load_model_dir(model_dir, config, schema)
     if series.n_observed < config.lookback:
         raise ForecastError(
             f"{csv_path}: {series.n_observed} observed rows, but the model looks back {config.lookback} steps; add history"
         )
     from forecast.model import inference_copy
 
-    features = build_features(series, saved.scaler, config.horizon, for_prediction=True)
+    features = build_features(series, saved.scaler, config.horizon, for_prediction=True, calendar=schema.layout.calendar)
     single = inference_copy(saved.model, config, saved.schema.layout)
     scaled = forecast_at(single, features, config, series.n_observed - 1)
     values = saved.scaler.inverse(series.roles.target, scaled.astype("float64"))
@@ -82,7 +83,7 @@ def check_compatible(series: Series, schema: Schema) -> None:
             f"{series.path}: the series steps by {describe_step(series.freq)}, but the model was trained on steps of "
             f"{describe_step(schema.freq)}"
         )
-    if InputLayout.from_roles(series.roles, series.freq) != schema.layout:
+    if InputLayout.from_roles(series.roles, series.freq).with_calendar(schema.layout.calendar) != schema.layout:
         raise ForecastError(
             f"{series.path}: the columns do not match the model (it needs history {', '.join(schema.layout.history[:-1])}"
             f"; sim {', '.join(schema.layout.sim_columns) or 'none'})"

@@ -148,4 +148,5 @@ def _candidate_config(config: Config, current: Path, options: RetrainOptions, sc
 
 
 def _holdout_mse(csv_path, model_dir: Path, first_row: int, end_row: int) -> float:
-    return evaluate(csv_path, model_dir, str(first_row), str(end_row)).summary["model"]["mse"]
+    """MSE in the target's own units: a full retrain fits a new scaler, so z-scored errors would not compare."""
+    return evaluate(csv_path, model_dir, str(first_row), str(end_row)).summary["model"]["rmse_original"] ** 2

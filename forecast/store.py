@@ -253,13 +253,18 @@ def check_model_dir(model_dir: Path) -> None:
         raise ForecastError(f"{model_dir}: not a complete model directory (missing {', '.join(missing)}); retrain it")
 
 
-def load_saved(model_dir: Path, loader: Callable[[Path], Any]) -> SavedModel:
-    """Reads a model directory; `loader` turns model.keras into a Keras model (kept out of here so this stays light)."""
+def load_saved(
+    model_dir: Path, loader: Callable[[Path], Any], config: Config | None = None, schema: Schema | None = None
+) -> SavedModel:
+    """Reads a model directory; `loader` turns model.keras into a Keras model (kept out of here so this stays light).
+
+    `config` and `schema`, when the caller has already read them from `model_dir`, are used instead of reading again.
+    """
     check_model_dir(model_dir)
     return SavedModel(
         path=model_dir,
-        config=Config.from_json(model_dir / CONFIG_FILE),
+        config=config or Config.from_json(model_dir / CONFIG_FILE),
         scaler=Scaler.from_json(model_dir / SCALER_FILE),
-        schema=Schema.from_json(model_dir / SCHEMA_FILE),
+        schema=schema or Schema.from_json(model_dir / SCHEMA_FILE),
         model=loader(model_dir / MODEL_FILE),
     )

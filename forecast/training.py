@@ -39,6 +39,7 @@ from forecast.validation import row_digests
 from forecast.windowing import StreamPlan, WindowBatcher, materialise, window_generator
 
 Log = Callable[[str], None]
+KEEP_TRAINED_T = 2.0  # one-sided, about 98% sure that the trained network beats its linear start
 
 
 @dataclass(frozen=True)
@@ -138,16 +139,18 @@ def train_series(
     split = resolve_split(series, config)
     keras = backend.keras()
     from forecast import checkpoint
-    from forecast.model import build_model, compile_model, input_names, predict_batches
+    from forecast.model import build_model, compile_model, input_names, predict_batches, stacked_batches
 
     if start_from is not None:
         from forecast.scaling import Scaler
 
         scaler = Scaler.from_json(start_from / SCALER_FILE)
+        layout = Schema.from_json(start_from / SCHEMA_FILE).layout
     else:
         scaler = fit_scaler(series, split.train_end)
-    layout = InputLayout.from_roles(series.roles, series.freq)
-    features = build_features(series, scaler, config.horizon)
+        span = series.time[split.train_end - 1] - series.time[0]
+        layout = InputLayout.from_roles(series.roles, series.freq, span)
+    features = build_features(series, scaler, config.horizon, calendar=layout.calendar)
     batcher = WindowBatcher(features, config.lookback, config.horizon)
     chunks = config.chunks_per_stream
     train_plan = StreamPlan(
@@ -172,8 +175,11 @@ def train_series(
         else:
             state = checkpoint.ResumeState(config=json.loads(config.to_json()))
             model = build_model(config, layout, config.batch_size // replicas)
-            compile_model(model, config)
             _start_staging(staging, start_from, model, config, log)
+            if config.linear_start:
+                _linear_start(model, batcher, train_plan, val_plan, len(layout.calendar), start_from, log)
+            compile_model(model, config)
+    start_weights = model.get_weights() if config.linear_start and not resume and start_from is None else None
 
     log(
         f"training on {backend.device_name()}: {train_plan.n_origins} training and {val_plan.n_origins} validation "
@@ -209,9 +215,14 @@ def train_series(
         single_device = build_model(config, layout, config.batch_size)
         single_device.set_weights(model.get_weights())
         model = single_device
-    val_batches, _ = val_plan.batches(0)
-    forecast = predict_batches(model, batcher, val_batches, chunks)
+    forecast = predict_batches(model, stacked_batches(val_inputs, config.batch_size), chunks)
+    kept_start = False
+    if start_weights is not None:
+        forecast, kept_start = _keep_the_better(
+            model, start_weights, forecast, val_inputs, val_target, val_weight, val_origins, config, log
+        )
     metrics = _validation_metrics(forecast, val_target, val_weight, batcher.last_values(val_origins), scaler, series)
+    metrics["kept_linear_start"] = kept_start
     metrics.update(
         epochs_run=len(history),
         last_epoch=int(history["epoch"].iloc[-1]),
@@ -291,6 +302,66 @@ def _start_staging(staging: Path, start_from: Path | None, model, config: Config
         model.set_weights(load_model_file(start_from / MODEL_FILE).get_weights())
         log(f"continuing from the weights of {start_from} at epoch {config.initial_epoch + 1}")
     staging.mkdir(parents=True)
+
+
+def _linear_start(
+    model, batcher: WindowBatcher, train_plan: StreamPlan, val_plan: StreamPlan, n_calendar: int, start_from, log: Log
+) -> None:
+    """A fresh model gets its linear terms by ridge regression; a continued one keeps its own. Both are frozen."""
+    from forecast.linear_start import fit_linear_start, freeze_linear_terms
+
+    if start_from is not None:
+        freeze_linear_terms(model)
+        return
+    fit = fit_linear_start(
+        model,
+        batcher,
+        np.arange(train_plan.first, train_plan.last + 1),
+        np.arange(val_plan.first, val_plan.last + 1),
+        n_calendar,
+    )
+    if fit is None:
+        log("linear start skipped: gaps leave no fully observed window; all terms train from zero")
+    else:
+        log(
+            f"linear start: ridge on {fit.windows} windows x {fit.features} inputs, penalty {fit.penalty:g}, "
+            f"calendar {'in' if fit.calendar else 'out'}, validation MSE {fit.val_mse:.4f}"
+        )
+
+
+def _keep_the_better(model, start_weights, trained_forecast, val_inputs, val_target, val_weight, val_origins,
+                     config: Config, log: Log):
+    """The trained model, unless it does not beat the linear start it began from clearly on validation.
+
+    "Clearly" is a t statistic above KEEP_TRAINED_T for the per-origin error difference (`improvement_t`): a network
+    that only matches its own linear start has found nothing that generalises, and the simpler model is the safer
+    forecast for unseen data. Returns the kept model's validation forecast and whether it is the start.
+    """
+    from forecast.evaluation import improvement_t
+    from forecast.model import predict_batches, stacked_batches
+
+    trained_weights = model.get_weights()
+    model.set_weights(start_weights)
+    start_forecast = predict_batches(model, stacked_batches(val_inputs, config.batch_size), config.chunks_per_stream)
+    trained = weighted_errors(trained_forecast, val_target, val_weight)["mse"]
+    start = weighted_errors(start_forecast, val_target, val_weight)["mse"]
+    t = improvement_t(
+        _origin_errors(start_forecast, val_target, val_weight), _origin_errors(trained_forecast, val_target, val_weight),
+        val_origins, config.horizon,
+    )
+    if t <= KEEP_TRAINED_T:
+        log(f"kept the linear start: validation MSE {start:.4f}, trained {trained:.4f} (t = {t:.1f})")
+        return start_forecast, True
+    log(f"the LSTM correction beats the linear start: validation MSE {trained:.4f} vs {start:.4f} (t = {t:.1f})")
+    model.set_weights(trained_weights)
+    return trained_forecast, False
+
+
+def _origin_errors(forecast: np.ndarray, target: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """Mean squared error per origin over its weighted steps; NaN for padding rows."""
+    total = weight.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total > 0, ((forecast - target) ** 2 * weight).sum(axis=1) / total, np.nan)
 
 
 def _callbacks(keras, config: Config, checkpoints: Path, chunks: int, state, resumed: bool) -> list:

@@ -9,7 +9,7 @@ from forecast.data import load_series
 from forecast.features import InputLayout, build_features, fit_scaler
 from forecast.windowing import StreamPlan, WindowBatcher, materialise
 
-from conftest import head_csv, ETTH1
+from conftest import CAMELS, ETTH1, head_csv
 
 keras = backend.keras()
 from forecast.model import (  # noqa: E402  (after the backend is pinned)
@@ -34,6 +34,13 @@ def setup(tmp_path_factory):
     return features, layout, WindowBatcher(features, CONFIG.lookback, CONFIG.horizon)
 
 
+def randomised(model, seed: int = 0):
+    """Random weights everywhere, so that every input moves the output (the built model's linear terms start at 0)."""
+    rng = np.random.default_rng(seed)
+    model.set_weights([rng.normal(0.0, 0.1, weight.shape).astype("float32") for weight in model.get_weights()])
+    return model
+
+
 def lstm_state(model):
     return [keras.ops.convert_to_numpy(variable) for layer in stateful_layers(model) for variable in layer.states]
 
@@ -53,6 +60,33 @@ def test_lstm_defaults_keep_the_cudnn_kernel(setup):
     assert config["activation"] == "tanh" and config["recurrent_activation"] == "sigmoid"
     assert config["recurrent_dropout"] == 0 and config["unroll"] is False and config["use_bias"] is True
     assert config["stateful"] is True
+
+
+def test_the_untrained_model_forecasts_the_last_value(setup):
+    _, layout, batcher = setup
+    model = build_model(CONFIG, layout, batch_size=4)
+    origins = np.array([30, 60, 90, 120])
+    forecast = np.asarray(model(batcher.inputs(origins))["prediction"])
+    np.testing.assert_allclose(forecast, np.repeat(batcher.last_values(origins)[:, None], CONFIG.horizon, axis=1), atol=1e-6)
+
+
+def test_a_sim_column_adds_a_linear_term_on_the_origin_values(tmp_path):
+    config = Config(target="OBS_RUN", sim=("MOD_RUN",), past=("PRCP",), lookback=30, horizon=3, units=4, head_units=4)
+    series = load_series(head_csv(CAMELS, 200, tmp_path / "camels.csv"), config)
+    features = build_features(series, fit_scaler(series, 150), config.horizon)
+    layout = InputLayout.from_roles(series.roles, series.freq)
+    model = randomised(build_model(config, layout, batch_size=2))
+    origins = np.array([50, 80])
+    inputs = WindowBatcher(features, config.lookback, config.horizon).inputs(origins)
+    reset_states(model)
+    before = np.asarray(model(inputs)["prediction"])
+    reset_states(model)
+    error_term = model.get_layer("sim_error_decay")
+    assert error_term.kernel.shape == (2, config.horizon)  # the target and MOD_RUN at the origin
+    error_term.kernel.assign(error_term.kernel + 1.0)
+    after = np.asarray(model(inputs)["prediction"])
+    origin_values = inputs["lstm"][:, -1, [0, layout.history.index("MOD_RUN")]]
+    np.testing.assert_allclose(after - before, np.repeat(origin_values.sum(axis=1, keepdims=True), 3, axis=1), atol=1e-5)
 
 
 def test_state_changes_after_a_batch_and_resets(setup):
@@ -95,7 +129,7 @@ def test_validation_arrays_follow_the_models_own_input_order(setup):
     losses = []
     for order in (("sim", "lstm", "bg"), ("bg", "lstm", "sim")):
         keras.utils.set_random_seed(0)
-        model = build_model(CONFIG, layout, batch_size=4, input_order=order)
+        model = randomised(build_model(CONFIG, layout, batch_size=4, input_order=order))
         compile_model(model, CONFIG)
         assert input_names(model) == list(order)
         arrays = [inputs[name] for name in input_names(model)]

@@ -4,6 +4,7 @@ import numpy as np
 import pandas as pd
 
 from forecast.calendar import calendar_features, calendar_names, future_times
+from forecast.evaluation import improvement_t
 from forecast.features import carry_forward
 from forecast.scaling import Scaler
 
@@ -30,12 +31,34 @@ def test_calendar_cycles_follow_the_frequency():
     assert "hour_of_day_sin" not in calendar_names(pd.Timedelta(days=1))
     assert calendar_names(pd.Timedelta(days=7)) == ("day_of_year_sin", "day_of_year_cos")
     time = pd.date_range("2020-01-06", periods=48, freq="h")
-    features = calendar_features(time, pd.Timedelta(hours=1))
+    features = calendar_features(time, calendar_names(pd.Timedelta(hours=1)))
     assert features.shape == (48, 6)
     np.testing.assert_allclose(features[0, :2], [0.0, 1.0], atol=1e-12)  # midnight
     np.testing.assert_allclose(features[24, :2], features[0, :2], atol=1e-12)  # one day later
 
 
+def test_a_cycle_enters_only_when_training_covers_it_twice():
+    hourly = pd.Timedelta(hours=1)
+    one_year = calendar_names(hourly, span=pd.Timedelta(days=360))  # ETTh1's training rows
+    assert one_year == ("hour_of_day_sin", "hour_of_day_cos", "day_of_week_sin", "day_of_week_cos")
+    assert calendar_names(hourly, span=pd.Timedelta(days=731))[-2:] == ("day_of_year_sin", "day_of_year_cos")
+    assert calendar_names(hourly, span=pd.Timedelta(days=10)) == ("hour_of_day_sin", "hour_of_day_cos")
+    assert calendar_features(pd.date_range("2020-01-01", periods=5, freq="D"), ()).shape == (5, 0)
+
+
 def test_future_times_continue_the_series():
     times = future_times(pd.Timestamp("2010-12-31"), pd.Timedelta(days=1), 3)
     assert list(times) == list(pd.date_range("2011-01-01", periods=3, freq="D"))
+
+
+def test_improvement_t_needs_a_gain_beyond_noise():
+    rng = np.random.default_rng(0)
+    baseline = rng.gamma(2.0, 1.0, size=2000)
+    origins = rng.permutation(2000)  # the statistic sorts by origin itself
+    noise = rng.normal(0.0, 0.5, size=2000)
+    assert improvement_t(baseline, baseline * 0.8, origins, block=24) > 10
+    assert abs(improvement_t(baseline, baseline + noise, origins, block=24)) < 3
+    assert improvement_t(baseline, baseline * 1.2, origins, block=24) < -10
+    with_padding = np.where(origins % 7 == 0, np.nan, baseline)
+    assert improvement_t(with_padding, with_padding * 0.8, origins, block=24) > 10
+    assert improvement_t(baseline[:30], baseline[:30] * 0.5, origins[:30], block=24) == 0.0

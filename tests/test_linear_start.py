@@ -1,0 +1,53 @@
+"""The linear start: ridge regression in closed form, and the model's linear terms set from it and frozen."""
+
+import numpy as np
+import pytest
+from sklearn.linear_model import Ridge
+
+from forecast.config import Config
+from forecast.data import load_series
+from forecast.features import InputLayout, build_features, fit_scaler
+from forecast.linear_start import LINEAR_TERMS, fit_linear_start, ridge_path
+from forecast.model import build_model
+from forecast.windowing import WindowBatcher
+
+from conftest import CAMELS, head_csv
+
+
+def test_ridge_path_matches_sklearn_for_each_penalty():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 6)) + 3.0
+    y = x @ rng.normal(size=(6, 2)) + 1.5 + rng.normal(scale=0.1, size=(200, 2))
+    for penalty, (weights, intercept) in zip((1e-4, 0.1, 10.0), ridge_path(x, y, np.array([1e-4, 0.1, 10.0]))):
+        reference = Ridge(alpha=penalty * len(x)).fit(x, y)
+        np.testing.assert_allclose(weights, reference.coef_.T, atol=1e-8)
+        np.testing.assert_allclose(intercept, reference.intercept_, atol=1e-8)
+
+
+@pytest.fixture(scope="module")
+def camels(tmp_path_factory):
+    config = Config(target="OBS_RUN", sim=("MOD_RUN",), past=("PRCP",), lookback=30, horizon=3, batch_size=8,
+                    units=4, head_units=4)
+    series = load_series(head_csv(CAMELS, 700, tmp_path_factory.mktemp("linear") / "camels.csv"), config)
+    features = build_features(series, fit_scaler(series, 500), config.horizon)
+    layout = InputLayout.from_roles(series.roles, series.freq)
+    return config, layout, WindowBatcher(features, config.lookback, config.horizon)
+
+
+def test_the_started_model_forecasts_the_ridge_fit_and_freezes_it(camels):
+    config, layout, batcher = camels
+    model = build_model(config, layout, batch_size=8)
+    fit = fit_linear_start(model, batcher, np.arange(29, 497), np.arange(499, 697), len(layout.calendar))
+    assert fit.windows == 468 and fit.features == 30 + 3 * len(layout.sim) + 2
+    calendar_rows = model.get_layer("sim_residual").kernel.numpy().reshape(3, len(layout.sim), 3)[:, 1:, :]
+    assert layout.sim[1:] == layout.calendar and (np.abs(calendar_rows).max() > 0) == fit.calendar
+    assert [name for name in LINEAR_TERMS if not model.get_layer(name).trainable] == list(LINEAR_TERMS)
+    assert np.abs(model.get_layer("sim_error_decay").kernel.numpy()).max() > 0
+    origins = np.arange(499, 697)
+    padded = np.pad(origins, (0, -len(origins) % 8), mode="edge")
+    forecast = np.concatenate([np.asarray(model(batcher.inputs(batch))["prediction"]) for batch in padded.reshape(-1, 8)])
+    target, _ = batcher.targets(origins, np.ones(len(origins), bool))
+    # The correction starts at zero, so the model's forecast is the ridge fit's.
+    assert np.mean((forecast[: len(origins)] - target) ** 2) == pytest.approx(fit.val_mse, rel=1e-4)
+    repeat_mse = np.mean((target - batcher.last_values(origins)[:, None]) ** 2)
+    assert fit.val_mse < repeat_mse  # daily runoff: the simulation's change beats persistence
