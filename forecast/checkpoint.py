@@ -23,6 +23,7 @@ keras = backend.keras()
 
 LAST_MODEL = "last.keras"
 BEST_WEIGHTS = "best.npz"
+START_WEIGHTS = "start.npz"
 SEEDS = "seeds.npz"
 STATE = CHECKPOINT_STATE
 
@@ -49,7 +50,20 @@ def load_state(directory: Path) -> ResumeState:
 
 
 def load_best_weights(directory: Path) -> list[np.ndarray] | None:
-    path = directory / BEST_WEIGHTS
+    return _load_arrays(directory / BEST_WEIGHTS)
+
+
+def save_start_weights(directory: Path, weights: list[np.ndarray]) -> None:
+    """The weights training starts from (the linear start), which the end of a resumed run compares against."""
+    directory.mkdir(parents=True, exist_ok=True)
+    _replace(directory / START_WEIGHTS, lambda path: _save_arrays(path, weights))
+
+
+def load_start_weights(directory: Path) -> list[np.ndarray] | None:
+    return _load_arrays(directory / START_WEIGHTS)
+
+
+def _load_arrays(path: Path) -> list[np.ndarray] | None:
     if not path.is_file():
         return None
     with np.load(path, allow_pickle=False) as arrays:

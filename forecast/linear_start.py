@@ -130,7 +130,8 @@ def _design(probe, batcher: WindowBatcher, origins: np.ndarray) -> tuple[np.ndar
     padded = np.pad(origins, (0, -len(origins) % batch_size), mode="edge")
     parts = []
     for start in range(0, len(padded), batch_size):
-        outputs = probe.predict_on_batch(batcher.inputs(padded[start : start + batch_size]))
+        # A direct call, not predict_on_batch: under a distribution strategy that would split the batch by replica.
+        outputs = probe(batcher.inputs(padded[start : start + batch_size]), training=False)
         outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
         parts.append(np.concatenate([np.asarray(part).reshape(batch_size, -1) for part in outputs], axis=1))
     design = np.concatenate(parts)[: len(origins)].astype("float64")

@@ -179,7 +179,14 @@ def train_series(
             if config.linear_start:
                 _linear_start(model, batcher, train_plan, val_plan, len(layout.calendar), start_from, log)
             compile_model(model, config)
-    start_weights = model.get_weights() if config.linear_start and not resume and start_from is None else None
+    if resume:
+        start_weights = checkpoint.load_start_weights(checkpoints)
+    elif config.linear_start and start_from is None:
+        start_weights = model.get_weights()
+        if config.checkpoints:
+            checkpoint.save_start_weights(checkpoints, start_weights)
+    else:
+        start_weights = None
 
     log(
         f"training on {backend.device_name()}: {train_plan.n_origins} training and {val_plan.n_origins} validation "
