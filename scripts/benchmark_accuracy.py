@@ -70,8 +70,8 @@ def protocol_a(store: Path, epochs: int | None, quick: bool) -> list[str]:
                     f"{ridge['mae']:.4f} | - | {time.perf_counter() - start:.1f} |")
         variants = [("stateful, OT only", base.replace(past=())), ("stateless, OT only", base.replace(past=(), stateful=False)),
                     ("stateful, 7 columns in", base)]
-        for name, config in variants[:1] if quick else variants:
-            model_dir = store / f"A_{lookback}_{horizon}_{len(config.past or 'x')}_{config.stateful}"
+        for index, (name, config) in enumerate(variants[:1] if quick else variants):
+            model_dir = store / f"A_{lookback}_{horizon}_{index}"
             start = time.perf_counter()
             result = train(ETTH1, config, model_dir, log=lambda message: print(message, file=sys.stderr))
             wall = time.perf_counter() - start
