@@ -165,6 +165,7 @@ def train_series(
     staging = staging_dir(root)
     checkpoints = checkpoint_dir(root)
     strategy, replicas = _strategy(config)
+    fitted_start = False
     with strategy.scope():
         if resume:
             state = checkpoint.load_state(checkpoints)
@@ -177,11 +178,12 @@ def train_series(
             model = build_model(config, layout, config.batch_size // replicas)
             _start_staging(staging, start_from, model, config, log)
             if config.linear_start:
-                _linear_start(model, batcher, train_plan, val_plan, len(layout.calendar), start_from, log)
+                fitted_start = _linear_start(model, batcher, train_plan, val_plan, len(layout.calendar), start_from, log)
             compile_model(model, config)
+    # The end of training compares the network with the linear fit it started from; a resumed run reads it back.
     if resume:
         start_weights = checkpoint.load_start_weights(checkpoints)
-    elif config.linear_start and start_from is None:
+    elif fitted_start:
         start_weights = model.get_weights()
         if config.checkpoints:
             checkpoint.save_start_weights(checkpoints, start_weights)
@@ -313,13 +315,16 @@ def _start_staging(staging: Path, start_from: Path | None, model, config: Config
 
 def _linear_start(
     model, batcher: WindowBatcher, train_plan: StreamPlan, val_plan: StreamPlan, n_calendar: int, start_from, log: Log
-) -> None:
-    """A fresh model gets its linear terms by ridge regression; a continued one keeps its own. Both are frozen."""
+) -> bool:
+    """A fresh model gets its linear terms by ridge regression; a continued one keeps its own. Both are frozen.
+
+    Returns whether a ridge fit was made, i.e. whether there is a linear start for the end of training to compare with.
+    """
     from forecast.linear_start import fit_linear_start, freeze_linear_terms
 
     if start_from is not None:
         freeze_linear_terms(model)
-        return
+        return False
     fit = fit_linear_start(
         model,
         batcher,
@@ -329,11 +334,12 @@ def _linear_start(
     )
     if fit is None:
         log("linear start skipped: gaps leave no fully observed window; all terms train from zero")
-    else:
-        log(
-            f"linear start: ridge on {fit.windows} windows x {fit.features} inputs, penalty {fit.penalty:g}, "
-            f"calendar {'in' if fit.calendar else 'out'}, validation MSE {fit.val_mse:.4f}"
-        )
+        return False
+    log(
+        f"linear start: ridge on {fit.windows} windows x {fit.features} inputs, penalty {fit.penalty:g}, "
+        f"calendar {'in' if fit.calendar else 'out'}, validation MSE {fit.val_mse:.4f}"
+    )
+    return True
 
 
 def _keep_the_better(model, start_weights, trained_forecast, val_inputs, val_target, val_weight, val_origins,
