@@ -57,6 +57,11 @@ def nse(forecast: np.ndarray, truth: np.ndarray, weight: np.ndarray) -> float:
     return float(1.0 - np.sum((forecast[mask] - observed) ** 2) / spread) if spread > 0 else float("nan")
 
 
+# A richer model replaces a simpler one only when it beats it by this t statistic (`improvement_t`) on validation: a
+# gain that size would arise by chance in about 1 comparison in 40.
+SIGNIFICANT_T = 2.0
+
+
 def improvement_t(baseline_errors: np.ndarray, errors: np.ndarray, origins: np.ndarray, block: int) -> float:
     """How surely `errors` beat `baseline_errors`: the t statistic of the mean loss difference (a Diebold-Mariano test).
 

@@ -1,12 +1,12 @@
 """The linear start: the model's linear terms fitted in closed form by ridge regression before the network trains.
 
-The forecast is the last value plus linear terms (the NLinear highway, the sim change, the target and sims at the
-origin) plus the LSTM's correction. The linear terms alone are a linear model that ridge regression fits exactly in a
-second, with the penalty chosen on the validation windows; gradient descent from zero reaches it slowly and, with the
-correction training beside it, overfits on its way (on CAMELS day 1 the jointly trained model stopped below
-persistence, while the same linear terms fitted by ridge beat persistence clearly). So train fits them first and
-freezes them, and the LSTM learns only what a linear model cannot: the residual. The features are read from the model's
-own graph, so they are exactly what the layers see.
+The forecast is the last value plus linear terms (the NLinear highway, the history's multi-scale means, the sim change,
+the target and sims at the origin) plus the LSTM's correction. The linear terms alone are a linear model that ridge
+regression fits exactly in a second, with the penalty chosen on the validation windows; gradient descent from zero
+reaches it slowly and, with the correction training beside it, overfits on its way (on CAMELS day 1 the jointly trained
+model stopped below persistence, while the same linear terms fitted by ridge beat persistence clearly). So train fits
+them first and freezes them, and the LSTM learns only what a linear model cannot: the residual. The features are read
+from the model's own graph, so they are exactly what the layers see.
 """
 
 from __future__ import annotations
@@ -18,18 +18,22 @@ import numpy as np
 from forecast import backend
 from forecast.windowing import WindowBatcher
 
-LINEAR_TERMS = ("history_highway", "sim_residual", "sim_error_decay")
+LINEAR_TERMS = ("history_highway", "history_summary", "sim_residual", "sim_error_decay")
 MAX_ORIGINS = 20_000
 PENALTIES = 10.0 ** np.arange(-7.0, 1.0)
 
 
 @dataclass(frozen=True)
 class LinearFit:
-    """The chosen penalty (per training window), whether the calendar entered, and the validation MSE."""
+    """The chosen inputs and penalty (per training window), the validation MSE, and how surely the choice beats the
+    plain NLinear-with-sims fit (`t`, 0 when that plain fit is the choice)."""
 
-    penalty: float
+    history: str
+    covariates: bool
     calendar: bool
+    penalty: float
     val_mse: float
+    t: float
     features: int
     windows: int
 
@@ -41,28 +45,36 @@ def fit_linear_start(
     untouched (it starts at zero). None, and nothing changed, when gaps leave no fully observed training or validation
     window.
 
-    The penalty, and whether the last `n_calendar` sim channels (the calendar) enter the linear terms at all, are
-    chosen on `val_origins`. A calendar term in a model of changes from the last value is a fixed drift per hour or
-    weekday; where the window already shows the cycle it mostly adds coefficients to overfit (on ETTh1's validation
-    rows, 0.0517 with it against 0.0516 without), while a seasonal river gains from it.
+    Which inputs enter is chosen on `val_origins`: the target's history as one coefficient per lag or as multi-scale
+    means, the past covariates' multi-scale means or not, the calendar or not. The plain fit (lags, no covariates, no
+    calendar) is kept unless a richer one beats it with a t statistic above SIGNIFICANT_T: on ETTh1 with all seven
+    columns the covariates lowered the validation MSE by 2.5 % (t = 1.8) and raised the test MSE by 3 %, while on the
+    CAMELS basin the means with rain and temperature lowered it by 9 to 15 % (t = 4 to 5).
     """
+    from forecast.evaluation import SIGNIFICANT_T, improvement_t
+
     keras = backend.keras()
     probe = keras.Model(model.inputs, [model.get_layer(name).input for name in linear_terms(model)])
-    x_train, y_train = _design(probe, batcher, _thinned(train_origins))
-    x_val, y_val = _design(probe, batcher, val_origins)
+    x_train, y_train, _ = _design(probe, batcher, _thinned(train_origins))
+    x_val, y_val, val_observed = _design(probe, batcher, val_origins)
     if len(x_train) < 2 or len(x_val) == 0:
         return None
-    calendar = _calendar_columns(model, n_calendar)
-    best = None
-    for with_calendar in (True, False) if calendar.any() else (True,):
-        columns = np.ones_like(calendar) if with_calendar else ~calendar
+    horizon = y_train.shape[1]
+    fits = {}
+    for choice, columns in _candidates(_column_groups(model, n_calendar)).items():
         for penalty, (weights, intercept) in zip(PENALTIES, ridge_path(x_train[:, columns], y_train, PENALTIES)):
-            error = float(np.mean((x_val[:, columns] @ weights + intercept - y_val) ** 2))
-            if best is None or error < best[0]:
-                full = np.zeros((len(columns), y_train.shape[1]))
+            errors = np.mean((x_val[:, columns] @ weights + intercept - y_val) ** 2, axis=1)
+            if choice not in fits or errors.mean() < fits[choice][0].mean():
+                full = np.zeros((len(columns), horizon))
                 full[columns] = weights
-                best = (error, penalty, with_calendar, full, intercept)
-    error, penalty, with_calendar, weights, intercept = best
+                fits[choice] = (errors, penalty, full, intercept)
+    plain = ("lags", False, False)
+    best, best_t = plain, 0.0
+    for choice, (errors, *_) in fits.items():
+        t = improvement_t(fits[plain][0], errors, val_observed, horizon)
+        if t > SIGNIFICANT_T and errors.mean() < fits[best][0].mean():
+            best, best_t = choice, t
+    errors, penalty, weights, intercept = fits[best]
     start = 0
     for name in linear_terms(model):
         layer = model.get_layer(name)
@@ -71,20 +83,45 @@ def fit_linear_start(
         layer.set_weights([weights[start : start + width].astype("float32"), bias.astype("float32")])
         start += width
     freeze_linear_terms(model)
-    return LinearFit(float(penalty), with_calendar, error, x_train.shape[1], len(x_train))
+    history, covariates, calendar = best
+    return LinearFit(
+        history, covariates, calendar, float(penalty), float(errors.mean()), best_t, x_train.shape[1], len(x_train)
+    )
 
 
-def _calendar_columns(model, n_calendar: int) -> np.ndarray:
-    """A mask over the design's columns: True for the calendar channels of the flattened sim input."""
-    masks = []
+def _column_groups(model, n_calendar: int) -> dict[str, np.ndarray]:
+    """Masks over the design's columns: the target's lags, the target's multi-scale means, the other history channels'
+    multi-scale means, and the calendar channels of the flattened sim input."""
+    groups = {}
     for name in linear_terms(model):
         width = model.get_layer(name).kernel.shape[0]
-        mask = np.zeros(width, dtype=bool)
-        if name == "sim_residual" and n_calendar:
+        column = np.arange(width)
+        masks = {group: np.zeros(width, dtype=bool) for group in ("lags", "target_means", "covariate_means", "calendar")}
+        if name == "history_highway":
+            masks["lags"][:] = True
+        elif name == "history_summary":
+            n_spans = len(model.get_layer("history_means").spans)
+            masks["target_means"] = column < n_spans
+            masks["covariate_means"] = column >= n_spans
+        elif name == "sim_residual" and n_calendar:
             n_sim = model.get_layer("sim_flat").input.shape[-1]
-            mask = np.arange(width) % n_sim >= n_sim - n_calendar
-        masks.append(mask)
-    return np.concatenate(masks)
+            masks["calendar"] = column % n_sim >= n_sim - n_calendar
+        for group, mask in masks.items():
+            groups[group] = np.concatenate([groups[group], mask]) if group in groups else mask
+    return groups
+
+
+def _candidates(groups: dict[str, np.ndarray]) -> dict[tuple[str, bool, bool], np.ndarray]:
+    """The column sets to choose from, keyed by (history as "lags" or "means", covariates in, calendar in)."""
+    optional = groups["lags"] | groups["target_means"] | groups["covariate_means"] | groups["calendar"]
+    candidates = {}
+    for history in ("lags", "means"):
+        for covariates in (False, True) if groups["covariate_means"].any() else (False,):
+            for calendar in (False, True) if groups["calendar"].any() else (False,):
+                columns = ~optional | groups["lags" if history == "lags" else "target_means"]
+                columns = columns | (groups["covariate_means"] if covariates else False)
+                candidates[(history, covariates, calendar)] = columns | (groups["calendar"] if calendar else False)
+    return candidates
 
 
 def linear_terms(model) -> list[str]:
@@ -120,9 +157,9 @@ def _thinned(origins: np.ndarray) -> np.ndarray:
     return origins[np.linspace(0, len(origins) - 1, MAX_ORIGINS).round().astype(int)]
 
 
-def _design(probe, batcher: WindowBatcher, origins: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _design(probe, batcher: WindowBatcher, origins: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The linear terms' inputs side by side (n, features) and the target change from the last value (n, H), for the
-    origins whose whole horizon is observed."""
+    origins whose whole horizon is observed, and those origins."""
     target, weight = batcher.targets(origins, np.ones(len(origins), dtype=bool))
     observed = weight.all(axis=1)
     origins, target = origins[observed], target[observed]
@@ -135,4 +172,4 @@ def _design(probe, batcher: WindowBatcher, origins: np.ndarray) -> tuple[np.ndar
         outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
         parts.append(np.concatenate([np.asarray(part).reshape(batch_size, -1) for part in outputs], axis=1))
     design = np.concatenate(parts)[: len(origins)].astype("float64")
-    return design, target.astype("float64") - batcher.last_values(origins)[:, None]
+    return design, target.astype("float64") - batcher.last_values(origins)[:, None], origins

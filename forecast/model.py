@@ -4,6 +4,7 @@ history (lstm input) -> stateful LSTM -----------------------------+
 sim over the horizon, relative to its last value in the history ---+-> Dense head -> correction
 bg (static columns, calendar at the origin) -----------------------+
 prediction = last target value + linear map of the window minus its last value (NLinear highway)
+             + linear map of the window's means over its last 1, 2, 4, ... rows (every history channel)
              + linear map of the sim change (the simulation's residual)
              + linear map of the target and sim values at the origin (how the simulation's current error decays)
              + correction
@@ -107,6 +108,40 @@ class Rescale(keras.layers.Layer):
         return input_shape[0]
 
 
+def summary_spans(lookback: int) -> tuple[int, ...]:
+    """1, 2, 4, ... rows back, and the whole window: a few spans that cover every scale of the window."""
+    spans = [1]
+    while spans[-1] * 2 < lookback:
+        spans.append(spans[-1] * 2)
+    return (*spans, lookback) if lookback > 1 else (1,)
+
+
+@keras.saving.register_keras_serializable(package="forecast")
+class MultiScaleMeans(keras.layers.Layer):
+    """Each of `channels` averaged over the window's last s rows for each span s, (B, channels x spans), channel-major.
+
+    The recent rows in detail, the distant ones as averages: a linear map of these is an autoregression at several
+    resolutions, which on a long daily window (CAMELS, L=365) generalises better than one coefficient per lag, and
+    which gives past covariates (rain, temperature) a compact way into the linear terms.
+    """
+
+    def __init__(self, spans: Sequence[int], channels: Sequence[int], **kwargs):
+        super().__init__(**kwargs)
+        self.spans = tuple(spans)
+        self.channels = tuple(channels)
+
+    def call(self, history):
+        selected = ops.stack([history[:, :, channel] for channel in self.channels], axis=-1)
+        means = [ops.mean(selected[:, -span:, :], axis=1) for span in self.spans]
+        return ops.reshape(ops.stack(means, axis=-1), (-1, len(self.channels) * len(self.spans)))
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], len(self.channels) * len(self.spans))
+
+    def get_config(self):
+        return {**super().get_config(), "spans": list(self.spans), "channels": list(self.channels)}
+
+
 @keras.saving.register_keras_serializable(package="forecast")
 class OriginValues(keras.layers.Layer):
     """The history's last row at `channels`, (B, len(channels)).
@@ -185,9 +220,12 @@ def build_model(config: Config, layout: InputLayout, batch_size: int, input_orde
         config.units, stateful=config.stateful, dropout=config.dropout, name="history_lstm"
     )(ScaleTarget(name="scaled_history")([history, scale]))
     highway = keras.layers.Dense(horizon, kernel_initializer="zeros", name="history_highway")(centred_target)
+    # Every history channel but the observed flag (the last), the target centred like the highway's input.
+    means = MultiScaleMeans(summary_spans(lookback), range(len(layout.history) - 1), name="history_means")(history)
+    summary = keras.layers.Dense(horizon, kernel_initializer="zeros", name="history_summary")(means)
     sim_flat = keras.layers.Flatten(name="sim_flat")(sim)
     sim_residual = keras.layers.Dense(horizon, kernel_initializer="zeros", name="sim_residual")(sim_flat)
-    terms = [level, highway, sim_residual]
+    terms = [level, highway, summary, sim_residual]
     if layout.sim_history_index:
         origin = OriginValues((0, *layout.sim_history_index), name="origin_values")(inputs["lstm"])
         terms.append(keras.layers.Dense(horizon, kernel_initializer="zeros", name="sim_error_decay")(origin))

@@ -39,7 +39,6 @@ from forecast.validation import row_digests
 from forecast.windowing import StreamPlan, WindowBatcher, materialise, window_generator
 
 Log = Callable[[str], None]
-KEEP_TRAINED_T = 2.0  # one-sided, about 98% sure that the trained network beats its linear start
 
 
 @dataclass(frozen=True)
@@ -308,7 +307,13 @@ def _start_staging(staging: Path, start_from: Path | None, model, config: Config
     if start_from is not None:
         from forecast.prediction import load_model_file
 
-        model.set_weights(load_model_file(start_from / MODEL_FILE).get_weights())
+        weights = load_model_file(start_from / MODEL_FILE).get_weights()
+        if [np.shape(value) for value in weights] != [tuple(variable.shape) for variable in model.weights]:
+            raise ForecastError(
+                f"{start_from}: its network has other layers than this version of forecast builds; "
+                "start afresh (forecast retrain --full, or train without --initial-epoch)"
+            )
+        model.set_weights(weights)
         log(f"continuing from the weights of {start_from} at epoch {config.initial_epoch + 1}")
     staging.mkdir(parents=True)
 
@@ -336,8 +341,9 @@ def _linear_start(
         log("linear start skipped: gaps leave no fully observed window; all terms train from zero")
         return False
     log(
-        f"linear start: ridge on {fit.windows} windows x {fit.features} inputs, penalty {fit.penalty:g}, "
-        f"calendar {'in' if fit.calendar else 'out'}, validation MSE {fit.val_mse:.4f}"
+        f"linear start: ridge on {fit.windows} windows, history as {fit.history}, "
+        f"covariates {'in' if fit.covariates else 'out'}, calendar {'in' if fit.calendar else 'out'}, "
+        f"penalty {fit.penalty:g}, validation MSE {fit.val_mse:.4f}" + (f" (t = {fit.t:.1f} against lags alone)" if fit.t else "")
     )
     return True
 
@@ -346,11 +352,11 @@ def _keep_the_better(model, start_weights, trained_forecast, val_inputs, val_tar
                      config: Config, log: Log):
     """The trained model, unless it does not beat the linear start it began from clearly on validation.
 
-    "Clearly" is a t statistic above KEEP_TRAINED_T for the per-origin error difference (`improvement_t`): a network
+    "Clearly" is a t statistic above SIGNIFICANT_T for the per-origin error difference (`improvement_t`): a network
     that only matches its own linear start has found nothing that generalises, and the simpler model is the safer
     forecast for unseen data. Returns the kept model's validation forecast and whether it is the start.
     """
-    from forecast.evaluation import improvement_t
+    from forecast.evaluation import SIGNIFICANT_T, improvement_t
     from forecast.model import predict_batches, stacked_batches
 
     trained_weights = model.get_weights()
@@ -362,7 +368,7 @@ def _keep_the_better(model, start_weights, trained_forecast, val_inputs, val_tar
         _origin_errors(start_forecast, val_target, val_weight), _origin_errors(trained_forecast, val_target, val_weight),
         val_origins, config.horizon,
     )
-    if t <= KEEP_TRAINED_T:
+    if t <= SIGNIFICANT_T:
         log(f"kept the linear start: validation MSE {start:.4f}, trained {trained:.4f} (t = {t:.1f})")
         return start_forecast, True
     log(f"the LSTM correction beats the linear start: validation MSE {trained:.4f} vs {start:.4f} (t = {t:.1f})")

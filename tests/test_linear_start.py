@@ -1,6 +1,7 @@
 """The linear start: ridge regression in closed form, and the model's linear terms set from it and frozen."""
 
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn.linear_model import Ridge
 
@@ -8,7 +9,7 @@ from forecast.config import Config
 from forecast.data import load_series
 from forecast.features import InputLayout, build_features, fit_scaler
 from forecast.linear_start import LINEAR_TERMS, fit_linear_start, ridge_path
-from forecast.model import build_model
+from forecast.model import build_model, summary_spans
 from forecast.windowing import WindowBatcher
 
 from conftest import CAMELS, head_csv
@@ -38,9 +39,15 @@ def test_the_started_model_forecasts_the_ridge_fit_and_freezes_it(camels):
     config, layout, batcher = camels
     model = build_model(config, layout, batch_size=8)
     fit = fit_linear_start(model, batcher, np.arange(29, 497), np.arange(499, 697), len(layout.calendar))
-    assert fit.windows == 468 and fit.features == 30 + 3 * len(layout.sim) + 2
+    n_spans = len(summary_spans(30))
+    assert fit.windows == 468 and fit.features == 30 + 3 * n_spans + 3 * len(layout.sim) + 2
+    # Only the chosen inputs have weights.
     calendar_rows = model.get_layer("sim_residual").kernel.numpy().reshape(3, len(layout.sim), 3)[:, 1:, :]
     assert layout.sim[1:] == layout.calendar and (np.abs(calendar_rows).max() > 0) == fit.calendar
+    summary = np.abs(model.get_layer("history_summary").kernel.numpy())
+    assert (np.abs(model.get_layer("history_highway").kernel.numpy()).max() > 0) == (fit.history == "lags")
+    assert (summary[:n_spans].max() > 0) == (fit.history == "means")
+    assert (summary[n_spans:].max() > 0) == fit.covariates
     assert [name for name in LINEAR_TERMS if not model.get_layer(name).trainable] == list(LINEAR_TERMS)
     assert np.abs(model.get_layer("sim_error_decay").kernel.numpy()).max() > 0
     origins = np.arange(499, 697)
@@ -51,3 +58,28 @@ def test_the_started_model_forecasts_the_ridge_fit_and_freezes_it(camels):
     assert np.mean((forecast[: len(origins)] - target) ** 2) == pytest.approx(fit.val_mse, rel=1e-4)
     repeat_mse = np.mean((target - batcher.last_values(origins)[:, None]) ** 2)
     assert fit.val_mse < repeat_mse  # daily runoff: the simulation's change beats persistence
+
+
+def _started(tmp_path, covariate_drives_target: bool) -> object:
+    """A daily series whose target is the mean of a covariate's last four values plus noise, or noise beside it."""
+    rng = np.random.default_rng(3)
+    driver = rng.normal(size=900)
+    target = np.convolve(driver, np.ones(4) / 4)[:900] + 0.1 * rng.normal(size=900)
+    if not covariate_drives_target:
+        driver = rng.normal(size=900)
+    frame = pd.DataFrame({"date": pd.date_range("2001-01-01", periods=900, freq="D"), "y": target, "x": driver})
+    frame.to_csv(tmp_path / "series.csv", index=False)
+    config = Config(target="y", past=("x",), lookback=16, horizon=2, batch_size=8, units=4, head_units=4)
+    series = load_series(tmp_path / "series.csv", config)
+    features = build_features(series, fit_scaler(series, 600), config.horizon, calendar=())
+    layout = InputLayout.from_roles(series.roles, series.freq).with_calendar(())
+    model = build_model(config, layout, batch_size=8)
+    batcher = WindowBatcher(features, config.lookback, config.horizon)
+    return fit_linear_start(model, batcher, np.arange(15, 597), np.arange(599, 897))
+
+
+def test_covariates_enter_the_linear_start_only_when_they_clearly_help(tmp_path):
+    helping = _started(tmp_path, covariate_drives_target=True)
+    assert helping.covariates and helping.t > 2
+    unrelated = _started(tmp_path, covariate_drives_target=False)
+    assert (unrelated.history, unrelated.covariates, unrelated.calendar, unrelated.t) == ("lags", False, False, 0.0)
