@@ -171,3 +171,16 @@ def test_states_are_reset_at_epoch_start_stream_groups_and_before_validation(set
     assert {phase for phase, _, _ in seen} == {"train", "test"}
     for phase, batch, is_zero in seen:
         assert is_zero == (batch % 3 == 0), (phase, batch)
+
+
+def test_continuing_a_model_whose_layers_differ_is_refused_in_one_line(setup, tmp_path):
+    from forecast.errors import ForecastError
+    from forecast.store import MODEL_FILE
+    from forecast.training import _start_staging
+
+    _, layout, _ = setup
+    build_model(CONFIG.replace(units=4), layout, batch_size=4).save(tmp_path / MODEL_FILE)
+    model = build_model(CONFIG, layout, batch_size=4)
+    with pytest.raises(ForecastError, match="other layers than this version .* retrain --full"):
+        _start_staging(tmp_path / "staging", tmp_path, model, CONFIG, log=lambda message: None)
+    assert not (tmp_path / "staging").exists()
