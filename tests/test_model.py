@@ -184,3 +184,14 @@ def test_continuing_a_model_whose_layers_differ_is_refused_in_one_line(setup, tm
     with pytest.raises(ForecastError, match="other layers than this version .* retrain --full"):
         _start_staging(tmp_path / "staging", tmp_path, model, CONFIG, log=lambda message: None)
     assert not (tmp_path / "staging").exists()
+
+
+def test_multi_scale_means_average_each_channel_over_the_last_rows():
+    from forecast.model import MultiScaleMeans, summary_spans
+
+    assert summary_spans(365) == (1, 2, 4, 8, 16, 32, 64, 128, 256, 365)
+    assert summary_spans(8) == (1, 2, 4, 8) and summary_spans(2) == (1, 2) and summary_spans(1) == (1,)
+    window = np.arange(2 * 5 * 3, dtype="float32").reshape(2, 5, 3)
+    means = np.asarray(MultiScaleMeans((1, 2, 5), channels=(0, 2))(window))
+    expected = [[window[row, -span:, channel].mean() for channel in (0, 2) for span in (1, 2, 5)] for row in (0, 1)]
+    np.testing.assert_allclose(means, expected)
