@@ -37,6 +37,7 @@ class ResumeState:
     stopped: bool = False
     history: list[dict] = field(default_factory=list)
     config: dict = field(default_factory=dict)
+    linear_start: dict | None = None  # the ridge fit's choices, for metrics.json at the end of a resumed run too
 
 
 def load_state(directory: Path) -> ResumeState:

@@ -6,7 +6,7 @@ import json
 import math
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -19,6 +19,7 @@ from forecast.data import Series, load_series
 from forecast.errors import ForecastError
 from forecast.evaluation import repeat_forecast, weighted_errors
 from forecast.features import InputLayout, build_features, fit_scaler
+from forecast.linear_start import LinearFit, fit_linear_start, freeze_linear_terms
 from forecast.store import (
     CONFIG_FILE,
     HISTORY_FILE,
@@ -164,7 +165,6 @@ def train_series(
     staging = staging_dir(root)
     checkpoints = checkpoint_dir(root)
     strategy, replicas = _strategy(config)
-    fitted_start = False
     with strategy.scope():
         if resume:
             state = checkpoint.load_state(checkpoints)
@@ -177,12 +177,13 @@ def train_series(
             model = build_model(config, layout, config.batch_size // replicas)
             _start_staging(staging, start_from, model, config, log)
             if config.linear_start:
-                fitted_start = _linear_start(model, batcher, train_plan, val_plan, len(layout.calendar), start_from, log)
+                fit = _linear_start(model, batcher, train_plan, val_plan, len(layout.calendar), start_from, log)
+                state.linear_start = asdict(fit) if fit else None
             compile_model(model, config)
     # The end of training compares the network with the linear fit it started from; a resumed run reads it back.
     if resume:
         start_weights = checkpoint.load_start_weights(checkpoints)
-    elif fitted_start:
+    elif state.linear_start:
         start_weights = model.get_weights()
         if config.checkpoints:
             checkpoint.save_start_weights(checkpoints, start_weights)
@@ -231,6 +232,7 @@ def train_series(
         )
     metrics = _validation_metrics(forecast, val_target, val_weight, batcher.last_values(val_origins), scaler, series)
     metrics["kept_linear_start"] = kept_start
+    metrics["linear_start"] = state.linear_start
     metrics.update(
         epochs_run=len(history),
         last_epoch=int(history["epoch"].iloc[-1]),
@@ -320,16 +322,15 @@ def _start_staging(staging: Path, start_from: Path | None, model, config: Config
 
 def _linear_start(
     model, batcher: WindowBatcher, train_plan: StreamPlan, val_plan: StreamPlan, n_calendar: int, start_from, log: Log
-) -> bool:
+):
     """A fresh model gets its linear terms by ridge regression; a continued one keeps its own. Both are frozen.
 
-    Returns whether a ridge fit was made, i.e. whether there is a linear start for the end of training to compare with.
+    Returns the ridge fit (a `LinearFit`), or None where none was made and there is no linear start for the end of
+    training to compare with.
     """
-    from forecast.linear_start import fit_linear_start, freeze_linear_terms
-
     if start_from is not None:
         freeze_linear_terms(model)
-        return False
+        return None
     fit = fit_linear_start(
         model,
         batcher,
@@ -339,13 +340,13 @@ def _linear_start(
     )
     if fit is None:
         log("linear start skipped: gaps leave no fully observed window; all terms train from zero")
-        return False
+        return None
     log(
         f"linear start: ridge on {fit.windows} windows, history as {fit.history}, "
         f"covariates {'in' if fit.covariates else 'out'}, calendar {'in' if fit.calendar else 'out'}, "
         f"penalty {fit.penalty:g}, validation MSE {fit.val_mse:.4f}" + (f" (t = {fit.t:.1f} against lags alone)" if fit.t else "")
     )
-    return True
+    return fit
 
 
 def _keep_the_better(model, start_weights, trained_forecast, val_inputs, val_target, val_weight, val_origins,

@@ -46,6 +46,7 @@ def test_train_then_predict_on_etth1(tmp_path, ett_small):
     assert not (model_dir / ".staging").exists()
     metrics = json.loads((version / "metrics.json").read_text())
     assert {"model", "repeat"} <= set(metrics["validation"]) and np.isfinite(metrics["validation"]["model"]["mse"])
+    assert metrics["linear_start"]["history"] in ("lags", "means") and metrics["linear_start"]["val_mse"] > 0
     history = pd.read_csv(version / "history.csv")
     assert list(history["epoch"]) == [1, 2] and np.isfinite(history[["loss", "val_loss"]].to_numpy()).all()
 

@@ -45,6 +45,9 @@ def test_killed_after_epoch_two_resumes_to_the_uninterrupted_result(tmp_path, et
     np.testing.assert_allclose(history[0]["val_mse"], history[1]["val_mse"], rtol=1e-6)
     for resumed_weight, whole_weight in zip(weights(tmp_path / "interrupted"), weights(tmp_path / "whole")):
         np.testing.assert_allclose(resumed_weight, whole_weight, atol=1e-6)
+    starts = [json.loads((tmp_path / name / "current" / "metrics.json").read_text())["linear_start"]
+              for name in ("interrupted", "whole")]
+    assert starts[0] is not None and starts[0] == starts[1]
     assert not (tmp_path / "interrupted" / ".staging").exists()
 
 
