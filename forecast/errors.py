@@ -6,3 +6,8 @@ class ForecastError(Exception):
 
     The CLI prints the message without a traceback and exits non-zero; anything else that escapes is a bug.
     """
+
+
+class IncompatibleWeights(ForecastError):
+    """A saved model's weights do not fit the network that its configuration builds now, so training cannot continue
+    from them (a retrain trains a fresh candidate instead)."""

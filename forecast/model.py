@@ -4,7 +4,7 @@ history (lstm input) -> stateful LSTM -----------------------------+
 sim over the horizon, relative to its last value in the history ---+-> Dense head -> correction
 bg (static columns, calendar at the origin) -----------------------+
 prediction = last target value + linear map of the window minus its last value (NLinear highway)
-             + linear map of the window's means over its last 1, 2, 4, ... rows (every history channel)
+             + linear map of the window's means over its last 1, 2, 4, ... rows (target and covariates)
              + linear map of the sim change (the simulation's residual)
              + linear map of the target and sim values at the origin (how the simulation's current error decays)
              + correction
@@ -264,9 +264,19 @@ def reset_states(model: keras.Model) -> None:
         layer.reset_state()
 
 
-def inference_copy(model: keras.Model, config: Config, layout: InputLayout) -> keras.Model:
-    """The same network with batch size 1 and the trained weights, so a single series needs no padding."""
-    single = build_model(config, layout, batch_size=1, input_order=input_names(model))
+def inference_copy(model: keras.Model) -> keras.Model:
+    """The same network with batch size 1 and the trained weights, so a single series needs no padding.
+
+    Rebuilt from the model's own saved architecture, not from `build_model`, so that a model trained by an earlier
+    version of forecast keeps forecasting with the layers it was trained with.
+    """
+    architecture = model.get_config()
+    for layer in architecture["layers"]:
+        # Without its build record each layer is built on the new inputs: the stateful LSTM's state gets batch size 1.
+        layer.pop("build_config", None)
+        if layer["class_name"] == "InputLayer":
+            layer["config"]["batch_shape"] = [1, *layer["config"]["batch_shape"][1:]]
+    single = keras.Model.from_config(architecture)
     single.set_weights(model.get_weights())
     return single
 

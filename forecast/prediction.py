@@ -67,7 +67,7 @@ def predict(csv_path: str | Path, model_dir: str | Path) -> pd.DataFrame:
     from forecast.model import inference_copy
 
     features = build_features(series, saved.scaler, config.horizon, for_prediction=True, calendar=schema.layout.calendar)
-    single = inference_copy(saved.model, config, saved.schema.layout)
+    single = inference_copy(saved.model)
     scaled = forecast_at(single, features, config, series.n_observed - 1)
     values = saved.scaler.inverse(series.roles.target, scaled.astype("float64"))
     time = features.time[series.n_observed :]

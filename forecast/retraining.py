@@ -15,7 +15,7 @@ from pathlib import Path
 
 from forecast.config import Config
 from forecast.data import Series, load_series
-from forecast.errors import ForecastError
+from forecast.errors import ForecastError, IncompatibleWeights
 from forecast.evaluation import evaluate
 from forecast.prediction import check_compatible
 from forecast.store import (
@@ -104,10 +104,16 @@ def retrain(
         log(f"{csv_path}: {new_rows} new rows; training a candidate ({mode}), holding out the last {holdout} rows")
         staging = staging_dir(root)
         try:
-            trained = train_series(
-                series, candidate_config, root, log, verbose, extra_callbacks,
-                start_from=None if options.full else current,
-            )
+            try:
+                trained = train_series(
+                    series, candidate_config, root, log, verbose, extra_callbacks,
+                    start_from=None if options.full else current,
+                )
+            except IncompatibleWeights as exc:
+                log(f"{exc}; training a fresh candidate instead")
+                options = dataclasses.replace(options, full=True)
+                candidate_config = _candidate_config(config, current, options, scored_from)
+                trained = train_series(series, candidate_config, root, log, verbose, extra_callbacks)
             current_mse = _holdout_mse(csv_path, current, scored_from, series.n_observed)
             candidate_mse = _holdout_mse(csv_path, trained.model_dir, scored_from, series.n_observed)
         except ForecastError:

@@ -16,7 +16,7 @@ import pandas as pd
 from forecast import backend
 from forecast.config import Config
 from forecast.data import Series, load_series
-from forecast.errors import ForecastError
+from forecast.errors import ForecastError, IncompatibleWeights
 from forecast.evaluation import repeat_forecast, weighted_errors
 from forecast.features import InputLayout, build_features, fit_scaler
 from forecast.linear_start import LinearFit, fit_linear_start, freeze_linear_terms
@@ -112,7 +112,10 @@ def train(
     resolve_split(series, config)  # too little data is a user error: report it before touching the store
     with locked(root):
         start_from = current_version(root) if config.initial_epoch > 0 and not resume else None
-        result = train_series(series, config, root, log, verbose, extra_callbacks, resume, start_from)
+        try:
+            result = train_series(series, config, root, log, verbose, extra_callbacks, resume, start_from)
+        except IncompatibleWeights as exc:
+            raise ForecastError(f"{exc}; train without --initial-epoch to start afresh") from None
         version = publish(result.model_dir, root, config.keep_versions)
     metrics = result.metrics["validation"]
     log(
@@ -311,9 +314,9 @@ def _start_staging(staging: Path, start_from: Path | None, model, config: Config
 
         weights = load_model_file(start_from / MODEL_FILE).get_weights()
         if [np.shape(value) for value in weights] != [tuple(variable.shape) for variable in model.weights]:
-            raise ForecastError(
-                f"{start_from}: its network has other layers than this version of forecast builds; "
-                "start afresh (forecast retrain --full, or train without --initial-epoch)"
+            raise IncompatibleWeights(
+                f"{start_from}: its weights do not fit the network this configuration builds (other columns, lookback, "
+                "horizon or units, or a model saved by an earlier version of forecast)"
             )
         model.set_weights(weights)
         log(f"continuing from the weights of {start_from} at epoch {config.initial_epoch + 1}")
@@ -322,7 +325,7 @@ def _start_staging(staging: Path, start_from: Path | None, model, config: Config
 
 def _linear_start(
     model, batcher: WindowBatcher, train_plan: StreamPlan, val_plan: StreamPlan, n_calendar: int, start_from, log: Log
-):
+) -> LinearFit | None:
     """A fresh model gets its linear terms by ridge regression; a continued one keeps its own. Both are frozen.
 
     Returns the ridge fit (a `LinearFit`), or None where none was made and there is no linear start for the end of

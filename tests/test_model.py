@@ -110,7 +110,7 @@ def test_batch_one_copy_matches_the_trained_model_for_the_same_state(setup):
         (batcher.batch(origins[i], scored[i]) for i in range(len(origins))), steps_per_epoch=len(origins),
         callbacks=[StateResetter(3)], shuffle=False, verbose=0,
     )
-    single = inference_copy(model, CONFIG, layout)
+    single = inference_copy(model)
     reset_states(model)
     reset_states(single)
     stream = [100, 124, 148]
@@ -173,15 +173,15 @@ def test_states_are_reset_at_epoch_start_stream_groups_and_before_validation(set
         assert is_zero == (batch % 3 == 0), (phase, batch)
 
 
-def test_continuing_a_model_whose_layers_differ_is_refused_in_one_line(setup, tmp_path):
-    from forecast.errors import ForecastError
+def test_continuing_from_weights_that_do_not_fit_is_refused(setup, tmp_path):
+    from forecast.errors import IncompatibleWeights
     from forecast.store import MODEL_FILE
     from forecast.training import _start_staging
 
     _, layout, _ = setup
     build_model(CONFIG.replace(units=4), layout, batch_size=4).save(tmp_path / MODEL_FILE)
     model = build_model(CONFIG, layout, batch_size=4)
-    with pytest.raises(ForecastError, match="other layers than this version .* retrain --full"):
+    with pytest.raises(IncompatibleWeights, match="do not fit the network"):
         _start_staging(tmp_path / "staging", tmp_path, model, CONFIG, log=lambda message: None)
     assert not (tmp_path / "staging").exists()
 

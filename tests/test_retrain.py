@@ -165,3 +165,23 @@ def test_sigkill_while_training_and_while_writing_keeps_the_old_model(store, tmp
 
     run_forecast("retrain", data, "--model", "ett", "--store", store, "--epochs", "1", "--tolerance", "1000")
     assert current(root) != old_version and records(root)[-1]["promoted"] is True
+
+
+def test_a_model_whose_weights_no_longer_fit_still_forecasts_and_retrains_fresh(store, tmp_path):
+    """As after an upgrade that changed the network: predict runs the saved layers, a warm retrain trains afresh."""
+    from forecast.config import Config
+    from forecast.model import build_model
+    from forecast.store import CONFIG_FILE, MODEL_FILE, SCHEMA_FILE, Schema
+
+    version = (store / "ett" / "current").resolve()
+    config = Config.from_json(version / CONFIG_FILE)
+    other = build_model(config.replace(units=config.units + 4), Schema.from_json(version / SCHEMA_FILE).layout,
+                        config.batch_size)
+    other.save(version / MODEL_FILE)
+    output = tmp_path / "forecast.csv"
+    run_forecast("predict", grown(tmp_path, 0), "--model", "ett", "--store", store, "--output", output)
+    assert len(pd.read_csv(output)) == 12
+
+    result = run_forecast("retrain", grown(tmp_path, 24), "--model", "ett", "--store", store, "--epochs", "1")
+    assert "do not fit the network" in result.stderr and "training a fresh candidate instead" in result.stderr
+    assert records(store / "ett")[-1]["mode"] == "full"
