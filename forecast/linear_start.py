@@ -26,7 +26,7 @@ PENALTIES = 10.0 ** np.arange(-7.0, 1.0)
 @dataclass(frozen=True)
 class LinearFit:
     """The chosen inputs and penalty (per training window), the validation MSE, how surely the choice beats the plain
-    NLinear-with-sims fit (`t`, 0 when that plain fit is the choice), the inputs with a weight, and the windows."""
+    NLinear-with-sims fit (`t`, 0 when that plain fit is the choice), the number of inputs it uses, and the windows."""
 
     history: str
     covariates: bool
@@ -61,7 +61,8 @@ def fit_linear_start(
         return None
     horizon = y_train.shape[1]
     fits = {}
-    for choice, columns in _candidates(_column_groups(model, n_calendar)).items():
+    candidates = _candidates(_column_groups(model, n_calendar))
+    for choice, columns in candidates.items():
         for penalty, (weights, intercept) in zip(PENALTIES, ridge_path(x_train[:, columns], y_train, PENALTIES)):
             errors = np.mean((x_val[:, columns] @ weights + intercept - y_val) ** 2, axis=1)
             if choice not in fits or errors.mean() < fits[choice][0].mean():
@@ -84,7 +85,7 @@ def fit_linear_start(
         start += width
     freeze_linear_terms(model)
     history, covariates, calendar = best
-    n_inputs = int(np.count_nonzero(np.abs(weights).sum(axis=1)))
+    n_inputs = int(candidates[best].sum())
     return LinearFit(history, covariates, calendar, float(penalty), float(errors.mean()), best_t, n_inputs, len(x_train))
 
 

@@ -40,7 +40,10 @@ def test_the_started_model_forecasts_the_ridge_fit_and_freezes_it(camels):
     model = build_model(config, layout, batch_size=8)
     fit = fit_linear_start(model, batcher, np.arange(29, 497), np.arange(499, 697), len(layout.calendar))
     n_spans = len(summary_spans(30))
-    assert fit.windows == 468 and fit.features == 30 + 3 * n_spans + 3 * len(layout.sim) + 2
+    n_calendar = len(layout.calendar)
+    history = 30 if fit.history == "lags" else n_spans
+    covariates = 2 * n_spans if fit.covariates else 0  # PRCP and MOD_RUN
+    assert fit.windows == 468 and fit.features == history + covariates + 3 * (1 + n_calendar * fit.calendar) + 2
     # Only the chosen inputs have weights.
     calendar_rows = model.get_layer("sim_residual").kernel.numpy().reshape(3, len(layout.sim), 3)[:, 1:, :]
     assert layout.sim[1:] == layout.calendar and (np.abs(calendar_rows).max() > 0) == fit.calendar
