@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from forecast import backend
+from forecast.evaluation import SIGNIFICANT_T, improvement_t
 from forecast.windowing import WindowBatcher
 
 LINEAR_TERMS = ("history_highway", "history_summary", "sim_residual", "sim_error_decay")
@@ -51,8 +52,6 @@ def fit_linear_start(
     columns the covariates lowered the validation MSE by 2.5 % (t = 1.8) and raised the test MSE by 3 %, while on the
     CAMELS basin the means with rain and temperature lowered it by 9 to 15 % (t = 4 to 5).
     """
-    from forecast.evaluation import SIGNIFICANT_T, improvement_t
-
     keras = backend.keras()
     probe = keras.Model(model.inputs, [model.get_layer(name).input for name in linear_terms(model)])
     x_train, y_train, _ = _design(probe, batcher, _thinned(train_origins))
@@ -61,7 +60,7 @@ def fit_linear_start(
         return None
     horizon = y_train.shape[1]
     fits = {}
-    candidates = _candidates(_column_groups(model, n_calendar))
+    candidates = _candidates(_column_roles(model, n_calendar))
     for choice, columns in candidates.items():
         for penalty, (weights, intercept) in zip(PENALTIES, ridge_path(x_train[:, columns], y_train, PENALTIES)):
             errors = np.mean((x_val[:, columns] @ weights + intercept - y_val) ** 2, axis=1)
@@ -89,38 +88,33 @@ def fit_linear_start(
     return LinearFit(history, covariates, calendar, float(penalty), float(errors.mean()), best_t, n_inputs, len(x_train))
 
 
-def _column_groups(model, n_calendar: int) -> dict[str, np.ndarray]:
-    """Masks over the design's columns: the target's lags, the target's multi-scale means, the other history channels'
-    multi-scale means, and the calendar channels of the flattened sim input."""
-    groups = {}
+def _column_roles(model, n_calendar: int) -> np.ndarray:
+    """What each column of the design is: "lags" (the target's), "target_means", "covariate_means", "calendar" (the
+    calendar channels of the flattened sim input), or "always" (the sim terms every candidate has)."""
+    roles = []
     for name in linear_terms(model):
-        width = model.get_layer(name).kernel.shape[0]
-        column = np.arange(width)
-        masks = {group: np.zeros(width, dtype=bool) for group in ("lags", "target_means", "covariate_means", "calendar")}
+        column = np.arange(model.get_layer(name).kernel.shape[0])
+        role = np.full(len(column), "always", dtype=object)
         if name == "history_highway":
-            masks["lags"][:] = True
+            role[:] = "lags"
         elif name == "history_summary":
-            n_spans = len(model.get_layer("history_means").spans)
-            masks["target_means"] = column < n_spans
-            masks["covariate_means"] = column >= n_spans
+            role[:] = np.where(column < len(model.get_layer("history_means").spans), "target_means", "covariate_means")
         elif name == "sim_residual" and n_calendar:
             n_sim = model.get_layer("sim_flat").input.shape[-1]
-            masks["calendar"] = column % n_sim >= n_sim - n_calendar
-        for group, mask in masks.items():
-            groups[group] = np.concatenate([groups[group], mask]) if group in groups else mask
-    return groups
+            role[column % n_sim >= n_sim - n_calendar] = "calendar"
+        roles.append(role)
+    return np.concatenate(roles)
 
 
-def _candidates(groups: dict[str, np.ndarray]) -> dict[tuple[str, bool, bool], np.ndarray]:
+def _candidates(roles: np.ndarray) -> dict[tuple[str, bool, bool], np.ndarray]:
     """The column sets to choose from, keyed by (history as "lags" or "means", covariates in, calendar in)."""
-    optional = groups["lags"] | groups["target_means"] | groups["covariate_means"] | groups["calendar"]
     candidates = {}
     for history in ("lags", "means"):
-        for covariates in (False, True) if groups["covariate_means"].any() else (False,):
-            for calendar in (False, True) if groups["calendar"].any() else (False,):
-                columns = ~optional | groups["lags" if history == "lags" else "target_means"]
-                columns = columns | (groups["covariate_means"] if covariates else False)
-                candidates[(history, covariates, calendar)] = columns | (groups["calendar"] if calendar else False)
+        for covariates in (False, True) if (roles == "covariate_means").any() else (False,):
+            for calendar in (False, True) if (roles == "calendar").any() else (False,):
+                chosen = ["always", "lags" if history == "lags" else "target_means"]
+                chosen += ["covariate_means"] * covariates + ["calendar"] * calendar
+                candidates[(history, covariates, calendar)] = np.isin(roles, chosen)
     return candidates
 
 

@@ -200,8 +200,8 @@ class WeightedMSE(keras.metrics.Metric):
         self.weight.assign(0.0)
 
 
-def build_model(config: Config, layout: InputLayout, batch_size: int, input_order: Sequence[str] = INPUT_NAMES) -> keras.Model:
-    """The forecaster with inputs of fixed batch size (the stateful LSTM needs it) in `input_order`.
+def build_model(config: Config, layout: InputLayout, batch_size: int) -> keras.Model:
+    """The forecaster with inputs of fixed batch size (the stateful LSTM needs it), in the order of INPUT_NAMES.
 
     The LSTM keeps Keras' defaults for activation, recurrent activation, bias and unrolling and has no recurrent
     dropout, so that TensorFlow uses the fused cuDNN kernel on a GPU.
@@ -237,7 +237,7 @@ def build_model(config: Config, layout: InputLayout, batch_size: int, input_orde
     correction = Rescale(name="rescaled_correction")([correction, scale])
     prediction = keras.layers.Add(name="prediction")([*terms, correction])
     return keras.Model(
-        inputs=[inputs[name] for name in input_order], outputs={"prediction": prediction}, name="forecaster"
+        inputs=[inputs[name] for name in INPUT_NAMES], outputs={"prediction": prediction}, name="forecaster"
     )
 
 

@@ -17,7 +17,7 @@ from forecast import backend
 from forecast.config import Config
 from forecast.data import Series, load_series
 from forecast.errors import ForecastError, IncompatibleWeights
-from forecast.evaluation import repeat_forecast, weighted_errors
+from forecast.evaluation import SIGNIFICANT_T, improvement_t, repeat_forecast, weighted_errors
 from forecast.features import InputLayout, build_features, fit_scaler
 from forecast.linear_start import LinearFit, fit_linear_start, freeze_linear_terms
 from forecast.store import (
@@ -347,7 +347,8 @@ def _linear_start(
     log(
         f"linear start: ridge on {fit.windows} windows, history as {fit.history}, "
         f"covariates {'in' if fit.covariates else 'out'}, calendar {'in' if fit.calendar else 'out'}, "
-        f"penalty {fit.penalty:g}, validation MSE {fit.val_mse:.4f}" + (f" (t = {fit.t:.1f} against lags alone)" if fit.t else "")
+        f"penalty {fit.penalty:g}, validation MSE {fit.val_mse:.4f}"
+        + (f" (t = {fit.t:.1f} against lags alone)" if fit.t else "")
     )
     return fit
 
@@ -360,7 +361,6 @@ def _keep_the_better(model, start_weights, trained_forecast, val_inputs, val_tar
     that only matches its own linear start has found nothing that generalises, and the simpler model is the safer
     forecast for unseen data. Returns the kept model's validation forecast and whether it is the start.
     """
-    from forecast.evaluation import SIGNIFICANT_T, improvement_t
     from forecast.model import predict_batches, stacked_batches
 
     trained_weights = model.get_weights()
