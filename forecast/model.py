@@ -224,8 +224,9 @@ def build_model(config: Config, layout: InputLayout, batch_size: int) -> keras.M
     means = MultiScaleMeans(summary_spans(lookback), range(len(layout.history) - 1), name="history_means")(history)
     summary = keras.layers.Dense(horizon, kernel_initializer="zeros", name="history_summary")(means)
     sim_flat = keras.layers.Flatten(name="sim_flat")(sim)
-    sim_residual = keras.layers.Dense(horizon, kernel_initializer="zeros", name="sim_residual")(sim_flat)
-    terms = [level, highway, summary, sim_residual]
+    terms = [level, highway, summary]
+    if layout.sim:  # no sim columns and no calendar cycle: a Dense layer over zero inputs aborts oneDNN on the CPU
+        terms.append(keras.layers.Dense(horizon, kernel_initializer="zeros", name="sim_residual")(sim_flat))
     if layout.sim_history_index:
         origin = OriginValues((0, *layout.sim_history_index), name="origin_values")(inputs["lstm"])
         terms.append(keras.layers.Dense(horizon, kernel_initializer="zeros", name="sim_error_decay")(origin))
