@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from forecast import backend
-from forecast.errors import ForecastError
+from forecast.errors import ResumeRefused
 from forecast.store import CHECKPOINT_STATE
 
 keras = backend.keras()
@@ -38,16 +38,17 @@ class ResumeState:
     history: list[dict] = field(default_factory=list)
     config: dict = field(default_factory=dict)
     linear_start: dict | None = None  # the ridge fit's choices, for metrics.json at the end of a resumed run too
+    purpose: str = "train"  # or "retrain": a candidate that must still be scored before it may be published
 
 
 def load_state(directory: Path) -> ResumeState:
     path = directory / STATE
     if not path.is_file() or not (directory / LAST_MODEL).is_file():
-        raise ForecastError(f"{directory}: no checkpoint to resume from; train without --resume")
+        raise ResumeRefused(f"{directory}: no checkpoint to resume from; train without --resume")
     try:
         return ResumeState(**json.loads(path.read_text(encoding="utf-8")))
     except (ValueError, TypeError) as exc:
-        raise ForecastError(f"{path}: damaged checkpoint state ({exc}); train without --resume") from None
+        raise ResumeRefused(f"{path}: damaged checkpoint state ({exc}); train without --resume") from None
 
 
 def load_best_weights(directory: Path) -> list[np.ndarray] | None:

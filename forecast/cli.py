@@ -5,6 +5,7 @@ Heavy modules (pandas, TensorFlow) are imported inside the commands so that `--h
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -111,7 +112,7 @@ def train(
 ) -> None:
     """Train a model on DATA and write it to a model directory."""
     try:
-        from forecast.store import CHECKPOINT_STATE, checkpoint_dir, resolve_model_path
+        from forecast.store import CHECKPOINT_STATE, checkpoint_dir, locked, resolve_model_path
 
         target_dir = resolve_model_path(model_dir or data.stem, store)
         if resume:
@@ -128,10 +129,13 @@ def train(
             train_end=train_end, val_end=val_end, seed=seed, verbose=verbose,
             tensorboard_dir=str(tensorboard) if tensorboard else None, gaps=gaps, max_gap=max_gap,
         )
-        from forecast.training import train as run_training
+        # The lock is taken before TensorFlow loads, so that a second run stops at once; a model not yet in the
+        # store gets its directory only once the data has passed its checks.
+        with locked(target_dir) if target_dir.is_dir() else contextlib.nullcontext():
+            from forecast.training import train as run_training
 
-        log, keras_verbose, callbacks = _progress(config.verbose, log_file)
-        run_training(data, config, target_dir, log, keras_verbose, callbacks, resume=resume)
+            log, keras_verbose, callbacks = _progress(config.verbose, log_file)
+            run_training(data, config, target_dir, log, keras_verbose, callbacks, resume=resume)
     except ForecastError as error:
         raise _fail(error, log_file) from None
 
@@ -148,7 +152,7 @@ def predict(
         from forecast.prediction import predict as run_prediction
         from forecast.store import resolve_model_path
 
-        forecast = run_prediction(data, resolve_model_path(model, store))
+        forecast = run_prediction(data, resolve_model_path(model, store), _log)
     except ForecastError as error:
         raise _fail(error) from None
     if output is None:
@@ -175,7 +179,7 @@ def evaluate(
         from forecast.store import resolve_model_path, write_json
 
         model_dir = resolve_model_path(model, store)
-        result = run_evaluation(data, model_dir, start, end)
+        result = run_evaluation(data, model_dir, start, end, _log)
     except ForecastError as error:
         raise _fail(error) from None
     typer.echo(
@@ -206,13 +210,16 @@ def retrain(
     holds the lock.
     """
     try:
-        from forecast.retraining import RetrainOptions
-        from forecast.retraining import retrain as run_retrain
-        from forecast.store import resolve_model_path
+        from forecast.store import locked, resolve_model_path
 
-        log, keras_verbose, callbacks = _progress(verbose, log_file)
-        options = RetrainOptions(epochs=epochs, full=full, holdout=holdout, tolerance=tolerance)
-        run_retrain(data, resolve_model_path(model, store), options, log, keras_verbose, callbacks)
+        root = resolve_model_path(model, store)
+        with locked(root):  # before TensorFlow loads, so that a second run stops at once
+            from forecast.retraining import RetrainOptions
+            from forecast.retraining import retrain as run_retrain
+
+            log, keras_verbose, callbacks = _progress(verbose, log_file)
+            options = RetrainOptions(epochs=epochs, full=full, holdout=holdout, tolerance=tolerance)
+            run_retrain(data, root, options, log, keras_verbose, callbacks)
     except ForecastError as error:
         raise _fail(error, log_file) from None
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import tomllib
 import types
 import typing
@@ -67,7 +68,8 @@ class Config:
 
     def __post_init__(self) -> None:
         _check_types(self)
-        positive = ("lookback", "horizon", "batch_size", "stream_chunks", "units", "head_units", "epochs", "keep_versions")
+        positive = ("lookback", "horizon", "batch_size", "stream_chunks", "units", "head_units", "epochs", "keep_versions",
+                    "workers", "max_queue_size")
         for name in positive:
             if getattr(self, name) < 1:
                 raise ForecastError(f"config: {name} must be at least 1, got {getattr(self, name)}")
@@ -82,6 +84,12 @@ class Config:
             raise ForecastError(f"config: gaps must be 'refuse', 'mask' or 'interpolate', got {self.gaps!r}")
         if self.max_gap < 0:
             raise ForecastError(f"config: max_gap must be at least 0, got {self.max_gap}")
+        if not (math.isfinite(self.learning_rate) and 0.0 < self.learning_rate <= 1.0):
+            raise ForecastError(f"config: learning_rate must be above 0 and at most 1, got {self.learning_rate}")
+        if self.patience < 0:
+            raise ForecastError(f"config: patience must be at least 0, got {self.patience}")
+        if not 0 <= self.seed < 2**32:
+            raise ForecastError(f"config: seed must be between 0 and {2**32 - 1}, got {self.seed}")
         if self.data_pipeline not in ("pydataset", "generator"):
             raise ForecastError(f"config: data_pipeline must be 'pydataset' or 'generator', got {self.data_pipeline!r}")
         if self.distribute not in ("none", "mirrored"):

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import csv
+import io
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +51,7 @@ class Series:
     values: pd.DataFrame
     roles: Roles
     freq: pd.Timedelta
+    columns: tuple[str, ...] = ()  # the file's named columns, time included, in file order
 
     @property
     def n_observed(self) -> int:
@@ -55,10 +60,14 @@ class Series:
         return int(observed[-1]) + 1 if observed.size else 0
 
 
-def load_series(path: str | Path, config: Config) -> Series:
-    """Reads `path`, finds the time axis, resolves the role of each column, and validates what the model will see."""
+def load_series(path: str | Path, config: Config, warn: Callable[[str], None] | None = None) -> Series:
+    """Reads `path`, finds the time axis, resolves the role of each column, and validates what the model will see.
+
+    A last line without a line end may still be being written: it is refused, or with `warn` (commands that only read,
+    such as predict), left out with a warning through it.
+    """
     path = Path(path)
-    frame = _read_csv(path)
+    frame = _read_csv(path, config, warn)
     time, time_names = _time_axis(frame, path, config)
     roles = resolve_roles(frame.drop(columns=list(time_names)), path, config)
     values = validation.numeric_values(frame[list(roles.numeric)].reset_index(drop=True), path)
@@ -66,19 +75,14 @@ def load_series(path: str | Path, config: Config) -> Series:
     time, values, freq = validation.regular_grid(time, values, path, config.gaps, config.max_gap)
     validation.check_target(values[roles.target], path)
     time_name = time_names[0] if len(time_names) == 1 else "time"
-    return Series(path=str(path), time=time, time_name=time_name, values=values, roles=roles, freq=freq)
+    return Series(
+        path=str(path), time=time, time_name=time_name, values=values, roles=roles, freq=freq,
+        columns=tuple(frame.columns),
+    )
 
 
 def resolve_roles(frame: pd.DataFrame, path: Path, config: Config) -> Roles:
     """Assigns target, sim, bg and past columns; past defaults to every other numeric column."""
-    if config.target is None:
-        raise ForecastError(f"{path}: no target column given; pass --target with one of: {', '.join(frame.columns)}")
-    named = [config.target, *config.sim, *config.bg, *(config.past or ()), *config.exclude]
-    for column in named:
-        if column not in frame.columns:
-            raise ForecastError(
-                f"{path}: column {column!r} not found; the file has: {', '.join(map(str, frame.columns))}"
-            )
     if config.target in (*config.sim, *config.bg):
         raise ForecastError(f"{path}: the target {config.target!r} cannot also be a sim or bg column")
     if config.past is not None:
@@ -91,6 +95,16 @@ def resolve_roles(frame: pd.DataFrame, path: Path, config: Config) -> Roles:
     )
 
 
+def _check_named_columns(columns: list[str], path: Path, config: Config) -> None:
+    """Every column the configuration names must be in the file; checked before any value is parsed."""
+    if config.target is None:
+        raise ForecastError(f"{path}: no target column given; pass --target with one of: {validation.listing(columns)}")
+    named = [config.target, *config.sim, *config.bg, *(config.past or ()), *config.exclude]
+    for column in named:
+        if column not in columns:
+            raise ForecastError(f"{path}: column {column!r} not found; the file has: {validation.listing(columns)}")
+
+
 def _mostly_numeric(column: pd.Series) -> bool:
     """Numeric, or numbers with a few stray cells of text: such a column is a covariate whose bad cells must be
     reported, not a text column to be left out silently."""
@@ -100,11 +114,19 @@ def _mostly_numeric(column: pd.Series) -> bool:
     return len(given) > 0 and pd.to_numeric(given, errors="coerce").notna().mean() > 0.5
 
 
-def _read_csv(path: Path) -> pd.DataFrame:
+def _read_csv(path: Path, config: Config, warn: Callable[[str], None] | None) -> pd.DataFrame:
+    """The file's rows; the header is checked first, so that a wrong file or column name answers before the values
+    are parsed (a file of a million columns takes minutes)."""
     if not path.is_file():
         raise ForecastError(f"{path}: file not found")
+    data = validation.without_partial_line(path.read_bytes(), path, warn)
     try:
-        frame = pd.read_csv(path, skipinitialspace=True)
+        header = next(csv.reader([data.split(b"\n", 1)[0].decode("utf-8").rstrip("\r")]), [])
+        names = [name.strip() for name in header]
+        validation.check_header(names, path)
+        if data.strip():
+            _check_named_columns(names, path, config)
+        frame = pd.read_csv(io.BytesIO(data), skipinitialspace=True)
     except pd.errors.EmptyDataError:
         raise ForecastError(f"{path}: the file is empty; expected a header line and rows of values") from None
     except UnicodeDecodeError:
@@ -115,9 +137,20 @@ def _read_csv(path: Path) -> pd.DataFrame:
         raise ForecastError(f"{path}: not a well-formed CSV ({str(exc).strip()})") from None
     if frame.empty:
         raise ForecastError(f"{path}: the file has a header but no rows")
-    validation.check_last_line(path, len(frame.columns))
+    return _without_unnamed(frame, header, path)
+
+
+def _without_unnamed(frame: pd.DataFrame, header: list[str], path: Path) -> pd.DataFrame:
+    """Columns with an empty name: a column of empty cells is a trailing comma, not data, and goes; one holding values
+    cannot be given a role and is refused."""
     frame.columns = [str(column).strip() for column in frame.columns]
-    return frame
+    unnamed = [index for index, name in enumerate(header) if not name.strip()]
+    for index in unnamed:
+        if frame.iloc[:, index].notna().any():
+            raise ForecastError(
+                f"{path}: column {index + 1} has values but no name in the header; name it or remove it"
+            )
+    return frame.drop(columns=frame.columns[unnamed])
 
 
 def _time_axis(frame: pd.DataFrame, path: Path, config: Config) -> tuple[pd.DatetimeIndex, tuple[str, ...]]:
@@ -126,7 +159,7 @@ def _time_axis(frame: pd.DataFrame, path: Path, config: Config) -> tuple[pd.Date
         return _split_time_axis(frame, path, config.time_columns), config.time_columns
     column = config.time_column or _find_time_column(frame, path)
     if column not in frame.columns:
-        raise ForecastError(f"{path}: time column {column!r} not found; the file has: {', '.join(frame.columns)}")
+        raise ForecastError(f"{path}: time column {column!r} not found; the file has: {validation.listing(frame.columns)}")
     raw = frame[column]
     time = None if pd.api.types.is_numeric_dtype(raw) else _parse_dates(raw)
     if time is None or time.isna().all():
@@ -139,12 +172,30 @@ def _time_axis(frame: pd.DataFrame, path: Path, config: Config) -> tuple[pd.Date
     return pd.DatetimeIndex(time), (column,)
 
 
+DAY_MONTH_YEAR = r"^\s*\d{1,2}[/.-]\d{1,2}[/.-]\d{2,4}\b"
+
+
 def _parse_dates(raw: pd.Series) -> pd.Series:
-    """Dates as naive timestamps; times with UTC offsets (mixed across a clock change too) are converted to UTC."""
-    try:
-        time = pd.to_datetime(raw, errors="coerce", format="mixed")
-    except ValueError:
-        time = pd.to_datetime(raw, errors="coerce", format="mixed", utc=True)
+    """Dates as naive timestamps; times with UTC offsets (mixed across a clock change too) are converted to UTC.
+
+    `01/02/2020` is 1 February or 2 January: of month-first and day-first, the reading that puts the rows in order wins
+    (month-first when both do), so that day-first dates are not misread as rows out of order.
+    """
+    readings = [False, True] if raw.astype(str).str.match(DAY_MONTH_YEAR).all() else [False]
+    for dayfirst in readings:
+        time = _parse_dates_as(raw, dayfirst)
+        if time.notna().all() and time.is_monotonic_increasing:
+            return time
+    return _parse_dates_as(raw, False)
+
+
+def _parse_dates_as(raw: pd.Series, dayfirst: bool) -> pd.Series:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pandas warns when dayfirst cannot be honoured; the reading is checked instead
+        try:
+            time = pd.to_datetime(raw, errors="coerce", format="mixed", dayfirst=dayfirst)
+        except ValueError:
+            time = pd.to_datetime(raw, errors="coerce", format="mixed", dayfirst=dayfirst, utc=True)
     if getattr(time.dt, "tz", None) is not None:
         time = time.dt.tz_convert("UTC").dt.tz_localize(None)
     return time
@@ -155,7 +206,7 @@ def _split_time_axis(frame: pd.DataFrame, path: Path, names: tuple[str, ...]) ->
     allowed = {"year", "month", "day", "hour", "minute", "second"}
     for name in names:
         if name not in frame.columns:
-            raise ForecastError(f"{path}: time column {name!r} not found; the file has: {', '.join(frame.columns)}")
+            raise ForecastError(f"{path}: time column {name!r} not found; the file has: {validation.listing(frame.columns)}")
         if name.lower() not in allowed:
             raise ForecastError(f"{path}: time_columns may only name {', '.join(sorted(allowed))}; got {name!r}")
     parts = frame[list(names)].rename(columns=str.lower)

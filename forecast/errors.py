@@ -11,3 +11,7 @@ class ForecastError(Exception):
 class IncompatibleWeights(ForecastError):
     """A saved model's weights do not fit the network that its configuration builds now, so training cannot continue
     from them (a retrain trains a fresh candidate instead)."""
+
+
+class ResumeRefused(ForecastError):
+    """An interrupted run's checkpoint cannot be continued as asked; the checkpoint itself is left as it was."""

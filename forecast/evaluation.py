@@ -8,13 +8,13 @@ training rows; MAE, RMSE, MASE and NSE are in the target's own units.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from forecast.config import Config
 from forecast.errors import ForecastError
 
 
@@ -126,23 +126,27 @@ class Evaluation:
         }
 
 
-def evaluate(csv_path: str | Path, model_dir: str | Path, start: str | None = None, end: str | None = None) -> Evaluation:
-    """Scores every origin whose whole horizon lies in rows [start, end) (default: all rows after the training range)."""
+def evaluate(
+    csv_path: str | Path, model_dir: str | Path, start: str | None = None, end: str | None = None,
+    warn: Callable[[str], None] | None = None,
+) -> Evaluation:
+    """Scores every origin whose whole horizon lies in rows [start, end) (default: all rows after the training range).
+
+    A last line still being written is refused, or with `warn`, left out with a warning through it.
+    """
     import time
 
     from forecast.data import load_series
     from forecast.features import build_features
-    from forecast.prediction import check_compatible, load_model_dir
-    from forecast.store import CONFIG_FILE, SCHEMA_FILE, Schema, check_model_dir, current_version
+    from forecast.prediction import check_compatible, load_model_file
+    from forecast.store import current_version, read_saved, with_network
     from forecast.training import row_bound
     from forecast.windowing import WindowBatcher, batch_layout, origin_streams
 
     began = time.perf_counter()
-    model_dir = current_version(Path(model_dir))
-    check_model_dir(model_dir)
-    config = Config.from_json(model_dir / CONFIG_FILE)
-    series = load_series(csv_path, config)
-    schema = Schema.from_json(model_dir / SCHEMA_FILE)
+    saved = read_saved(current_version(Path(model_dir)))
+    config, schema = saved.config, saved.schema
+    series = load_series(csv_path, config, warn)
     check_compatible(series, schema)
     first_row = row_bound(series, start, "start", first=True) if start else schema.train_rows
     end_row = min(row_bound(series, end, "end") if end else series.n_observed, series.n_observed)
@@ -153,7 +157,7 @@ def evaluate(csv_path: str | Path, model_dir: str | Path, start: str | None = No
             f"{csv_path}: the range from row {first_row} to {end_row} holds no origin with {lookback} steps of history "
             f"and {horizon} steps ahead; widen --start/--end"
         )
-    saved = load_model_dir(model_dir, config, schema)
+    saved = with_network(saved, load_model_file)
     features = build_features(series, saved.scaler, horizon, calendar=schema.layout.calendar)
     batcher = WindowBatcher(features, lookback, horizon)
     chunks = config.chunks_per_stream

@@ -106,13 +106,27 @@ def build_features(
         _check_future_sim(series, sim_values, time, n_rows)
     sim = scaler.transform(roles.sim, sim_values)
     sim = np.concatenate([carry_forward(sim), calendar_features(time, calendar)], axis=1)
-    return Features(
+    features = Features(
         history=history.astype("float32"),
         target=target.astype("float32"),
         sim=sim.astype("float32"),
         bg=bg.astype("float32"),
         time=time,
     )
+    _check_in_range(features, roles, series.path)
+    return features
+
+
+def _check_in_range(features: Features, roles: Roles, path: str) -> None:
+    """A value so far from the training rows' mean that its z-score overflows float32 names its column and time."""
+    arrays = ((roles.history, features.history), (roles.sim, features.sim), (roles.bg, features.bg))
+    for columns, values in arrays:
+        rows, channels = np.nonzero(np.isinf(values[:, : len(columns)]))
+        if rows.size:
+            raise ForecastError(
+                f"{path}: column {columns[channels[0]]!r} at {features.time[rows[0]]} is too far from the training rows' "
+                "values to compute with; fix the cell or leave it empty"
+            )
 
 
 def carry_forward(values: np.ndarray) -> np.ndarray:

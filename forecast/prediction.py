@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +13,8 @@ from forecast.config import Config
 from forecast.data import Series, load_series
 from forecast.errors import ForecastError
 from forecast.features import Features, InputLayout, build_features
-from forecast.validation import describe_step
-from forecast.store import CONFIG_FILE, SCHEMA_FILE, SavedModel, Schema, check_model_dir, current_version, load_saved
+from forecast.validation import describe_step, listing
+from forecast.store import SavedModel, Schema, current_version, read_saved, with_network
 
 
 def load_model_file(path: Path):
@@ -24,11 +25,16 @@ def load_model_file(path: Path):
     try:
         return keras.saving.load_model(path, compile=False, safe_mode=True)
     except Exception as exc:  # Keras raises many types for a damaged archive; all mean the same to a user.
+        if "safe_mode" in str(exc):
+            raise ForecastError(
+                f"{path}: refused: the file holds code that would run on loading (a Lambda layer), which a model "
+                "written by forecast never does; it is unsafe, so roll back to a version you trust or retrain"
+            ) from None
         raise ForecastError(f"{path}: cannot load the model ({type(exc).__name__}); the file is damaged, retrain it") from None
 
 
-def load_model_dir(model_dir: str | Path, config: Config | None = None, schema: Schema | None = None) -> SavedModel:
-    return load_saved(Path(model_dir), load_model_file, config, schema)
+def load_model_dir(model_dir: str | Path) -> SavedModel:
+    return with_network(read_saved(Path(model_dir)), load_model_file)
 
 
 def warmup_origins(origin: int, lookback: int, chunks: int) -> list[int]:
@@ -50,25 +56,29 @@ def forecast_at(single, features: Features, config: Config, origin: int) -> np.n
     return np.asarray(output["prediction"])[0]
 
 
-def predict(csv_path: str | Path, model_dir: str | Path) -> pd.DataFrame:
+def predict(csv_path: str | Path, model_dir: str | Path, log: Callable[[str], None] | None = None) -> pd.DataFrame:
     """Forecasts the H steps after the last observed target of `csv_path` with the current version of the model at
-    `model_dir`; returns timestamps, steps and values."""
-    model_dir = current_version(Path(model_dir))
-    check_model_dir(model_dir)
-    config = Config.from_json(model_dir / CONFIG_FILE)
-    schema = Schema.from_json(model_dir / SCHEMA_FILE)
-    series = load_series(csv_path, config)
+    `model_dir`; returns timestamps, steps and values (the target's units). A last line still being written is left
+    out, with a warning through `log`."""
+    saved = read_saved(current_version(Path(model_dir)))
+    config, schema = saved.config, saved.schema
+    series = load_series(csv_path, config, warn=log or (lambda message: None))
     check_compatible(series, schema)
-    saved = load_model_dir(model_dir, config, schema)
     if series.n_observed < config.lookback:
         raise ForecastError(
             f"{csv_path}: {series.n_observed} observed rows, but the model looks back {config.lookback} steps; add history"
         )
+    saved = with_network(saved, load_model_file)
     from forecast.model import inference_copy
 
     features = build_features(series, saved.scaler, config.horizon, for_prediction=True, calendar=schema.layout.calendar)
     single = inference_copy(saved.model)
     scaled = forecast_at(single, features, config, series.n_observed - 1)
+    if not np.isfinite(scaled).all():
+        raise ForecastError(
+            f"{csv_path}: the forecast is not finite: the last {config.lookback} rows lie far outside the values the "
+            "model was trained on; check them"
+        )
     values = saved.scaler.inverse(series.roles.target, scaled.astype("float64"))
     time = features.time[series.n_observed :]
     return pd.DataFrame(
@@ -77,11 +87,24 @@ def predict(csv_path: str | Path, model_dir: str | Path) -> pd.DataFrame:
 
 
 def check_compatible(series: Series, schema: Schema) -> None:
-    """The CSV must have the trained frequency and feed the same input channels (checked before TensorFlow loads)."""
+    """The CSV must have the trained frequency, the training file's columns, and feed the same input channels (checked
+    before TensorFlow loads)."""
     if series.freq != schema.freq:
         raise ForecastError(
             f"{series.path}: the series steps by {describe_step(series.freq)}, but the model was trained on steps of "
             f"{describe_step(schema.freq)}"
+        )
+    if schema.columns and set(series.columns) != set(schema.columns):
+        extra = sorted(set(series.columns) - set(schema.columns))
+        missing = sorted(set(schema.columns) - set(series.columns))
+        differences = []
+        if extra:
+            differences.append(f"{listing(extra)} not in it")
+        if missing:
+            differences.append(f"{listing(missing)} missing")
+        raise ForecastError(
+            f"{series.path}: the columns differ from the training file's ({'; '.join(differences)}); give the file the "
+            "same columns, or train a new model on them"
         )
     if InputLayout.from_roles(series.roles, series.freq).with_calendar(schema.layout.calendar) != schema.layout:
         raise ForecastError(

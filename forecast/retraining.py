@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import shutil
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -17,13 +18,14 @@ from forecast.config import Config
 from forecast.data import Series, load_series
 from forecast.errors import ForecastError, IncompatibleWeights
 from forecast.evaluation import evaluate
-from forecast.prediction import check_compatible
+from forecast.prediction import check_compatible, load_model_file
 from forecast.store import (
     CONFIG_FILE,
     METRICS_FILE,
-    SCHEMA_FILE,
     Schema,
     current_version,
+    read_saved,
+    with_network,
     locked,
     publish,
     staging_dir,
@@ -45,6 +47,14 @@ class RetrainOptions:
     full: bool = False
     holdout: int | None = None
     tolerance: float = 0.02
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ForecastError(f"retrain: --epochs must be at least 1, got {self.epochs}")
+        if self.holdout is not None and self.holdout < 1:
+            raise ForecastError(f"retrain: --holdout must be at least 1 row, got {self.holdout}")
+        if not (math.isfinite(self.tolerance) and self.tolerance >= 0.0):
+            raise ForecastError(f"retrain: --tolerance must be a finite number of at least 0, got {self.tolerance}")
 
 
 @dataclass(frozen=True)
@@ -87,8 +97,9 @@ def retrain(
     root = Path(root)
     with locked(root):
         current = current_version(root)
-        config = Config.from_json(current / CONFIG_FILE)
-        schema = Schema.from_json(current / SCHEMA_FILE)
+        # The whole current version is checked first: it is what the candidate starts from and is scored against.
+        saved = with_network(read_saved(current), load_model_file)
+        config, schema = saved.config, saved.schema
         series = load_series(csv_path, config)
         check_compatible(series, schema)
         new_rows = check_appended(series, schema)
@@ -107,13 +118,14 @@ def retrain(
             try:
                 trained = train_series(
                     series, candidate_config, root, log, verbose, extra_callbacks,
-                    start_from=None if options.full else current,
+                    start_from=None if options.full else current, purpose="retrain",
                 )
             except IncompatibleWeights as exc:
                 log(f"{exc}; training a fresh candidate instead")
                 options = dataclasses.replace(options, full=True)
                 candidate_config = _candidate_config(config, current, options, scored_from)
-                trained = train_series(series, candidate_config, root, log, verbose, extra_callbacks)
+                trained = train_series(series, candidate_config, root, log, verbose, extra_callbacks, purpose="retrain")
+            _keep_configured_epochs(trained.model_dir, candidate_config, config.epochs)
             current_mse = _holdout_mse(csv_path, current, scored_from, series.n_observed)
             candidate_mse = _holdout_mse(csv_path, trained.model_dir, scored_from, series.n_observed)
         except ForecastError:
@@ -149,8 +161,30 @@ def _candidate_config(config: Config, current: Path, options: RetrainOptions, sc
     moved = dataclasses.replace(config, train_end=None, val_end=str(scored_from))
     if options.full:
         return dataclasses.replace(moved, initial_epoch=0)
-    last_epoch = int(json.loads((current / METRICS_FILE).read_text(encoding="utf-8"))["last_epoch"])
+    last_epoch = _last_epoch(current / METRICS_FILE)
     return dataclasses.replace(moved, initial_epoch=last_epoch, epochs=last_epoch + options.epochs)
+
+
+def _last_epoch(path: Path) -> int:
+    """The epoch the current version's weights come from, which a warm start continues counting from."""
+    try:
+        last_epoch = json.loads(path.read_text(encoding="utf-8"))["last_epoch"]
+        if isinstance(last_epoch, int) and not isinstance(last_epoch, bool) and last_epoch >= 0:
+            return last_epoch
+        problem = f"last_epoch is {last_epoch!r}, not a count of epochs"
+    except FileNotFoundError:
+        problem = "missing"
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        problem = f"not readable ({type(exc).__name__}: {exc})"
+    raise ForecastError(f"{path}: {problem}; retrain with --full, or roll back to a complete version")
+
+
+def _keep_configured_epochs(model_dir: Path, run_config: Config, epochs: int) -> None:
+    """A warm start runs to `last_epoch + --epochs`; the candidate's saved configuration keeps the configured epoch
+    budget, so that a later --full retrain trains as long as the first training did, however many warm starts came
+    between."""
+    saved = dataclasses.replace(run_config, epochs=epochs, initial_epoch=0)
+    (model_dir / CONFIG_FILE).write_text(saved.to_json() + "\n", encoding="utf-8")
 
 
 def _holdout_mse(csv_path, model_dir: Path, first_row: int, end_row: int) -> float:

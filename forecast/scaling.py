@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from forecast.errors import ForecastError
+
+FLOAT32_MAX = float(np.finfo(np.float32).max)  # the model computes in float32
 
 
 @dataclass(frozen=True)
@@ -18,6 +21,18 @@ class Scaler:
     columns: tuple[str, ...]
     mean: tuple[float, ...]
     std: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        if not len(self.columns) == len(self.mean) == len(self.std):
+            raise ValueError(f"{len(self.columns)} columns, {len(self.mean)} means and {len(self.std)} spreads")
+        if len(set(self.columns)) != len(self.columns):
+            raise ValueError("a column is listed twice")
+        for column, mean, std in zip(self.columns, self.mean, self.std):
+            if not (math.isfinite(mean) and abs(mean) <= FLOAT32_MAX and math.isfinite(std) and 0.0 < std <= FLOAT32_MAX):
+                raise ValueError(
+                    f"column {column!r} has mean {mean:g} and spread {std:g}; both must be finite numbers within float32 "
+                    "range, the spread above 0"
+                )
 
     @classmethod
     def fit(cls, columns: tuple[str, ...], values: np.ndarray) -> Scaler:
@@ -47,6 +62,12 @@ class Scaler:
     def from_json(cls, path: Path) -> Scaler:
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
-            return cls(tuple(data["columns"]), tuple(map(float, data["mean"])), tuple(map(float, data["std"])))
+            return cls(tuple(map(str, data["columns"])), tuple(map(float, data["mean"])), tuple(map(float, data["std"])))
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise ForecastError(f"{path}: cannot read the saved scaler ({exc}); retrain the model") from None
+            raise ForecastError(f"{path}: cannot read the saved scaler ({exc}); roll back or retrain the model") from None
+
+    def check_covers(self, columns: tuple[str, ...], path: Path) -> None:
+        """Every column the model reads must have its mean and spread here."""
+        missing = [column for column in columns if column not in self.columns]
+        if missing:
+            raise ForecastError(f"{path}: no mean and spread for column {missing[0]!r}; roll back or retrain the model")

@@ -14,9 +14,12 @@ the resolved column roles), `scaler.json`, `schema.json` (frequency, input chann
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import json
+import math
 import os
+import re
 import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -29,6 +32,7 @@ from forecast.config import Config
 from forecast.errors import ForecastError
 from forecast.features import InputLayout
 from forecast.scaling import Scaler
+from forecast.validation import DIGEST_BLOCK
 
 MODEL_FILE = "model.keras"
 CONFIG_FILE = "config.json"
@@ -41,14 +45,29 @@ REQUIRED_FILES = (MODEL_FILE, CONFIG_FILE, SCALER_FILE, SCHEMA_FILE)
 
 @dataclass(frozen=True)
 class Schema:
-    """What the model expects of a CSV besides the configuration, and a fingerprint of the data it was trained on."""
+    """What the model expects of a CSV besides the configuration, and a fingerprint of the data it was trained on.
+
+    `rows` observed rows were trained on, `train_rows` of them for training; `digests` holds one fingerprint per
+    DIGEST_BLOCK rows of them; `columns` is the training file's header (empty for models saved before it was kept).
+    """
 
     freq: pd.Timedelta
     layout: InputLayout
     train_rows: int
     last_time: str
-    rows: int = 0
-    digests: tuple[str, ...] = ()
+    rows: int
+    digests: tuple[str, ...]
+    columns: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.freq <= pd.Timedelta(0):
+            raise ValueError(f"freq must be positive, got {self.freq}")
+        if not 0 < self.train_rows <= self.rows:
+            raise ValueError(f"train_rows must be between 1 and rows ({self.rows}), got {self.train_rows}")
+        if len(self.digests) != math.ceil(self.rows / DIGEST_BLOCK):
+            raise ValueError(f"{len(self.digests)} digests for {self.rows} rows; expected one per {DIGEST_BLOCK} rows")
+        if not all(re.fullmatch("[0-9a-f]{16}", digest) for digest in self.digests):
+            raise ValueError("a digest is not 16 hexadecimal digits")
 
     def to_json(self) -> str:
         return json.dumps(
@@ -64,6 +83,7 @@ class Schema:
                 "last_time": self.last_time,
                 "rows": self.rows,
                 "digests": self.digests,
+                "columns": self.columns,
             },
             indent=2,
         )
@@ -75,10 +95,10 @@ class Schema:
             layout = {key: tuple(value) for key, value in data["layout"].items()}
             return cls(
                 pd.Timedelta(data["freq"]), InputLayout(**layout), int(data["train_rows"]), str(data["last_time"]),
-                int(data.get("rows", 0)), tuple(data.get("digests", ())),
+                int(data["rows"]), tuple(data["digests"]), tuple(data.get("columns", ())),
             )
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise ForecastError(f"{path}: cannot read the saved schema ({exc}); retrain the model") from None
+            raise ForecastError(f"{path}: cannot read the saved schema ({exc}); roll back or retrain the model") from None
 
 
 DEFAULT_STORE = "models"
@@ -128,16 +148,31 @@ class LockHeld(ForecastError):
     exit_code = EXIT_LOCKED
 
 
+_held: set[Path] = set()
+
+
 @contextlib.contextmanager
 def locked(root: Path) -> Iterator[None]:
-    """Holds the model's lock for the block; the kernel releases it when the process dies, so a crash leaves none."""
+    """Holds the model's lock for the block; the kernel releases it when the process dies, so a crash leaves none.
+
+    Re-entrant within a process: the command takes the lock before its heavy imports, so that a second run stops at
+    once, and the library call inside takes it again.
+    """
+    root = root.resolve()
+    if root in _held:
+        yield
+        return
     root.mkdir(parents=True, exist_ok=True)
     with (root / ".lock").open("a+") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise LockHeld(f"{root}: another train or retrain of this model is running; this run stopped") from None
-        yield
+        _held.add(root)
+        try:
+            yield
+        finally:
+            _held.discard(root)
 
 
 def versions(root: Path) -> list[str]:
@@ -149,7 +184,13 @@ def current_version(root: Path) -> Path:
     """The directory `predict` reads: the version `current` points to (or `root` itself for a plain model directory)."""
     pointer = root / CURRENT
     if pointer.exists():
-        return pointer.resolve()
+        target = pointer.resolve()
+        if target.parent != (root / VERSIONS).resolve():
+            raise ForecastError(
+                f"{pointer}: points to {target}, which is not a version of this model; "
+                "`forecast models rollback --to VERSION` points it back"
+            )
+        return target
     if all((root / name).is_file() for name in REQUIRED_FILES):
         return root
     raise ForecastError(f"{root}: no model here; train one with `forecast train DATA.csv`")
@@ -170,7 +211,7 @@ def publish(staging: Path, root: Path, keep: int) -> str:
 
 
 def point_current(root: Path, version: str) -> None:
-    if not (root / VERSIONS / version / MODEL_FILE).is_file():
+    if version not in versions(root) or not (root / VERSIONS / version / MODEL_FILE).is_file():
         raise ForecastError(f"{root}: no complete version {version!r}; `forecast models list` shows the versions")
     temporary = root / f".{CURRENT}.tmp"
     temporary.unlink(missing_ok=True)
@@ -190,8 +231,8 @@ def prune(root: Path, keep: int) -> None:
 def rollback(root: Path, to: str | None = None) -> str:
     """Points `current` at version `to`, or at the version before the current one."""
     names = versions(root)
-    current = current_version(root).name
     if to is None:
+        current = current_version(root).name
         older = [name for name in names if name < current]
         if not older:
             raise ForecastError(f"{root}: version {current} is the oldest kept; there is nothing to roll back to")
@@ -234,15 +275,16 @@ def write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=2, default=float) + "\n", encoding="utf-8")
 
 
-@dataclass
+@dataclass(frozen=True)
 class SavedModel:
-    """A model directory read back: the Keras model (batch size of training) and everything needed around it."""
+    """A model directory read back: its JSON files, checked against each other, and (once loaded) the Keras model at
+    the batch size of training."""
 
     path: Path
     config: Config
     scaler: Scaler
     schema: Schema
-    model: Any
+    model: Any = None
 
 
 def check_model_dir(model_dir: Path) -> None:
@@ -253,18 +295,30 @@ def check_model_dir(model_dir: Path) -> None:
         raise ForecastError(f"{model_dir}: not a complete model directory (missing {', '.join(missing)}); retrain it")
 
 
-def load_saved(
-    model_dir: Path, loader: Callable[[Path], Any], config: Config | None = None, schema: Schema | None = None
-) -> SavedModel:
-    """Reads a model directory; `loader` turns model.keras into a Keras model (kept out of here so this stays light).
-
-    `config` and `schema`, when the caller has already read them from `model_dir`, are used instead of reading again.
-    """
+def read_saved(model_dir: Path) -> SavedModel:
+    """The configuration, scaler and schema of a model directory, without the network (light: no TensorFlow)."""
     check_model_dir(model_dir)
-    return SavedModel(
-        path=model_dir,
-        config=config or Config.from_json(model_dir / CONFIG_FILE),
-        scaler=Scaler.from_json(model_dir / SCALER_FILE),
-        schema=schema or Schema.from_json(model_dir / SCHEMA_FILE),
-        model=loader(model_dir / MODEL_FILE),
-    )
+    config = Config.from_json(model_dir / CONFIG_FILE)
+    scaler = Scaler.from_json(model_dir / SCALER_FILE)
+    scaler.check_covers((config.target, *(config.past or ()), *config.sim, *config.bg), model_dir / SCALER_FILE)
+    return SavedModel(model_dir, config, scaler, Schema.from_json(model_dir / SCHEMA_FILE))
+
+
+def with_network(saved: SavedModel, loader: Callable[[Path], Any]) -> SavedModel:
+    """`saved` with its network, loaded by `loader` (kept out of here so this module stays light), whose input shapes
+    must be those the configuration and schema describe."""
+    model = loader(saved.path / MODEL_FILE)
+    layout, config = saved.schema.layout, saved.config
+    expected = {
+        "sim": (config.horizon, len(layout.sim)),
+        "lstm": (config.lookback, len(layout.history)),
+        "bg": (len(layout.bg),),
+    }
+    for tensor in model.inputs:
+        if expected.get(tensor.name) != tuple(tensor.shape[1:]):
+            raise ForecastError(
+                f"{saved.path}: the network's {tensor.name} input has shape {tuple(tensor.shape[1:])}, but config.json "
+                f"and schema.json describe {expected.get(tensor.name)} (lookback {config.lookback}, horizon "
+                f"{config.horizon}); the files were changed after training: roll back or retrain the model"
+            )
+    return dataclasses.replace(saved, model=model)

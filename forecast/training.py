@@ -16,7 +16,7 @@ import pandas as pd
 from forecast import backend
 from forecast.config import Config
 from forecast.data import Series, load_series
-from forecast.errors import ForecastError, IncompatibleWeights
+from forecast.errors import ForecastError, IncompatibleWeights, ResumeRefused
 from forecast.evaluation import SIGNIFICANT_T, improvement_t, repeat_forecast, weighted_errors
 from forecast.features import InputLayout, build_features, fit_scaler
 from forecast.linear_start import LinearFit, fit_linear_start, freeze_linear_terms
@@ -28,6 +28,7 @@ from forecast.store import (
     SCALER_FILE,
     SCHEMA_FILE,
     VERSIONS,
+    read_saved,
     Schema,
     checkpoint_dir,
     current_version,
@@ -116,6 +117,12 @@ def train(
             result = train_series(series, config, root, log, verbose, extra_callbacks, resume, start_from)
         except IncompatibleWeights as exc:
             raise ForecastError(f"{exc}; train without --initial-epoch to start afresh") from None
+        except ResumeRefused:
+            raise
+        except ForecastError:
+            # A run that failed (as opposed to one killed, which --resume continues) would fail the same way again.
+            shutil.rmtree(staging_dir(root), ignore_errors=True)
+            raise
         version = publish(result.model_dir, root, config.keep_versions)
     metrics = result.metrics["validation"]
     log(
@@ -134,10 +141,12 @@ def train_series(
     extra_callbacks: tuple = (),
     resume: bool = False,
     start_from: Path | None = None,
+    purpose: str = "train",
 ) -> TrainResult:
     """Trains on `series` into the staging directory of `root` and returns it complete, but not yet published.
 
     `start_from` is a model directory whose weights (and scaler) training continues from, at `config.initial_epoch`.
+    `purpose` ("train" or "retrain") is recorded in the checkpoints, so that only the same kind of run resumes them.
     """
     split = resolve_split(series, config)
     keras = backend.keras()
@@ -145,10 +154,8 @@ def train_series(
     from forecast.model import build_model, compile_model, input_names, predict_batches, stacked_batches
 
     if start_from is not None:
-        from forecast.scaling import Scaler
-
-        scaler = Scaler.from_json(start_from / SCALER_FILE)
-        layout = Schema.from_json(start_from / SCHEMA_FILE).layout
+        saved = read_saved(start_from)
+        scaler, layout = saved.scaler, saved.schema.layout
     else:
         scaler = fit_scaler(series, split.train_end)
         span = series.time[split.train_end - 1] - series.time[0]
@@ -171,12 +178,12 @@ def train_series(
     with strategy.scope():
         if resume:
             state = checkpoint.load_state(checkpoints)
-            _check_resumable(config, state, checkpoints)
+            _check_resumable(config, state, checkpoints, purpose)
             model = _load_checkpoint_model(checkpoints / checkpoint.LAST_MODEL)
             checkpoint.restore_seeds(model, checkpoints)
             log(f"resuming {root} after epoch {state.epoch}")
         else:
-            state = checkpoint.ResumeState(config=json.loads(config.to_json()))
+            state = checkpoint.ResumeState(config=json.loads(config.to_json()), purpose=purpose)
             model = build_model(config, layout, config.batch_size // replicas)
             _start_staging(staging, start_from, model, config, log)
             if config.linear_start:
@@ -249,7 +256,7 @@ def train_series(
     (staging / SCALER_FILE).write_text(scaler.to_json() + "\n", encoding="utf-8")
     schema = Schema(
         series.freq, layout, split.train_end, str(series.time[series.n_observed - 1]), series.n_observed,
-        row_digests(series.time, series.values, series.n_observed),
+        row_digests(series.time, series.values, series.n_observed), series.columns,
     )
     (staging / SCHEMA_FILE).write_text(schema.to_json() + "\n", encoding="utf-8")
     earlier = [pd.read_csv(start_from / HISTORY_FILE)] if start_from and (start_from / HISTORY_FILE).is_file() else []
@@ -286,12 +293,18 @@ RUN_ONLY_SETTINGS = {"epochs", "initial_epoch", "verbose", "patience", "tensorbo
                      "use_multiprocessing", "max_queue_size", "data_pipeline"}
 
 
-def _check_resumable(config: Config, state, checkpoints: Path) -> None:
-    """A checkpoint continues only the run that wrote it: the settings that shape the model or the data must match."""
+def _check_resumable(config: Config, state, checkpoints: Path, purpose: str) -> None:
+    """A checkpoint continues only the run that wrote it: the same kind of run, and the settings that shape the model
+    or the data must match."""
+    if state.purpose != purpose:
+        raise ResumeRefused(
+            f"{checkpoints}: the interrupted run was a {state.purpose}, which cannot be resumed as a {purpose}; run "
+            f"`forecast {state.purpose}` again (a retrain trains a new candidate and scores it before promoting it)"
+        )
     current = json.loads(config.to_json())
     for name, value in state.config.items():
         if name not in RUN_ONLY_SETTINGS and current.get(name) != value:
-            raise ForecastError(
+            raise ResumeRefused(
                 f"{checkpoints}: the checkpoint was trained with {name} = {value!r}, not {current.get(name)!r}; "
                 "resume with the same settings or train without --resume"
             )
@@ -303,7 +316,7 @@ def _load_checkpoint_model(path: Path):
     try:
         return keras.saving.load_model(path, compile=True, safe_mode=True)
     except Exception as exc:  # a damaged archive fails in many ways; all mean the same to a user
-        raise ForecastError(f"{path}: cannot load the checkpoint ({type(exc).__name__}); train without --resume") from None
+        raise ResumeRefused(f"{path}: cannot load the checkpoint ({type(exc).__name__}); train without --resume") from None
 
 
 def _start_staging(staging: Path, start_from: Path | None, model, config: Config, log: Log) -> None:

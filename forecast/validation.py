@@ -5,14 +5,15 @@ Row numbers in messages are the file's line numbers (the header is line 1), so a
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import hashlib
+from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from forecast.errors import ForecastError
+from forecast.scaling import FLOAT32_MAX
 
 
 def line_of(row: int) -> int:
@@ -28,21 +29,45 @@ def describe_step(step: pd.Timedelta) -> str:
     return " ".join(f"{amount}{unit}" for amount, unit in units if amount) or "0 s"
 
 
-def check_last_line(path: Path, n_columns: int) -> None:
-    """A file cut off mid-write ends in a partial line without a newline: refuse it rather than read half a row."""
-    with path.open("rb") as reader:
-        reader.seek(0, 2)
-        size = reader.tell()
-        reader.seek(max(size - 65536, 0))
-        tail = reader.read()
-    if not tail or tail.endswith(b"\n"):
-        return
-    last = tail.rsplit(b"\n", 1)[-1]
-    if last.count(b",") + 1 < n_columns:
+def without_partial_line(data: bytes, path: Path, warn: Callable[[str], None] | None) -> bytes:
+    """`data` without a last line that has no line end: such a line may still be being written (a cut-off
+    `...,0.822,3` would read as a valid row), so it is refused, or with `warn`, left out with a warning."""
+    if not data or data.endswith(b"\n"):
+        return data
+    cut = data.rfind(b"\n") + 1
+    shown = data[cut:][-40:].decode("utf-8", errors="replace")
+    if warn is None:
         raise ForecastError(
-            f"{path}: the last line is cut off ({last.count(b',') + 1} of {n_columns} fields, no line end); "
-            "the file may still be being written: wait for it to finish or remove the partial line"
+            f"{path}: the last line ({shown!r}) has no line end, so it may still be being written; wait for the "
+            "writer to finish, or end the line with a line break if it is complete"
         )
+    warn(f"warning: {path}: left out the last line ({shown!r}): it has no line end, so it may still be being written")
+    return data[:cut]
+
+
+def check_header(names: list[str], path: Path) -> None:
+    """Column names must be unique (pandas would rename a second `y` to `y.1` and the wrong one would be read), and
+    a single name holding semicolons or tabs means the file is not comma-separated."""
+    if len(names) == 1:
+        for separator, label in ((";", "semicolons"), ("\t", "tabs")):
+            if separator in names[0]:
+                raise ForecastError(
+                    f"{path}: the columns are separated by {label}, not commas; save the file as comma-separated CSV"
+                )
+    seen: dict[str, int] = {}
+    for index, name in enumerate(names):
+        if name and name in seen:
+            raise ForecastError(
+                f"{path}: columns {seen[name] + 1} and {index + 1} are both named {name!r}; give each column its own name"
+            )
+        seen[name] = index
+
+
+def listing(names, limit: int = 12) -> str:
+    """Up to `limit` names, comma-separated, and how many more there are: a message stays one readable line."""
+    names = [str(name) for name in names]
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
 def first_non_utf8_line(path: Path) -> int:
@@ -129,10 +154,17 @@ def numeric_values(values: pd.DataFrame, path: Path) -> pd.DataFrame:
                 f"{path}: row {line_of(int(bad[0]))}: column {column!r} holds {series.iloc[bad[0]]!r}, not a number; "
                 "fix the cell, or exclude the column or give it no numeric role"
             )
-        infinite = np.flatnonzero(np.isinf(series.to_numpy(dtype="float64")))
+        numbers = series.to_numpy(dtype="float64")
+        infinite = np.flatnonzero(np.isinf(numbers))
         if infinite.size:
             raise ForecastError(
                 f"{path}: row {line_of(int(infinite[0]))}: column {column!r} is infinite; leave the cell empty instead"
+            )
+        huge = np.flatnonzero(np.abs(numbers) > FLOAT32_MAX)
+        if huge.size:
+            raise ForecastError(
+                f"{path}: row {line_of(int(huge[0]))}: column {column!r} holds {numbers[huge[0]]:g}, beyond the "
+                f"{FLOAT32_MAX:.1e} the model computes with; fix the cell or leave it empty"
             )
     return values.astype("float64")
 

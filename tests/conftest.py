@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -15,6 +17,7 @@ ETTH1 = SHARED / "ETTh1.csv"
 CAMELS = SHARED / "camels_13331500_seed05.csv"
 BEIJING = SHARED / "beijing_pm25.csv"
 FORECAST = Path(sys.executable).with_name("forecast")
+SYNTHETIC_ROWS = 1000
 
 
 def pytest_collection_modifyitems(items):
@@ -28,6 +31,19 @@ def head_csv(source: Path, rows: int, destination: Path) -> Path:
         lines = [next(reader) for _ in range(rows + 1)]
     destination.write_text("".join(lines), encoding="utf-8")
     return destination
+
+
+def synthetic_lines(rows: int) -> list[str]:
+    """The header and first `rows` rows of an hourly series whose target follows a daily cycle and the first
+    covariate, with noise; every line has its line end. A longer series continues a shorter one unchanged."""
+    rng = np.random.default_rng(7)
+    hours = np.arange(SYNTHETIC_ROWS)
+    x1 = np.sin(2 * np.pi * hours / 24) + 0.1 * rng.standard_normal(len(hours))
+    x2 = rng.standard_normal(len(hours))
+    y = 30 + 3 * x1 + 0.5 * np.roll(x2, 1) + 0.3 * rng.standard_normal(len(hours))
+    values = pd.DataFrame({"x1": x1, "x2": x2, "y": y}).round(3)
+    time = pd.DataFrame({"date": pd.date_range("2020-01-01", periods=len(hours), freq="h")})
+    return pd.concat([time, values], axis=1).to_csv(index=False).splitlines(keepends=True)[: rows + 1]
 
 
 def run_forecast(*args: str, check: bool = True, **kwargs) -> subprocess.CompletedProcess:

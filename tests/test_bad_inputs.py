@@ -59,7 +59,7 @@ TRAIN_CASES = {
                           "row 61: 2 missing step(s) between 2016-07-03 10:00:00 and 2016-07-03 13:00:00; fill the gap"),
     "long gap masked": ("".join(LINES[:60] + LINES[160:]).encode(), ["--gaps", "mask"],
                         "100 missing steps between 2016-07-03 10:00:00 and 2016-07-07 15:00:00, more than max_gap = 24"),
-    "target absent": ("".join(drop_column(LINES, 7)).encode(), [], "column 'OT' not found; the file has: HUFL"),
+    "target absent": ("".join(drop_column(LINES, 7)).encode(), [], "column 'OT' not found; the file has: date, HUFL"),
     "target all empty": ("".join(line.rsplit(",", 1)[0] + ",\n" if index else line
                                  for index, line in enumerate(LINES)).encode(), [], "target column 'OT' has no values"),
     "target constant": ("".join(line.rsplit(",", 1)[0] + ",7.5\n" if index else line
@@ -68,7 +68,7 @@ TRAIN_CASES = {
                          "row 11: column 'MUFL' holds 'n/a?', not a number"),
     "infinite value": ("".join(with_cell(LINES, 19, 2, "inf")).encode(), [], "row 21: column 'HULL' is infinite"),
     "too few rows": ("".join(LINES[:31]).encode(), [], "too little data: 24 training rows and 6 validation rows"),
-    "cut off mid-line": ("".join(LINES)[:-40].encode(), [], "the last line is cut off (6 of 8 fields, no line end)"),
+    "cut off mid-line": ("".join(LINES)[:-40].encode(), [], "has no line end, so it may still be being written"),
     "not UTF-8": ("".join(LINES[:1] + ["2016-07-01 00:00:00,5.8,2.0,1.6,0.46,4.2,1.34,30.5\n"] + LINES[2:])
                   .replace("5.8,", "5.8\u00e9,", 1).encode("latin-1"), [], "line 2 is not UTF-8 text; re-save the file as UTF-8 CSV"),
 }
@@ -110,7 +110,7 @@ def test_predict_file_must_match_the_model(store, tmp_path):
     renamed = tmp_path / "renamed.csv"
     renamed.write_text("".join([LINES[0].replace("HUFL", "HUFL_kw")] + LINES[1:]), encoding="utf-8")
     result = run_forecast("predict", renamed, "--model", "existing", "--store", store, check=False)
-    assert result.returncode == 1 and "column 'HUFL' not found; the file has: HUFL_kw" in result.stderr
+    assert result.returncode == 1 and "column 'HUFL' not found; the file has: date, HUFL_kw" in result.stderr
 
     daily = tmp_path / "daily.csv"
     frame = pd.read_csv(ETTH1, nrows=ROWS)

@@ -46,7 +46,7 @@ def test_trailing_rows_without_target_are_the_future(tmp_path):
     ("config", "message"),
     [
         (Config(), "no target column given; pass --target"),
-        (Config(target="TEMP"), "column 'TEMP' not found; the file has: HUFL, HULL"),
+        (Config(target="TEMP"), "column 'TEMP' not found; the file has: date, HUFL, HULL"),
         (Config(target="OT", sim=("OT",)), "the target 'OT' cannot also be a sim or bg column"),
     ],
 )
