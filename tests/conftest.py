@@ -1,8 +1,8 @@
-"""Shared fixtures: the real data files in ../shared/data, small slices of them, and the installed command."""
+"""Shared fixtures: the real data files in the repository's data/ folder, small slices of them, a generated series,
+and the installed command. The tests need nothing outside the repository; only scripts/ benchmarks read ../shared."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,17 +12,12 @@ import pandas as pd
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("FORECAST_SHARED_DATA", ROOT.parent / "shared" / "data"))
-ETTH1 = SHARED / "ETTh1.csv"
-CAMELS = SHARED / "camels_13331500_seed05.csv"
-BEIJING = SHARED / "beijing_pm25.csv"
+DATA = ROOT / "data"
+ETTH1 = DATA / "ETTh1.csv"
+CAMELS = DATA / "camels_13331500_seed05.csv"
+BEIJING = DATA / "beijing_pm25.csv"
 FORECAST = Path(sys.executable).with_name("forecast")
 SYNTHETIC_ROWS = 1000
-
-
-def pytest_collection_modifyitems(items):
-    if not SHARED.is_dir():
-        raise pytest.UsageError(f"the real data is missing: expected {SHARED} (set FORECAST_SHARED_DATA)")
 
 
 def head_csv(source: Path, rows: int, destination: Path) -> Path:
