@@ -164,8 +164,9 @@ def predict(
 def evaluate(
     data: DataArg,
     model: Annotated[str, typer.Option(help="Model name or directory written by `forecast train`.", show_default=False)],
-    start: Annotated[Optional[str], typer.Option(help="First target row (0-based) or date (default: after training).")] = None,
+    start: Annotated[Optional[str], typer.Option(help="First target row (0-based) or date (default: after validation).")] = None,
     end: Annotated[Optional[str], typer.Option(help="Row count or last date of the range (default: the last row).")] = None,
+    validation_rows: Annotated[bool, typer.Option("--validation-rows", help="Score the validation rows (flattering: they chose the model).")] = False,
     output_dir: Annotated[Path, typer.Option(help="Where to write <model>.json and <model>_steps.csv.")] = Path("evaluation"),
     store: StoreOption = Path("models"),
 ) -> None:
@@ -175,9 +176,11 @@ def evaluate(
         from forecast.store import resolve_model_path, write_json
 
         model_dir = resolve_model_path(model, store)
-        result = run_evaluation(data, model_dir, start, end)
+        result = run_evaluation(data, model_dir, start, end, validation_rows)
     except ForecastError as error:
         raise _fail(error) from None
+    if result.warning:
+        typer.echo(result.warning)
     typer.echo(
         f"{result.origins} origins, targets {result.first_time} to {result.last_time}, {result.seconds:.1f} s\n"
         "mse and mae on z-scored values; the others in the target's units\n" + result.table()

@@ -105,6 +105,7 @@ class Evaluation:
     first_time: str
     last_time: str
     seconds: float
+    warning: str | None = None
 
     def table(self) -> str:
         """A plain-text table, one row per forecaster."""
@@ -126,15 +127,21 @@ class Evaluation:
         }
 
 
-def evaluate(csv_path: str | Path, model_dir: str | Path, start: str | None = None, end: str | None = None) -> Evaluation:
-    """Scores every origin whose whole horizon lies in rows [start, end) (default: all rows after the training range)."""
+def evaluate(
+    csv_path: str | Path, model_dir: str | Path, start: str | None = None, end: str | None = None,
+    validation_rows: bool = False,
+) -> Evaluation:
+    """Scores every origin whose whole horizon lies in rows [start, end).
+
+    The default range is every row after the model's validation rows, which chose its inputs and stopped its training
+    and so cannot give an honest score; `validation_rows` scores exactly those, with a warning in the result.
+    """
     import time
 
     from forecast.data import load_series
     from forecast.features import build_features
     from forecast.prediction import check_compatible, load_model_dir
     from forecast.store import CONFIG_FILE, SCHEMA_FILE, Schema, check_model_dir, current_version
-    from forecast.training import row_bound
     from forecast.windowing import WindowBatcher, batch_layout, origin_streams
 
     began = time.perf_counter()
@@ -144,9 +151,8 @@ def evaluate(csv_path: str | Path, model_dir: str | Path, start: str | None = No
     series = load_series(csv_path, config)
     schema = Schema.from_json(model_dir / SCHEMA_FILE)
     check_compatible(series, schema)
-    first_row = row_bound(series, start, "start", first=True) if start else schema.train_rows
-    end_row = min(row_bound(series, end, "end") if end else series.n_observed, series.n_observed)
     horizon, lookback = config.horizon, config.lookback
+    first_row, end_row, warning = scored_rows(series, schema, start, end, validation_rows, horizon, model_dir)
     first, last = max(first_row - 1, lookback - 1), end_row - horizon - 1
     if last < first:
         raise ForecastError(
@@ -188,4 +194,37 @@ def evaluate(csv_path: str | Path, model_dir: str | Path, start: str | None = No
         first_time=str(series.time[first + 1]),
         last_time=str(series.time[last + horizon]),
         seconds=time.perf_counter() - began,
+        warning=warning,
     )
+
+
+def scored_rows(series, schema, start: str | None, end: str | None, validation_rows: bool, horizon: int,
+                model_dir: Path) -> tuple[int, int, str | None]:
+    """The rows [first, end) whose targets are scored, and a warning when they are the validation rows."""
+    from forecast.training import row_bound
+
+    n_rows = series.n_observed
+    end_row = min(row_bound(series, end, "end") if end else n_rows, n_rows)
+    if start:
+        if validation_rows:
+            raise ForecastError("give --start or --validation-rows, not both")
+        return row_bound(series, start, "start", first=True), end_row, None
+    if schema.val_end is None:
+        raise ForecastError(
+            f"{model_dir}: the model does not record where its validation rows end (saved by an earlier version of "
+            "forecast); pass --start with the first row or date to score"
+        )
+    if validation_rows:
+        end_row = min(end_row, schema.val_end) if end else min(schema.val_end, n_rows)
+        warning = (
+            f"warning: rows {schema.train_rows} to {schema.val_end} are the validation rows, which chose the linear "
+            "inputs, stopped training and decided the kept model; these scores flatter it"
+        )
+        return schema.train_rows, end_row, warning
+    if end_row - schema.val_end < horizon:
+        raise ForecastError(
+            f"{series.path}: no rows after the model's validation rows (they end at row {schema.val_end}, "
+            f"{series.time[schema.val_end - 1]}) to score {horizon} steps ahead; pass --start, or --validation-rows to "
+            "score the validation rows (their scores flatter the model)"
+        )
+    return schema.val_end, end_row, None

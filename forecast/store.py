@@ -49,6 +49,7 @@ class Schema:
     last_time: str
     rows: int = 0
     digests: tuple[str, ...] = ()
+    val_end: int | None = None  # rows [train_rows, val_end) validated the model; None in schemas saved before it was kept
 
     def to_json(self) -> str:
         return json.dumps(
@@ -64,6 +65,7 @@ class Schema:
                 "last_time": self.last_time,
                 "rows": self.rows,
                 "digests": self.digests,
+                "val_end": self.val_end,
             },
             indent=2,
         )
@@ -76,6 +78,7 @@ class Schema:
             return cls(
                 pd.Timedelta(data["freq"]), InputLayout(**layout), int(data["train_rows"]), str(data["last_time"]),
                 int(data.get("rows", 0)), tuple(data.get("digests", ())),
+                None if data.get("val_end") is None else int(data["val_end"]),
             )
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ForecastError(f"{path}: cannot read the saved schema ({exc}); retrain the model") from None

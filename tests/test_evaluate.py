@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from forecast.config import Config
 from forecast.evaluation import nse, repeat_forecast, season_length, seasonal_naive_forecast, weighted_errors
 
 from conftest import ETTH1, run_forecast
@@ -53,3 +54,79 @@ def test_evaluate_reproduces_the_published_repeat_baseline_on_etth1(tmp_path):
     assert all(np.isfinite(value) for scores in metrics.values() for value in scores.values())
     steps = pd.read_csv(tmp_path / "evaluation" / "ett336_steps.csv")
     assert len(steps) == 96 and steps["repeat_mse"].iloc[0] < steps["repeat_mse"].iloc[-1]
+
+
+def untrained_model(csv, config, root, train_rows: int, val_end: int | None):
+    """A complete model directory without training: the untrained network forecasts the last value (Repeat)."""
+    from forecast.data import load_series
+    from forecast.features import InputLayout, fit_scaler
+    from forecast.model import build_model
+    from forecast.store import Schema
+    from forecast.validation import row_digests
+
+    series = load_series(csv, config)
+    config = config.replace(past=series.roles.past)
+    layout = InputLayout.from_roles(series.roles, series.freq)
+    root.mkdir(parents=True)
+    build_model(config, layout, config.batch_size).save(root / "model.keras")
+    (root / "config.json").write_text(config.to_json())
+    (root / "scaler.json").write_text(fit_scaler(series, train_rows).to_json())
+    n = series.n_observed
+    schema = Schema(series.freq, layout, train_rows, str(series.time[n - 1]), n,
+                    row_digests(series.time, series.values, n), val_end)
+    (root / "schema.json").write_text(schema.to_json())
+    return root
+
+
+SMALL = Config(target="OT", past=(), lookback=24, horizon=6, batch_size=8, units=4, head_units=4)
+
+
+@pytest.fixture(scope="module")
+def ett_600(tmp_path_factory):
+    from conftest import head_csv
+
+    return head_csv(ETTH1, 600, tmp_path_factory.mktemp("eval") / "ett.csv")
+
+
+def test_evaluate_defaults_to_the_rows_after_validation(tmp_path, ett_600):
+    from forecast.evaluation import evaluate
+
+    model = untrained_model(ett_600, SMALL, tmp_path / "m", train_rows=300, val_end=450)
+    result = evaluate(ett_600, model)
+    assert result.warning is None
+    assert result.origins == 600 - 450 - 6 + 1 and result.first_time == "2016-07-19 18:00:00"  # row 450
+    flagged = evaluate(ett_600, model, validation_rows=True)
+    assert flagged.origins == 450 - 300 - 6 + 1 and "validation rows" in flagged.warning
+
+
+def test_evaluate_without_rows_after_validation_asks_for_start(tmp_path, ett_600):
+    from forecast.errors import ForecastError
+    from forecast.evaluation import evaluate
+
+    model = untrained_model(ett_600, SMALL, tmp_path / "m", train_rows=480, val_end=600)
+    with pytest.raises(ForecastError, match="no rows after the model's validation rows .* pass --start"):
+        evaluate(ett_600, model)
+    assert evaluate(ett_600, model, start="500").origins == 100 - 6 + 1
+
+
+def test_a_schema_saved_before_val_end_loads_and_evaluate_asks_for_start(tmp_path, ett_600):
+    from forecast.errors import ForecastError
+    from forecast.evaluation import evaluate
+    from forecast.store import Schema
+
+    model = untrained_model(ett_600, SMALL, tmp_path / "m", train_rows=300, val_end=450)
+    saved = json.loads((model / "schema.json").read_text())
+    del saved["val_end"]
+    (model / "schema.json").write_text(json.dumps(saved))
+    assert Schema.from_json(model / "schema.json").val_end is None
+    with pytest.raises(ForecastError, match="does not record where its validation rows end .*; pass --start"):
+        evaluate(ett_600, model)
+    assert evaluate(ett_600, model, start="300").origins == 300 - 6 + 1
+
+
+def test_the_cli_prints_the_validation_warning_above_the_table(tmp_path, ett_600):
+    untrained_model(ett_600, SMALL, tmp_path / "store" / "m", train_rows=300, val_end=450)
+    result = run_forecast("evaluate", ett_600, "--model", "m", "--store", tmp_path / "store", "--validation-rows",
+                          "--output-dir", tmp_path / "evaluation")
+    assert result.stdout.startswith("warning: rows 300 to 450 are the validation rows")
+    assert result.stdout.splitlines()[1].startswith("145 origins")
