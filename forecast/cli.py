@@ -184,6 +184,7 @@ def evaluate(
     typer.echo(
         f"{result.origins} origins, targets {result.first_time} to {result.last_time}, {result.seconds:.1f} s\n"
         "mse and mae on z-scored values; the others in the target's units\n" + result.table()
+        + "".join(f"\n{note}" for note in result.notes)
     )
     output_dir.mkdir(parents=True, exist_ok=True)
     write_json(output_dir / f"{model_dir.name}.json", result.to_json())

@@ -32,21 +32,62 @@ def repeat_forecast(last_values: np.ndarray, horizon: int) -> np.ndarray:
     return np.repeat(np.asarray(last_values)[:, None], horizon, axis=1)
 
 
-def season_length(freq: pd.Timedelta) -> int:
-    """Steps in the natural cycle of a series: a day for sub-daily data, a week for daily data, else 1."""
-    day = pd.Timedelta(days=1)
-    if freq < day and day % freq == pd.Timedelta(0):
-        return int(day / freq)
-    if freq == day:
-        return 7
-    return 1
+@dataclass(frozen=True)
+class Season:
+    """The seasonal-naive baseline's season: `steps` back, the calendar `cycle` it follows (None: no cycle, 1 step)."""
+
+    steps: int
+    cycle: str | None
+    candidates: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        if self.cycle is None:
+            return "seasonal naive: no calendar cycle is covered twice by the training rows, so it repeats the last value"
+        names = [CYCLE_NAMES[cycle] for cycle in self.candidates]
+        among = f" (the smallest error on the training rows among a {', a '.join(names)})" if len(names) > 1 else ""
+        return f"seasonal naive: a season of {self.steps} steps, a {CYCLE_NAMES[self.cycle]}{among}"
+
+
+CYCLE_NAMES = {"hour_of_day": "day", "day_of_week": "week", "day_of_year": "year"}
+
+
+def choose_season(freq: pd.Timedelta, span: pd.Timedelta, training: np.ndarray, horizon: int) -> Season:
+    """The calendar cycle (a day, a week, a year) that the seasonal-naive baseline repeats.
+
+    Candidates are the cycles longer than one step that the training rows (`training`, spanning `span`) cover at least
+    twice, as for the calendar features; a year of daily data counts 365 steps. Among them wins the one whose
+    seasonal-naive forecasts over `horizon` steps err least (mean absolute error) on the training rows themselves.
+    """
+    from forecast.calendar import CYCLES
+
+    candidates = {}
+    for cycle, length in CYCLES.items():
+        steps = round(length / freq)
+        if steps >= 2 and span >= 2 * length and steps < len(training):
+            candidates[cycle] = steps
+    if not candidates:
+        return Season(1, None)
+    errors = {cycle: _training_error(training, steps, horizon) for cycle, steps in candidates.items()}
+    best = min(errors, key=errors.get)
+    return Season(candidates[best], best, tuple(candidates))
+
+
+def _training_error(values: np.ndarray, season: int, horizon: int) -> float:
+    """Mean absolute error of seasonal-naive forecasts on `values`, over every step of the horizon."""
+    steps = np.arange(1, horizon + 1)
+    backs = np.unique(season * np.ceil(steps / season).astype(int))
+    weights = [np.count_nonzero(season * np.ceil(steps / season) == back) for back in backs]
+    errors = [np.nanmean(np.abs(values[back:] - values[:-back])) if back < len(values) else np.nan for back in backs]
+    return float(np.average(errors, weights=weights)) if np.isfinite(errors).all() else float("inf")
 
 
 def seasonal_naive_forecast(values: np.ndarray, origins: np.ndarray, horizon: int, season: int) -> np.ndarray:
-    """Step h repeats the value one season before it, from the last season observed at the origin."""
+    """Step h repeats the value one season before it, from the last season observed at the origin; NaN where that
+    lies before the first row (no wrapping to the series' end)."""
     steps = np.arange(1, horizon + 1)
     back = season * np.ceil(steps / season).astype(int) - steps
-    return values[origins[:, None] - back[None, :]]
+    rows = origins[:, None] - back[None, :]
+    return np.where(rows >= 0, values[np.maximum(rows, 0)], np.nan)
 
 
 def nse(forecast: np.ndarray, truth: np.ndarray, weight: np.ndarray) -> float:
@@ -106,6 +147,8 @@ class Evaluation:
     last_time: str
     seconds: float
     warning: str | None = None
+    season: Season | None = None
+    notes: tuple[str, ...] = ()
 
     def table(self) -> str:
         """A plain-text table, one row per forecaster."""
@@ -123,6 +166,7 @@ class Evaluation:
             "first_target_time": self.first_time,
             "last_target_time": self.last_time,
             "seconds": self.seconds,
+            "seasonal_naive_season": None if self.season is None else {"steps": self.season.steps, "cycle": self.season.cycle},
             "metrics": self.summary,
         }
 
@@ -170,23 +214,30 @@ def evaluate(
     forecast_scaled = predict_batches(saved.model, (batcher.inputs(batch) for batch in origins), chunks)[scored.reshape(-1)]
     ends = origins.reshape(-1)[scored.reshape(-1)]
     target, weight = batcher.targets(ends, np.ones(len(ends), dtype=bool))
-    season = season_length(series.freq)
+    name = series.roles.target
+    training = series.values[name].to_numpy()[: schema.train_rows]
+    season = choose_season(series.freq, series.time[schema.train_rows - 1] - series.time[0], training, horizon)
     candidates = {
         "model": forecast_scaled,
         "repeat": repeat_forecast(batcher.last_values(ends), horizon),
-        "seasonal_naive": seasonal_naive_forecast(features.history[:, 0], ends, horizon, season),
     }
-    name = series.roles.target
+    notes = [season.describe()]
+    if season.cycle is not None:
+        candidates["seasonal_naive"] = seasonal_naive_forecast(features.history[:, 0], ends, horizon, season.steps)
+        short = int(np.count_nonzero(np.isnan(candidates["seasonal_naive"]).any(axis=1)))
+        if short:
+            notes.append(f"seasonal naive: {short} of the first origins lack a season of history; their steps before "
+                         "the first row are not scored for it")
     truth = saved.scaler.inverse(name, target.astype("float64"))
-    training = series.values[name].to_numpy()[: schema.train_rows]
-    mase_scale = float(np.nanmean(np.abs(training[season:] - training[:-season])))
+    mase_scale = float(np.nanmean(np.abs(training[season.steps :] - training[: -season.steps])))
     summary, per_step = {}, {"step": np.arange(1, horizon + 1)}
     for label, scaled in candidates.items():
+        scored = np.where(np.isfinite(scaled), weight, 0.0)
         values = saved.scaler.inverse(name, scaled.astype("float64"))
-        summary[label] = scores(values, truth, weight, scaled, target, mase_scale)
+        summary[label] = scores(values, truth, scored, scaled, target, mase_scale)
         steps = range(horizon)
-        per_step[f"{label}_mse"] = [weighted_errors(scaled[:, k], target[:, k], weight[:, k])["mse"] for k in steps]
-        per_step[f"{label}_nse"] = [nse(values[:, k], truth[:, k], weight[:, k]) for k in steps]
+        per_step[f"{label}_mse"] = [weighted_errors(scaled[:, k], target[:, k], scored[:, k])["mse"] for k in steps]
+        per_step[f"{label}_nse"] = [nse(values[:, k], truth[:, k], scored[:, k]) for k in steps]
     return Evaluation(
         summary=summary,
         per_step=pd.DataFrame(per_step),
@@ -195,6 +246,8 @@ def evaluate(
         last_time=str(series.time[last + horizon]),
         seconds=time.perf_counter() - began,
         warning=warning,
+        season=season,
+        notes=tuple(notes),
     )
 
 

@@ -7,16 +7,25 @@ import pandas as pd
 import pytest
 
 from forecast.config import Config
-from forecast.evaluation import nse, repeat_forecast, season_length, seasonal_naive_forecast, weighted_errors
+from forecast.evaluation import choose_season, nse, repeat_forecast, seasonal_naive_forecast, weighted_errors
 
 from conftest import ETTH1, run_forecast
 
 
-def test_season_length_follows_the_frequency():
-    assert season_length(pd.Timedelta(hours=1)) == 24
-    assert season_length(pd.Timedelta(minutes=15)) == 96
-    assert season_length(pd.Timedelta(days=1)) == 7
-    assert season_length(pd.Timedelta(days=7)) == 1
+def test_the_season_follows_the_cycles_the_training_rows_cover():
+    hour, day, week = pd.Timedelta(hours=1), pd.Timedelta(days=1), pd.Timedelta(days=7)
+    steps = np.arange(3 * 365)
+    yearly = np.sin(2 * np.pi * steps / 365.25) + 0.01 * np.sin(steps)  # a temperature-like annual cycle
+    season = choose_season(day, day * len(steps), yearly, horizon=7)
+    assert (season.steps, season.cycle, season.candidates) == (365, "day_of_year", ("day_of_week", "day_of_year"))
+    assert "a season of 365 steps, a year" in season.describe()
+    assert choose_season(day, day * 400, yearly[:400], horizon=7).steps == 7  # one year of training: a week
+    weekly = np.arange(150.0)
+    assert choose_season(week, week * 150, weekly, horizon=4).steps == 52  # not 1, which would be Repeat again
+    none = choose_season(week, week * 60, weekly[:60], horizon=4)
+    assert none.cycle is None and "repeats the last value" in none.describe()
+    hourly = np.tile(np.r_[np.zeros(12), np.ones(12)], 60)
+    assert choose_season(hour, hour * len(hourly), hourly, horizon=24).steps == 24
 
 
 def test_seasonal_naive_repeats_the_last_observed_season():
@@ -24,6 +33,12 @@ def test_seasonal_naive_repeats_the_last_observed_season():
     forecast = seasonal_naive_forecast(values, np.array([9]), horizon=5, season=3)
     np.testing.assert_array_equal(forecast, [[7, 8, 9, 7, 8]])
     np.testing.assert_array_equal(repeat_forecast(np.array([4.0]), 3), [[4, 4, 4]])
+
+
+def test_seasonal_naive_does_not_wrap_to_the_end_before_one_season():
+    forecast = seasonal_naive_forecast(np.arange(20.0), np.array([2]), horizon=4, season=7)
+    np.testing.assert_array_equal(np.isnan(forecast), [[True, True, True, True]])  # rows -4..-1 do not exist
+    np.testing.assert_array_equal(seasonal_naive_forecast(np.arange(20.0), np.array([5]), 3, 7), [[np.nan, 0, 1]])
 
 
 def test_errors_and_nse_skip_weight_zero():
@@ -130,3 +145,14 @@ def test_the_cli_prints_the_validation_warning_above_the_table(tmp_path, ett_600
                           "--output-dir", tmp_path / "evaluation")
     assert result.stdout.startswith("warning: rows 300 to 450 are the validation rows")
     assert result.stdout.splitlines()[1].startswith("145 origins")
+
+
+def test_evaluate_names_the_season_and_skips_steps_before_the_first_row(tmp_path, ett_600):
+    from forecast.evaluation import evaluate
+
+    model = untrained_model(ett_600, SMALL.replace(lookback=12), tmp_path / "m", train_rows=300, val_end=450)
+    result = evaluate(ett_600, model, start="0", end="100")
+    assert result.season.steps == 24 and "seasonal naive: a season of 24 steps, a day" in result.notes[0]
+    assert "12 of the first origins lack a season of history" in result.notes[1]  # origins 11 to 22
+    assert result.to_json()["seasonal_naive_season"] == {"steps": 24, "cycle": "hour_of_day"}
+    assert np.isfinite(list(result.summary["seasonal_naive"].values())).all()
