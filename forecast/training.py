@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import shutil
@@ -79,8 +80,9 @@ def resolve_split(series: Series, config: Config) -> Split:
 def row_bound(series: Series, value: str, name: str, first: bool = False) -> int:
     """A row number for a range bound given as a row count or a date.
 
-    As an end (first=False), a date is the last timestamp to include, so the bound is the count of rows up to it; as a
-    start (first=True), it is the first timestamp to include.
+    As an end (first=False), a date is the last time to include, as far as it is written: `2018-02-20` includes that
+    whole day, `2018-02-20 13:00` that minute; the bound is the count of rows up to it. As a start (first=True), it is
+    the first timestamp to include.
     """
     if value.isdigit():
         return int(value)
@@ -88,6 +90,9 @@ def row_bound(series: Series, value: str, name: str, first: bool = False) -> int
         stamp = pd.Timestamp(value)
     except ValueError:
         raise ForecastError(f"{series.path}: {name} = {value!r} is neither a row number nor a date") from None
+    if not first and stamp.tzinfo is None:
+        with contextlib.suppress(ValueError):
+            stamp = pd.Period(value).end_time  # the last instant of the day (or minute, month) the value names
     return int(series.time.searchsorted(stamp, side="left" if first else "right"))
 
 

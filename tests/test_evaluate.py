@@ -156,3 +156,15 @@ def test_evaluate_names_the_season_and_skips_steps_before_the_first_row(tmp_path
     assert "12 of the first origins lack a season of history" in result.notes[1]  # origins 11 to 22
     assert result.to_json()["seasonal_naive_season"] == {"steps": 24, "cycle": "hour_of_day"}
     assert np.isfinite(list(result.summary["seasonal_naive"].values())).all()
+
+
+def test_a_date_only_end_includes_the_whole_day(ett_600):
+    from forecast.data import load_series
+    from forecast.training import resolve_split, row_bound
+
+    series = load_series(ett_600, SMALL)  # hourly from 2016-07-01 00:00
+    assert row_bound(series, "2016-07-02", "end") == 48  # both days: up to 2016-07-02 23:00
+    assert row_bound(series, "2016-07-02 05:00", "end") == 30
+    assert row_bound(series, "2016-07-02", "start", first=True) == 24
+    split = resolve_split(series, SMALL.replace(train_end="2016-07-10", val_end="2016-07-20"))
+    assert (split.train_end, split.val_end) == (240, 480)
