@@ -18,7 +18,7 @@ from forecast import backend
 from forecast.config import Config
 from forecast.data import Series, load_series
 from forecast.errors import ForecastError, IncompatibleWeights
-from forecast.evaluation import SIGNIFICANT_T, improvement_t, repeat_forecast, weighted_errors
+from forecast.evaluation import MIN_BLOCKS, improvement, repeat_forecast, weighted_errors
 from forecast.features import InputLayout, build_features, fit_scaler
 from forecast.linear_start import LinearFit, fit_linear_start, freeze_linear_terms
 from forecast.store import (
@@ -353,7 +353,9 @@ def _linear_start(
         f"linear start: ridge on {fit.windows} windows, history as {fit.history}, "
         f"covariates {'in' if fit.covariates else 'out'}, calendar {'in' if fit.calendar else 'out'}, "
         f"penalty {fit.penalty:g}, validation MSE {fit.val_mse:.4f}"
-        + (f" (t = {fit.t:.1f} against lags alone)" if fit.t else "")
+        + (f" (t = {fit.t:.1f} over {fit.blocks} blocks against lags alone)" if fit.t else "")
+        + (f"; only {fit.blocks} validation blocks of {batcher.horizon} origins, fewer than {MIN_BLOCKS}: the simplest "
+           "inputs kept" if fit.blocks < MIN_BLOCKS else "")
     )
     return fit
 
@@ -362,9 +364,10 @@ def _keep_the_better(model, start_weights, trained_forecast, val_inputs, val_tar
                      config: Config, log: Log):
     """The trained model, unless it does not beat the linear start it began from clearly on validation.
 
-    "Clearly" is a t statistic above SIGNIFICANT_T for the per-origin error difference (`improvement_t`): a network
-    that only matches its own linear start has found nothing that generalises, and the simpler model is the safer
-    forecast for unseen data. Returns the kept model's validation forecast and whether it is the start.
+    "Clearly" is `Improvement.clear` for the per-origin error difference: at least MIN_BLOCKS independent blocks of H
+    origins and a t statistic above the Student t threshold for their number. A network that only matches its own
+    linear start, or beats it on too few blocks to tell, has found nothing shown to generalise, and the simpler model
+    is the safer forecast for unseen data. Returns the kept model's validation forecast and whether it is the start.
     """
     from forecast.model import predict_batches, stacked_batches
 
@@ -373,14 +376,14 @@ def _keep_the_better(model, start_weights, trained_forecast, val_inputs, val_tar
     start_forecast = predict_batches(model, stacked_batches(val_inputs, config.batch_size), config.chunks_per_stream)
     trained = weighted_errors(trained_forecast, val_target, val_weight)["mse"]
     start = weighted_errors(start_forecast, val_target, val_weight)["mse"]
-    t = improvement_t(
+    verdict = improvement(
         _origin_errors(start_forecast, val_target, val_weight), _origin_errors(trained_forecast, val_target, val_weight),
         val_origins, config.horizon,
     )
-    if t <= SIGNIFICANT_T:
-        log(f"kept the linear start: validation MSE {start:.4f}, trained {trained:.4f} (t = {t:.1f})")
+    if not verdict.clear:
+        log(f"kept the linear start: validation MSE {start:.4f}, trained {trained:.4f} ({verdict.describe()})")
         return start_forecast, True
-    log(f"the LSTM correction beats the linear start: validation MSE {trained:.4f} vs {start:.4f} (t = {t:.1f})")
+    log(f"the LSTM correction beats the linear start: validation MSE {trained:.4f} vs {start:.4f} ({verdict.describe()})")
     model.set_weights(trained_weights)
     return trained_forecast, False
 
