@@ -47,6 +47,7 @@ class Series:
     values: pd.DataFrame
     roles: Roles
     freq: pd.Timedelta
+    left_out: tuple[tuple[str, str], ...] = ()  # (column, why) for every column that feeds no input
 
     @property
     def n_observed(self) -> int:
@@ -66,7 +67,32 @@ def load_series(path: str | Path, config: Config) -> Series:
     time, values, freq = validation.regular_grid(time, values, path, config.gaps, config.max_gap)
     validation.check_target(values[roles.target], path)
     time_name = time_names[0] if len(time_names) == 1 else "time"
-    return Series(path=str(path), time=time, time_name=time_name, values=values, roles=roles, freq=freq)
+    left_out = _left_out(frame.drop(columns=list(time_names)), roles, config)
+    return Series(
+        path=str(path), time=time, time_name=time_name, values=values, roles=roles, freq=freq, left_out=left_out
+    )
+
+
+def _left_out(frame: pd.DataFrame, roles: Roles, config: Config) -> tuple[tuple[str, str], ...]:
+    """The columns no input reads, each with the reason, so the training log can name them."""
+    reasons = []
+    for column in frame.columns:
+        if column in roles.numeric:
+            continue
+        if column in config.exclude:
+            reasons.append((column, "excluded"))
+        elif not _mostly_numeric(frame[column]):
+            reasons.append((column, "text; give it a role to use it"))
+        else:
+            reasons.append((column, "not among the past columns given"))
+    return tuple(reasons)
+
+
+def describe_left_out(series: Series) -> str | None:
+    """One log line naming the columns left out and why, or None when every column is used."""
+    if not series.left_out:
+        return None
+    return f"{series.path}: columns left out: " + ", ".join(f"{column} ({why})" for column, why in series.left_out)
 
 
 def resolve_roles(frame: pd.DataFrame, path: Path, config: Config) -> Roles:

@@ -16,7 +16,7 @@ import pandas as pd
 
 from forecast import backend
 from forecast.config import Config
-from forecast.data import Series, load_series
+from forecast.data import Series, describe_left_out, load_series
 from forecast.errors import ForecastError, IncompatibleWeights
 from forecast.evaluation import MIN_BLOCKS, improvement, repeat_forecast, weighted_errors
 from forecast.features import InputLayout, build_features, fit_scaler
@@ -145,6 +145,9 @@ def train_series(
     `start_from` is a model directory whose weights (and scaler) training continues from, at `config.initial_epoch`.
     """
     split = resolve_split(series, config)
+    left_out = describe_left_out(series)
+    if left_out:
+        log(left_out)
     keras = backend.keras()
     from forecast import checkpoint
     from forecast.model import build_model, compile_model, input_names, predict_batches, stacked_batches

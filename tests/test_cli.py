@@ -94,7 +94,8 @@ def test_beijing_gaps_get_weight_zero_and_the_loss_stays_finite(tmp_path):
     )
     path = head_csv(BEIJING, 3000, tmp_path / "beijing.csv")  # starts with a day of empty pm2.5
     model_dir = tmp_path / "beijing_model"
-    run_forecast("train", path, "--config", config, *TINY, "--model-dir", model_dir, "--store", tmp_path)
+    trained = run_forecast("train", path, "--config", config, *TINY, "--model-dir", model_dir, "--store", tmp_path)
+    assert "columns left out: No (excluded), cbwd (text; give it a role to use it)" in trained.stderr
     history = pd.read_csv(model_dir / "current" / "history.csv")
     assert np.isfinite(history[["loss", "val_loss", "mse", "val_mse"]].to_numpy()).all()
     saved = json.loads((model_dir / "current" / "config.json").read_text())

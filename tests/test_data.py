@@ -84,3 +84,16 @@ def test_split_bounds_as_rows_or_dates():
     assert (split.train_end, split.val_end) == (5478, 7305)
     with pytest.raises(ForecastError, match="train_end = 'soon' is neither a row number nor a date"):
         row_bound(series, "soon", "train_end")
+
+
+def test_columns_left_out_are_named_with_the_reason(tmp_path):
+    from forecast.data import describe_left_out
+
+    path = head_csv(BEIJING, 200, tmp_path / "beijing.csv")
+    config = Config(target="pm2.5", time_columns=("year", "month", "day", "hour"), exclude=("No",))
+    series = load_series(path, config)
+    assert series.left_out == (("No", "excluded"), ("cbwd", "text; give it a role to use it"))
+    assert describe_left_out(series).endswith("columns left out: No (excluded), cbwd (text; give it a role to use it)")
+    chosen = load_series(path, config.replace(past=("DEWP",)))
+    assert ("TEMP", "not among the past columns given") in chosen.left_out
+    assert describe_left_out(load_series(head_csv(ETTH1, 200, tmp_path / "ett.csv"), Config(target="OT"))) is None
