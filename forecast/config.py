@@ -34,6 +34,7 @@ class Config:
     sim_in_history: bool = True
     gaps: str = "refuse"
     max_gap: int = 24
+    skip_rows: int = 0  # lines before the header (station metadata), saved so predict and retrain read the same way
 
     lookback: int = 96
     horizon: int = 24
@@ -80,6 +81,8 @@ class Config:
             raise ForecastError(f"config: verbose must be 0, 1 or 2, got {self.verbose}")
         if self.gaps not in ("refuse", "mask", "interpolate"):
             raise ForecastError(f"config: gaps must be 'refuse', 'mask' or 'interpolate', got {self.gaps!r}")
+        if self.skip_rows < 0:
+            raise ForecastError(f"config: skip_rows must be at least 0, got {self.skip_rows}")
         if self.max_gap < 0:
             raise ForecastError(f"config: max_gap must be at least 0, got {self.max_gap}")
         if self.data_pipeline not in ("pydataset", "generator"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,12 +60,13 @@ class Series:
 def load_series(path: str | Path, config: Config) -> Series:
     """Reads `path`, finds the time axis, resolves the role of each column, and validates what the model will see."""
     path = Path(path)
-    frame = _read_csv(path)
+    skip = config.skip_rows
+    frame = _read_csv(path, skip)
     time, time_names = _time_axis(frame, path, config)
     roles = resolve_roles(frame.drop(columns=list(time_names)), path, config)
-    values = validation.numeric_values(frame[list(roles.numeric)].reset_index(drop=True), path)
-    validation.check_order(time, path)
-    time, values, freq = validation.regular_grid(time, values, path, config.gaps, config.max_gap)
+    values = validation.numeric_values(frame[list(roles.numeric)].reset_index(drop=True), path, skip)
+    validation.check_order(time, path, skip)
+    time, values, freq = validation.regular_grid(time, values, path, config.gaps, config.max_gap, skip)
     validation.check_target(values[roles.target], path)
     time_name = time_names[0] if len(time_names) == 1 else "time"
     left_out = _left_out(frame.drop(columns=list(time_names)), roles, config)
@@ -126,11 +128,21 @@ def _mostly_numeric(column: pd.Series) -> bool:
     return len(given) > 0 and pd.to_numeric(given, errors="coerce").notna().mean() > 0.5
 
 
-def _read_csv(path: Path) -> pd.DataFrame:
+SKIP_HINT = "if the file has lines before its header (station metadata), pass --skip-rows N (skip_rows = N)"
+
+
+def _read_csv(path: Path, skip_rows: int = 0) -> pd.DataFrame:
+    """The file as a frame, header on line `skip_rows` + 1; a warning from pandas is a one-line error, not a note above
+    a confusing one later."""
     if not path.is_file():
         raise ForecastError(f"{path}: file not found")
     try:
-        frame = pd.read_csv(path, skipinitialspace=True)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            frame = pd.read_csv(path, skipinitialspace=True, skiprows=skip_rows)
+        if caught:
+            first = str(caught[0].message).split(". ")[0].strip()
+            raise ForecastError(f"{path}: pandas cannot read it cleanly ({first}); {SKIP_HINT}")
     except pd.errors.EmptyDataError:
         raise ForecastError(f"{path}: the file is empty; expected a header line and rows of values") from None
     except UnicodeDecodeError:
@@ -138,7 +150,7 @@ def _read_csv(path: Path) -> pd.DataFrame:
             f"{path}: line {validation.first_non_utf8_line(path)} is not UTF-8 text; re-save the file as UTF-8 CSV"
         ) from None
     except pd.errors.ParserError as exc:
-        raise ForecastError(f"{path}: not a well-formed CSV ({str(exc).strip()})") from None
+        raise ForecastError(f"{path}: not a well-formed CSV ({str(exc).strip()}); {SKIP_HINT}") from None
     if frame.empty:
         raise ForecastError(f"{path}: the file has a header but no rows")
     validation.check_last_line(path, len(frame.columns))
@@ -149,7 +161,7 @@ def _read_csv(path: Path) -> pd.DataFrame:
 def _time_axis(frame: pd.DataFrame, path: Path, config: Config) -> tuple[pd.DatetimeIndex, tuple[str, ...]]:
     """Parses the time column (named in the config, found by name, or the first column of dates)."""
     if config.time_columns:
-        return _split_time_axis(frame, path, config.time_columns), config.time_columns
+        return _split_time_axis(frame, path, config.time_columns, config.skip_rows), config.time_columns
     column = config.time_column or _find_time_column(frame, path)
     if column not in frame.columns:
         raise ForecastError(f"{path}: time column {column!r} not found; the file has: {', '.join(frame.columns)}")
@@ -160,7 +172,8 @@ def _time_axis(frame: pd.DataFrame, path: Path, config: Config) -> tuple[pd.Date
     bad = np.flatnonzero(time.isna().to_numpy())
     if bad.size:
         raise ForecastError(
-            f"{path}: row {bad[0] + 2}: cannot read {raw.iloc[bad[0]]!r} in column {column!r} as a date; fix or remove the row"
+            f"{path}: row {validation.line_of(bad[0], config.skip_rows)}: cannot read {raw.iloc[bad[0]]!r} in column "
+            f"{column!r} as a date; fix or remove the row"
         )
     return pd.DatetimeIndex(time), (column,)
 
@@ -176,7 +189,7 @@ def _parse_dates(raw: pd.Series) -> pd.Series:
     return time
 
 
-def _split_time_axis(frame: pd.DataFrame, path: Path, names: tuple[str, ...]) -> pd.DatetimeIndex:
+def _split_time_axis(frame: pd.DataFrame, path: Path, names: tuple[str, ...], skip_rows: int) -> pd.DatetimeIndex:
     """A time split over columns such as year, month, day, hour."""
     allowed = {"year", "month", "day", "hour", "minute", "second"}
     for name in names:
@@ -188,7 +201,9 @@ def _split_time_axis(frame: pd.DataFrame, path: Path, names: tuple[str, ...]) ->
     time = pd.to_datetime(parts, errors="coerce")
     bad = np.flatnonzero(time.isna().to_numpy())
     if bad.size:
-        raise ForecastError(f"{path}: row {bad[0] + 2}: columns {', '.join(names)} do not form a valid date")
+        raise ForecastError(
+            f"{path}: row {validation.line_of(bad[0], skip_rows)}: columns {', '.join(names)} do not form a valid date"
+        )
     return pd.DatetimeIndex(time)
 
 

@@ -15,9 +15,9 @@ import pandas as pd
 from forecast.errors import ForecastError
 
 
-def line_of(row: int) -> int:
-    """The file line of data row `row` (0-based), the header being line 1."""
-    return row + 2
+def line_of(row: int, skip_rows: int = 0) -> int:
+    """The file line of data row `row` (0-based), the header being line 1 after `skip_rows` lines before it."""
+    return row + 2 + skip_rows
 
 
 def describe_step(step: pd.Timedelta) -> str:
@@ -55,7 +55,7 @@ def first_non_utf8_line(path: Path) -> int:
     return 1
 
 
-def check_order(time: pd.DatetimeIndex, path: Path) -> None:
+def check_order(time: pd.DatetimeIndex, path: Path, skip_rows: int = 0) -> None:
     steps = np.diff(time.asi8)
     bad = np.flatnonzero(steps <= 0)
     if not bad.size:
@@ -63,16 +63,16 @@ def check_order(time: pd.DatetimeIndex, path: Path) -> None:
     row = int(bad[0]) + 1
     if steps[row - 1] == 0:
         raise ForecastError(
-            f"{path}: row {line_of(row)}: timestamp {time[row]} repeats the row before (a clock change? export times "
+            f"{path}: row {line_of(row, skip_rows)}: timestamp {time[row]} repeats the row before (a clock change? export times "
             "in UTC); remove the duplicate"
         )
     raise ForecastError(
-        f"{path}: row {line_of(row)}: timestamp {time[row]} goes back in time from {time[row - 1]}; sort the file by time"
+        f"{path}: row {line_of(row, skip_rows)}: timestamp {time[row]} goes back in time from {time[row - 1]}; sort the file by time"
     )
 
 
 def regular_grid(
-    time: pd.DatetimeIndex, values: pd.DataFrame, path: Path, gaps: str, max_gap: int
+    time: pd.DatetimeIndex, values: pd.DataFrame, path: Path, gaps: str, max_gap: int, skip_rows: int = 0
 ) -> tuple[pd.DatetimeIndex, pd.DataFrame, pd.Timedelta]:
     """The series on a regular grid at its most common step.
 
@@ -89,7 +89,7 @@ def regular_grid(
     if uneven.size:
         row = int(uneven[0]) + 1
         raise ForecastError(
-            f"{path}: row {line_of(row)}: timestamp {time[row]} is "
+            f"{path}: row {line_of(row, skip_rows)}: timestamp {time[row]} is "
             f"{describe_step(pd.Timedelta(int(steps[row - 1]), unit=time.unit))} after the row before, not a multiple "
             f"of the series step, {describe_step(freq)}; the series must be regular"
         )
@@ -98,7 +98,7 @@ def regular_grid(
     if not gap_rows.size:
         return time, values, freq
     row = int(gap_rows[0]) + 1
-    where = f"row {line_of(row)}: {int(missing[row - 1])} missing step(s) between {time[row - 1]} and {time[row]}"
+    where = f"row {line_of(row, skip_rows)}: {int(missing[row - 1])} missing step(s) between {time[row - 1]} and {time[row]}"
     if gaps == "refuse":
         raise ForecastError(
             f"{path}: {where}; fill the gap with rows, or set gaps = \"mask\" (weight 0) or \"interpolate\""
@@ -107,7 +107,7 @@ def regular_grid(
     if too_long.size:
         row = int(too_long[0]) + 1
         raise ForecastError(
-            f"{path}: row {line_of(row)}: {int(missing[row - 1])} missing steps between {time[row - 1]} and {time[row]}, "
+            f"{path}: row {line_of(row, skip_rows)}: {int(missing[row - 1])} missing steps between {time[row - 1]} and {time[row]}, "
             f"more than max_gap = {max_gap}; fill them, raise max_gap, or split the series"
         )
     grid = pd.date_range(time[0], time[-1], freq=freq, unit=time.unit)
@@ -118,7 +118,7 @@ def regular_grid(
     return grid, regular.reset_index(drop=True), freq
 
 
-def numeric_values(values: pd.DataFrame, path: Path) -> pd.DataFrame:
+def numeric_values(values: pd.DataFrame, path: Path, skip_rows: int = 0) -> pd.DataFrame:
     """The role columns as float64; text or an infinite value in one of them names its row and column."""
     for column in values.columns:
         series = values[column]
@@ -126,13 +126,13 @@ def numeric_values(values: pd.DataFrame, path: Path) -> pd.DataFrame:
             numbers = pd.to_numeric(series, errors="coerce")
             bad = np.flatnonzero(numbers.isna().to_numpy() & series.notna().to_numpy())
             raise ForecastError(
-                f"{path}: row {line_of(int(bad[0]))}: column {column!r} holds {series.iloc[bad[0]]!r}, not a number; "
+                f"{path}: row {line_of(int(bad[0]), skip_rows)}: column {column!r} holds {series.iloc[bad[0]]!r}, not a number; "
                 "fix the cell, or exclude the column or give it no numeric role"
             )
         infinite = np.flatnonzero(np.isinf(series.to_numpy(dtype="float64")))
         if infinite.size:
             raise ForecastError(
-                f"{path}: row {line_of(int(infinite[0]))}: column {column!r} is infinite; leave the cell empty instead"
+                f"{path}: row {line_of(int(infinite[0]), skip_rows)}: column {column!r} is infinite; leave the cell empty instead"
             )
     return values.astype("float64")
 

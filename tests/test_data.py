@@ -1,5 +1,7 @@
 """Loading real CSVs: time axis, frequency, column roles, and the clear errors for user mistakes."""
 
+import json
+
 import pandas as pd
 import pytest
 
@@ -97,3 +99,55 @@ def test_columns_left_out_are_named_with_the_reason(tmp_path):
     chosen = load_series(path, config.replace(past=("DEWP",)))
     assert ("TEMP", "not among the past columns given") in chosen.left_out
     assert describe_left_out(load_series(head_csv(ETTH1, 200, tmp_path / "ett.csv"), Config(target="OT"))) is None
+
+
+def _with_metadata(tmp_path, rows: int = 300):
+    """ETTh1's first rows behind three lines of station metadata, as weather services export them."""
+    lines = ETTH1.read_text(encoding="utf-8").splitlines(keepends=True)[: rows + 1]
+    path = tmp_path / "station.csv"
+    path.write_text("station: transformer 1\nlatitude: 31.2\nexported: 2018-07-01\n" + "".join(lines), encoding="utf-8")
+    return path
+
+
+def test_skip_rows_reads_past_lines_before_the_header_and_names_file_lines(tmp_path):
+    path = _with_metadata(tmp_path)
+    with pytest.raises(ForecastError, match="station.csv: not a well-formed CSV .*pass --skip-rows N"):
+        load_series(path, Config(target="OT"))
+    series = load_series(path, Config(target="OT", skip_rows=3))
+    assert len(series.time) == 300 and series.time[0] == pd.Timestamp("2016-07-01")
+    text = path.read_text(encoding="utf-8").splitlines()
+    text[9] = text[9].replace(text[9].split(",")[3], "abc")  # file line 10
+    path.write_text("\n".join(text) + "\n", encoding="utf-8")
+    with pytest.raises(ForecastError, match="row 10: column 'MUFL' holds 'abc'"):
+        load_series(path, Config(target="OT", skip_rows=3))
+    with pytest.raises(ForecastError, match="skip_rows must be at least 0"):
+        Config(skip_rows=-1)
+
+
+def test_a_warning_while_reading_is_a_one_line_error(tmp_path, monkeypatch):
+    """Older pandas warn (DtypeWarning) on a file whose metadata lines mix text into numeric columns."""
+    import warnings
+
+    original = pd.read_csv
+
+    def warning_read_csv(*args, **kwargs):
+        warnings.warn("Columns (1,2) have mixed types. Specify dtype option on import", pd.errors.DtypeWarning)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(pd, "read_csv", warning_read_csv)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing may escape as a warning
+        with pytest.raises(ForecastError, match=r"cannot read it cleanly \(Columns \(1,2\) have mixed types\); .*--skip-rows"):
+            load_series(head_csv(ETTH1, 100, tmp_path / "ett.csv"), Config(target="OT"))
+
+
+def test_predict_reads_with_the_skip_rows_saved_with_the_model(tmp_path):
+    from forecast.prediction import predict
+    from saved_models import untrained_model
+
+    path = _with_metadata(tmp_path)
+    config = Config(target="OT", skip_rows=3, lookback=24, horizon=6, batch_size=4, units=4, head_units=4)
+    model = untrained_model(path, config, tmp_path / "model", train_rows=200, val_end=300)
+    assert json.loads((model / "config.json").read_text())["skip_rows"] == 3
+    forecast = predict(path, model)
+    assert len(forecast) == 6 and forecast["date"].iloc[0] == pd.Timestamp("2016-07-13 12:00")

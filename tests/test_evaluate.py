@@ -10,6 +10,7 @@ from forecast.config import Config
 from forecast.evaluation import choose_season, nse, repeat_forecast, seasonal_naive_forecast, weighted_errors
 
 from conftest import ETTH1, run_forecast
+from saved_models import untrained_model
 
 
 def test_the_season_follows_the_cycles_the_training_rows_cover():
@@ -69,28 +70,6 @@ def test_evaluate_reproduces_the_published_repeat_baseline_on_etth1(tmp_path):
     assert all(np.isfinite(value) for scores in metrics.values() for value in scores.values())
     steps = pd.read_csv(tmp_path / "evaluation" / "ett336_steps.csv")
     assert len(steps) == 96 and steps["repeat_mse"].iloc[0] < steps["repeat_mse"].iloc[-1]
-
-
-def untrained_model(csv, config, root, train_rows: int, val_end: int | None):
-    """A complete model directory without training: the untrained network forecasts the last value (Repeat)."""
-    from forecast.data import load_series
-    from forecast.features import InputLayout, fit_scaler
-    from forecast.model import build_model
-    from forecast.store import Schema
-    from forecast.validation import row_digests
-
-    series = load_series(csv, config)
-    config = config.replace(past=series.roles.past)
-    layout = InputLayout.from_roles(series.roles, series.freq)
-    root.mkdir(parents=True)
-    build_model(config, layout, config.batch_size).save(root / "model.keras")
-    (root / "config.json").write_text(config.to_json())
-    (root / "scaler.json").write_text(fit_scaler(series, train_rows).to_json())
-    n = series.n_observed
-    schema = Schema(series.freq, layout, train_rows, str(series.time[n - 1]), n,
-                    row_digests(series.time, series.values, n), val_end)
-    (root / "schema.json").write_text(schema.to_json())
-    return root
 
 
 SMALL = Config(target="OT", past=(), lookback=24, horizon=6, batch_size=8, units=4, head_units=4)
