@@ -405,7 +405,7 @@ def _callbacks(keras, config: Config, checkpoints: Path, chunks: int, state, res
     early_stopping = checkpoint.ResumableEarlyStopping(
         config.patience, state if resumed else None, checkpoint.load_best_weights(checkpoints) if resumed else None
     )
-    callbacks = [StateResetter(chunks), early_stopping, keras.callbacks.TerminateOnNaN()]
+    callbacks = [checkpoint.OneValidationScore(), StateResetter(chunks), early_stopping, keras.callbacks.TerminateOnNaN()]
     if config.checkpoints:
         callbacks.append(checkpoint.EpochCheckpoint(checkpoints, early_stopping, state))
     else:

@@ -49,7 +49,8 @@ def test_train_then_predict_on_etth1(tmp_path, ett_small):
     assert {"model", "repeat"} <= set(metrics["validation"]) and np.isfinite(metrics["validation"]["model"]["mse"])
     assert metrics["linear_start"]["history"] in ("lags", "means") and metrics["linear_start"]["val_mse"] > 0
     history = pd.read_csv(version / "history.csv")
-    assert list(history["epoch"]) == [1, 2] and np.isfinite(history[["loss", "val_loss"]].to_numpy()).all()
+    assert list(history["epoch"]) == [1, 2] and np.isfinite(history[["loss", "val_mse"]].to_numpy()).all()
+    assert "val_loss" not in history and "val_loss" not in trained.stdout  # val_mse is the one validation number
 
     output = tmp_path / "forecast.csv"
     run_forecast("predict", ett_small, "--model", model_dir, "--store", tmp_path, "--output", output)
@@ -97,7 +98,7 @@ def test_beijing_gaps_get_weight_zero_and_the_loss_stays_finite(tmp_path):
     trained = run_forecast("train", path, "--config", config, *TINY, "--model-dir", model_dir, "--store", tmp_path)
     assert "columns left out: No (excluded), cbwd (text; give it a role to use it)" in trained.stderr
     history = pd.read_csv(model_dir / "current" / "history.csv")
-    assert np.isfinite(history[["loss", "val_loss", "mse", "val_mse"]].to_numpy()).all()
+    assert np.isfinite(history[["loss", "mse", "val_mse"]].to_numpy()).all()
     saved = json.loads((model_dir / "current" / "config.json").read_text())
     assert saved["time_columns"] == ["year", "month", "day", "hour"] and saved["past"] == ["DEWP", "TEMP", "PRES", "Iws", "Is", "Ir"]
     result = run_forecast("predict", path, "--model", model_dir, "--store", tmp_path)

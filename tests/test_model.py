@@ -197,3 +197,29 @@ def test_multi_scale_means_average_each_channel_over_the_last_rows():
     means = np.asarray(MultiScaleMeans((1, 2, 5), channels=(0, 2))(window))
     expected = [[window[row, -span:, channel].mean() for channel in (0, 2) for span in (1, 2, 5)] for row in (0, 1)]
     np.testing.assert_allclose(means, expected)
+
+
+def test_the_epoch_logs_carry_one_validation_number(setup, tmp_path):
+    from forecast.checkpoint import ResumeState
+    from forecast.training import _callbacks
+
+    _, layout, batcher = setup
+    model = build_model(CONFIG, layout, batch_size=4)
+    compile_model(model, CONFIG)
+    train_plan = StreamPlan(23, 350, 24, 3, 4, shuffle=True)
+    inputs, target, weight, _ = materialise(batcher, StreamPlan(399, 593, 24, 3, 4, shuffle=False))
+    seen = []
+
+    class Spy(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            seen.append(set(logs))
+
+    state = ResumeState()
+    callbacks = _callbacks(keras, CONFIG.replace(checkpoints=False), tmp_path, 3, state, resumed=False)
+    origins, scored = train_plan.batches(0)
+    model.fit(
+        (batcher.batch(origins[i], scored[i]) for i in range(len(origins))), steps_per_epoch=len(origins),
+        validation_data=([inputs[n] for n in input_names(model)], {"prediction": target}, {"prediction": weight}),
+        validation_batch_size=4, callbacks=[*callbacks, Spy()], shuffle=False, verbose=0,
+    )
+    assert seen == [{"loss", "mse", "val_mse"}] and set(state.history[0]) == {"epoch", "loss", "mse", "val_mse"}
