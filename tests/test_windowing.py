@@ -94,3 +94,11 @@ def test_missing_pm25_targets_get_weight_zero():
     assert missing.sum() > 1000
     np.testing.assert_array_equal(weight == 0, missing)
     assert np.isfinite(y["prediction"]).all() and all(np.isfinite(value).all() for value in x.values())
+
+
+def test_targets_refuse_origins_without_a_whole_horizon():
+    batcher = WindowBatcher(toy_features(60), lookback=5, horizon=3)  # origins 4 to 56
+    batcher.targets(np.array([4, 56, PADDING]), np.ones(3, bool))
+    for outside in (57, 60, 3):
+        with pytest.raises(ValueError, match="reach outside"):
+            batcher.targets(np.array([10, outside]), np.ones(2, bool))
