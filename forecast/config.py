@@ -89,6 +89,15 @@ class Config:
             raise ForecastError(f"config: data_pipeline must be 'pydataset' or 'generator', got {self.data_pipeline!r}")
         if self.distribute not in ("none", "mirrored"):
             raise ForecastError(f"config: distribute must be 'none' or 'mirrored', got {self.distribute!r}")
+        if self.distribute == "mirrored" and (
+            self.data_pipeline == "generator" or self.workers > 1 or self.use_multiprocessing
+        ):
+            # Keras builds a distributed model from a batch of a fresh iterator and then resets it: a generator or a
+            # worker queue has prefetched batches by then, which are lost, and the stateful streams shift.
+            raise ForecastError(
+                "config: distribute = \"mirrored\" needs data_pipeline = \"pydataset\" with workers = 1 and "
+                "use_multiprocessing = false (otherwise batches are lost before the first epoch)"
+            )
         if self.initial_epoch < 0 or self.initial_epoch >= self.epochs:
             raise ForecastError(
                 f"config: initial_epoch ({self.initial_epoch}) must be at least 0 and below epochs ({self.epochs})"

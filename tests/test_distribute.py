@@ -56,3 +56,14 @@ def test_mirrored_strategy_trains_saves_and_keeps_a_state_per_replica(tmp_path):
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["replicas"] == 2 and report["forecast_rows"] == 6 and report["finite"]
     assert report["differ"] and report["val_mse"] > 0
+
+
+@pytest.mark.parametrize("settings", [{"data_pipeline": "generator"}, {"workers": 2}, {"use_multiprocessing": True}])
+def test_mirrored_refuses_pipelines_that_lose_batches_before_the_first_epoch(settings):
+    from forecast.config import Config
+    from forecast.errors import ForecastError
+
+    with pytest.raises(ForecastError, match="mirrored\" needs data_pipeline = \"pydataset\" with workers = 1"):
+        Config(target="OT", distribute="mirrored", **settings)
+    Config(target="OT", distribute="none", **settings)
+    Config(target="OT", distribute="mirrored")
