@@ -49,6 +49,7 @@ class Series:
     roles: Roles
     freq: pd.Timedelta
     left_out: tuple[tuple[str, str], ...] = ()  # (column, why) for every column that feeds no input
+    business_days: bool = False  # steps are business days (freq is then one day): weekends are no gaps
 
     @property
     def n_observed(self) -> int:
@@ -66,12 +67,14 @@ def load_series(path: str | Path, config: Config) -> Series:
     roles = resolve_roles(frame.drop(columns=list(time_names)), path, config)
     values = validation.numeric_values(frame[list(roles.numeric)].reset_index(drop=True), path, skip)
     validation.check_order(time, path, skip)
-    time, values, freq = validation.regular_grid(time, values, path, config.gaps, config.max_gap, skip)
+    business = validation.business_daily(time)
+    time, values, freq = validation.regular_grid(time, values, path, config.gaps, config.max_gap, skip, business)
     validation.check_target(values[roles.target], path)
     time_name = time_names[0] if len(time_names) == 1 else "time"
     left_out = _left_out(frame.drop(columns=list(time_names)), roles, config)
     return Series(
-        path=str(path), time=time, time_name=time_name, values=values, roles=roles, freq=freq, left_out=left_out
+        path=str(path), time=time, time_name=time_name, values=values, roles=roles, freq=freq, left_out=left_out,
+        business_days=business,
     )
 
 

@@ -51,18 +51,21 @@ class Season:
 CYCLE_NAMES = {"hour_of_day": "day", "day_of_week": "week", "day_of_year": "year"}
 
 
-def choose_season(freq: pd.Timedelta, span: pd.Timedelta, training: np.ndarray, horizon: int) -> Season:
+def choose_season(
+    freq: pd.Timedelta, span: pd.Timedelta, training: np.ndarray, horizon: int, business_days: bool = False
+) -> Season:
     """The calendar cycle (a day, a week, a year) that the seasonal-naive baseline repeats.
 
     Candidates are the cycles longer than one step that the training rows (`training`, spanning `span`) cover at least
-    twice, as for the calendar features; a year of daily data counts 365 steps. Among them wins the one whose
-    seasonal-naive forecasts over `horizon` steps err least (mean absolute error) on the training rows themselves.
+    twice, as for the calendar features; a year of daily data counts 365 steps (261 business days, a week 5). Among
+    them wins the one whose seasonal-naive forecasts over `horizon` steps err least (mean absolute error) on the
+    training rows themselves.
     """
     from forecast.calendar import CYCLES
 
     candidates = {}
     for cycle, length in CYCLES.items():
-        steps = round(length / freq)
+        steps = round(length / freq * (5 / 7 if business_days else 1))
         if steps >= 2 and span >= 2 * length and steps < len(training):
             candidates[cycle] = steps
     if not candidates:
@@ -251,7 +254,9 @@ def evaluate(
     target, weight = batcher.targets(ends, np.ones(len(ends), dtype=bool))
     name = series.roles.target
     training = series.values[name].to_numpy()[: schema.train_rows]
-    season = choose_season(series.freq, series.time[schema.train_rows - 1] - series.time[0], training, horizon)
+    season = choose_season(
+        series.freq, series.time[schema.train_rows - 1] - series.time[0], training, horizon, series.business_days
+    )
     candidates = {
         "model": forecast_scaled,
         "repeat": repeat_forecast(batcher.last_values(ends), horizon),

@@ -78,13 +78,17 @@ def predict(csv_path: str | Path, model_dir: str | Path) -> pd.DataFrame:
 
 def check_compatible(series: Series, schema: Schema) -> None:
     """The CSV must have the trained frequency and feed the same input channels (checked before TensorFlow loads)."""
-    if series.freq != schema.freq:
+    if series.freq != schema.freq or series.business_days != schema.business_days:
         raise ForecastError(
-            f"{series.path}: the series steps by {describe_step(series.freq)}, but the model was trained on steps of "
-            f"{describe_step(schema.freq)}"
+            f"{series.path}: the series steps by {_describe(series.freq, series.business_days)}, but the model was "
+            f"trained on steps of {_describe(schema.freq, schema.business_days)}"
         )
     if InputLayout.from_roles(series.roles, series.freq).with_calendar(schema.layout.calendar) != schema.layout:
         raise ForecastError(
             f"{series.path}: the columns do not match the model (it needs history {', '.join(schema.layout.history[:-1])}"
             f"; sim {', '.join(schema.layout.sim_columns) or 'none'})"
         )
+
+
+def _describe(freq, business_days: bool) -> str:
+    return "1 business day" if business_days else describe_step(freq)

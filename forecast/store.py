@@ -50,6 +50,7 @@ class Schema:
     rows: int = 0
     digests: tuple[str, ...] = ()
     val_end: int | None = None  # rows [train_rows, val_end) validated the model; None in schemas saved before it was kept
+    business_days: bool = False  # the steps are business days (freq is one day)
 
     def to_json(self) -> str:
         return json.dumps(
@@ -66,6 +67,7 @@ class Schema:
                 "rows": self.rows,
                 "digests": self.digests,
                 "val_end": self.val_end,
+                "business_days": self.business_days,
             },
             indent=2,
         )
@@ -78,7 +80,7 @@ class Schema:
             return cls(
                 pd.Timedelta(data["freq"]), InputLayout(**layout), int(data["train_rows"]), str(data["last_time"]),
                 int(data.get("rows", 0)), tuple(data.get("digests", ())),
-                None if data.get("val_end") is None else int(data["val_end"]),
+                None if data.get("val_end") is None else int(data["val_end"]), bool(data.get("business_days", False)),
             )
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ForecastError(f"{path}: cannot read the saved schema ({exc}); retrain the model") from None

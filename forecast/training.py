@@ -257,7 +257,7 @@ def train_series(
     (staging / SCALER_FILE).write_text(scaler.to_json() + "\n", encoding="utf-8")
     schema = Schema(
         series.freq, layout, split.train_end, str(series.time[series.n_observed - 1]), series.n_observed,
-        row_digests(series.time, series.values, series.n_observed), split.val_end,
+        row_digests(series.time, series.values, series.n_observed), split.val_end, series.business_days,
     )
     (staging / SCHEMA_FILE).write_text(schema.to_json() + "\n", encoding="utf-8")
     earlier = [pd.read_csv(start_from / HISTORY_FILE)] if start_from and (start_from / HISTORY_FILE).is_file() else []

@@ -71,10 +71,26 @@ def check_order(time: pd.DatetimeIndex, path: Path, skip_rows: int = 0) -> None:
     )
 
 
+def business_daily(time: pd.DatetimeIndex) -> bool:
+    """A daily series recorded on business days only (pandas' "B" frequency): no row on a Saturday or Sunday, every row
+    at the same time of day, mostly one day apart, and at least one weekend skipped from a Friday to a Monday."""
+    if len(time) < 3:
+        return False
+    weekdays = np.asarray(time.day_of_week)
+    dates = time.normalize()
+    days = np.asarray((dates[1:] - dates[:-1]).days)
+    if (weekdays >= 5).any() or (time - time.normalize()).nunique() != 1:
+        return False
+    weekend_skipped = (weekdays[:-1] == 4) & (weekdays[1:] == 0) & (days == 3)
+    return bool(weekend_skipped.any() and np.count_nonzero(days == 1) > len(days) / 2)
+
+
 def regular_grid(
-    time: pd.DatetimeIndex, values: pd.DataFrame, path: Path, gaps: str, max_gap: int, skip_rows: int = 0
+    time: pd.DatetimeIndex, values: pd.DataFrame, path: Path, gaps: str, max_gap: int, skip_rows: int = 0,
+    business_days: bool = False,
 ) -> tuple[pd.DatetimeIndex, pd.DataFrame, pd.Timedelta]:
-    """The series on a regular grid at its most common step.
+    """The series on a regular grid at its most common step (with `business_days`, the business days: weekends are
+    not gaps, and a holiday is one).
 
     Missing timestamps are refused, or (gaps="mask") inserted as empty rows, so their targets get weight 0, or
     (gaps="interpolate") inserted and filled linearly; a gap longer than `max_gap` steps is refused either way.
@@ -93,12 +109,18 @@ def regular_grid(
             f"{describe_step(pd.Timedelta(int(steps[row - 1]), unit=time.unit))} after the row before, not a multiple "
             f"of the series step, {describe_step(freq)}; the series must be regular"
         )
-    missing = steps // step - 1
+    if business_days:
+        grid = pd.bdate_range(time[0], time[-1], normalize=False).as_unit(time.unit)
+        missing = np.diff(grid.get_indexer(time)) - 1
+    else:
+        grid = pd.date_range(time[0], time[-1], freq=freq, unit=time.unit)
+        missing = steps // step - 1
     gap_rows = np.flatnonzero(missing)
     if not gap_rows.size:
         return time, values, freq
     row = int(gap_rows[0]) + 1
-    where = f"row {line_of(row, skip_rows)}: {int(missing[row - 1])} missing step(s) between {time[row - 1]} and {time[row]}"
+    unit = "business day(s) (a holiday?)" if business_days else "step(s)"
+    where = f"row {line_of(row, skip_rows)}: {int(missing[row - 1])} missing {unit} between {time[row - 1]} and {time[row]}"
     if gaps == "refuse":
         raise ForecastError(
             f"{path}: {where}; fill the gap with rows, or set gaps = \"mask\" (weight 0) or \"interpolate\""
@@ -110,7 +132,6 @@ def regular_grid(
             f"{path}: row {line_of(row, skip_rows)}: {int(missing[row - 1])} missing steps between {time[row - 1]} and {time[row]}, "
             f"more than max_gap = {max_gap}; fill them, raise max_gap, or split the series"
         )
-    grid = pd.date_range(time[0], time[-1], freq=freq, unit=time.unit)
     regular = values.set_axis(time).reindex(grid)
     if gaps == "interpolate":
         inserted = ~grid.isin(time)

@@ -18,6 +18,6 @@ def untrained_model(csv, config, root, train_rows: int, val_end: int | None):
     (root / "scaler.json").write_text(fit_scaler(series, train_rows).to_json())
     n = series.n_observed
     schema = Schema(series.freq, layout, train_rows, str(series.time[n - 1]), n,
-                    row_digests(series.time, series.values, n), val_end)
+                    row_digests(series.time, series.values, n), val_end, series.business_days)
     (root / "schema.json").write_text(schema.to_json())
     return root

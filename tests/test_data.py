@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -151,3 +152,47 @@ def test_predict_reads_with_the_skip_rows_saved_with_the_model(tmp_path):
     assert json.loads((model / "config.json").read_text())["skip_rows"] == 3
     forecast = predict(path, model)
     assert len(forecast) == 6 and forecast["date"].iloc[0] == pd.Timestamp("2016-07-13 12:00")
+
+
+def _business_days(tmp_path, rows: int = 400, holidays: tuple[str, ...] = ()):
+    """CAMELS runoff on business days from Monday 1986-03-03 (ending on a Friday for 400 rows), without `holidays`."""
+    values = pd.read_csv(CAMELS)["OBS_RUN"].to_numpy()[:rows]
+    frame = pd.DataFrame({"date": pd.bdate_range("1986-03-03", periods=rows), "flow": values})
+    frame = frame[~frame["date"].isin(pd.to_datetime(list(holidays)))]
+    path = tmp_path / "business.csv"
+    frame.to_csv(path, index=False, date_format="%Y-%m-%d")
+    return path
+
+
+def test_a_business_day_series_is_read_on_business_days_and_holidays_are_gaps(tmp_path):
+    series = load_series(_business_days(tmp_path), Config(target="flow"))
+    assert series.business_days and series.freq == pd.Timedelta(days=1) and len(series.time) == 400
+    path = _business_days(tmp_path, holidays=("1986-05-26",))  # Memorial Day, a Monday
+    with pytest.raises(ForecastError, match="1 missing business day\\(s\\) \\(a holiday\\?\\) between 1986-05-23"):
+        load_series(path, Config(target="flow"))
+    masked = load_series(path, Config(target="flow", gaps="mask"))
+    assert masked.business_days and len(masked.time) == 400 and masked.values["flow"].isna().sum() == 1
+    daily = pd.DataFrame({"date": pd.date_range("1986-03-03", periods=30), "flow": np.arange(30.0)})
+    daily.to_csv(tmp_path / "daily.csv", index=False)
+    assert not load_series(tmp_path / "daily.csv", Config(target="flow")).business_days
+
+
+def test_a_business_day_model_forecasts_the_next_business_days(tmp_path):
+    from forecast.calendar import future_times
+    from forecast.errors import ForecastError
+    from forecast.prediction import predict
+    from saved_models import untrained_model
+
+    path = _business_days(tmp_path)  # the last row is Friday 1987-09-11
+    config = Config(target="flow", lookback=20, horizon=3, batch_size=4, units=4, head_units=4)
+    model = untrained_model(path, config, tmp_path / "model", train_rows=300, val_end=400)
+    assert json.loads((model / "schema.json").read_text())["business_days"] is True
+    forecast = predict(path, model)
+    assert list(forecast["date"]) == list(pd.to_datetime(["1987-09-14", "1987-09-15", "1987-09-16"]))
+    stamp = pd.Timestamp("2020-01-03 16:00")  # a Friday close
+    assert list(future_times(stamp, pd.Timedelta(days=1), 2, business_days=True)) == [
+        pd.Timestamp("2020-01-06 16:00"), pd.Timestamp("2020-01-07 16:00")]
+    daily = pd.DataFrame({"date": pd.date_range("1986-03-03", periods=400), "flow": np.arange(400.0)})
+    daily.to_csv(tmp_path / "daily.csv", index=False)
+    with pytest.raises(ForecastError, match="steps by 1 day, but the model was trained on steps of 1 business day"):
+        predict(tmp_path / "daily.csv", model)
