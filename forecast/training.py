@@ -20,7 +20,7 @@ from forecast.data import Series, describe_left_out, load_series
 from forecast.errors import ForecastError, IncompatibleWeights
 from forecast.evaluation import MIN_BLOCKS, improvement, repeat_forecast, weighted_errors
 from forecast.features import InputLayout, build_features, fit_scaler
-from forecast.linear_start import LinearFit, fit_linear_start, freeze_linear_terms
+from forecast.linear_start import MAX_ORIGINS, LinearFit, fit_linear_start, freeze_linear_terms
 from forecast.store import (
     CONFIG_FILE,
     HISTORY_FILE,
@@ -201,8 +201,9 @@ def train_series(
     else:
         start_weights = None
 
+    n_train, n_val = (len(batcher.scored_origins(plan.first, plan.last)) for plan in (train_plan, val_plan))
     log(
-        f"training on {backend.device_name()}: {train_plan.n_origins} training and {val_plan.n_origins} validation "
+        f"training on {backend.device_name()}: {n_train} training and {n_val} validation "
         f"origins, {'stateful' if config.stateful else 'stateless'}, lookback {config.lookback}, horizon {config.horizon}, "
         f"batch {config.batch_size}"
         + (f" over {replicas} replicas" if replicas > 1 else "")
@@ -352,8 +353,10 @@ def _linear_start(
     if fit is None:
         log("linear start skipped: gaps leave no fully observed window; all terms train from zero")
         return None
+    scored = len(batcher.scored_origins(train_plan.first, train_plan.last))
     log(
-        f"linear start: ridge on {fit.windows} windows, history as {fit.history}, "
+        f"linear start: ridge on {fit.windows} of the {scored} training origins (those whose whole horizon is observed"
+        f"{f', at most {MAX_ORIGINS}' if scored > MAX_ORIGINS else ''}), history as {fit.history}, "
         f"covariates {'in' if fit.covariates else 'out'}, calendar {'in' if fit.calendar else 'out'}, "
         f"penalty {fit.penalty:g}, validation MSE {fit.val_mse:.4f}"
         + (f" (t = {fit.t:.1f} over {fit.blocks} blocks against lags alone)" if fit.t else "")

@@ -158,6 +158,15 @@ class WindowBatcher:
         weight = (np.isfinite(target) & scored[:, None]).astype("float32")
         return np.nan_to_num(target, nan=0.0), weight
 
+    def scored_origins(self, first: int, last: int) -> np.ndarray:
+        """The origins in [first, last] with at least one observed target in their horizon: the ones training,
+        validation and the linear start's choice score (an origin whose horizon is all gaps scores nothing)."""
+        origins = np.arange(first, last + 1)
+        if not origins.size:
+            return origins
+        _, weight = self.targets(origins, np.ones(len(origins), dtype=bool))
+        return origins[weight.any(axis=1)]
+
     def batch(self, origins: np.ndarray, scored: np.ndarray) -> Batch:
         target, weight = self.targets(origins, scored)
         return self.inputs(origins), {"prediction": target}, weight
