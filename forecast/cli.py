@@ -105,6 +105,8 @@ def train(
     gaps: Annotated[Optional[str], typer.Option(help="Missing timestamps: refuse, mask (weight 0) or interpolate.")] = None,
     max_gap: Annotated[Optional[int], typer.Option(help="Longest gap (steps) that mask or interpolate accept.")] = None,
     skip_rows: Annotated[Optional[int], typer.Option(help="Lines before the header to skip (saved with the model).")] = None,
+    target_min: Annotated[Optional[float], typer.Option("--min", help="Lowest forecast (default: 0 for a target never negative in training).")] = None,
+    target_max: Annotated[Optional[float], typer.Option("--max", help="Highest forecast.")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from its last checkpoint.")] = False,
     log_file: Annotated[Optional[Path], typer.Option("--log", help="Also append timestamped log lines to this file.")] = None,
     model_dir: Annotated[Optional[str], typer.Option(help="Model name or directory (default: the data file's name).")] = None,
@@ -128,7 +130,7 @@ def train(
             initial_epoch=initial_epoch, stateful=stateful, learning_rate=learning_rate, patience=patience,
             train_end=train_end, val_end=val_end, seed=seed, verbose=verbose,
             tensorboard_dir=str(tensorboard) if tensorboard else None, gaps=gaps, max_gap=max_gap,
-            skip_rows=skip_rows,
+            skip_rows=skip_rows, target_min=target_min, target_max=target_max,
         )
         from forecast.training import train as run_training
 

@@ -32,6 +32,8 @@ class Config:
     past: tuple[str, ...] | None = None
     exclude: tuple[str, ...] = ()
     sim_in_history: bool = True
+    target_min: float | None = None  # forecasts are clipped to [target_min, target_max] in the target's units
+    target_max: float | None = None
     gaps: str = "refuse"
     max_gap: int = 24
     skip_rows: int = 0  # lines before the header (station metadata), saved so predict and retrain read the same way
@@ -81,6 +83,8 @@ class Config:
             raise ForecastError(f"config: verbose must be 0, 1 or 2, got {self.verbose}")
         if self.gaps not in ("refuse", "mask", "interpolate"):
             raise ForecastError(f"config: gaps must be 'refuse', 'mask' or 'interpolate', got {self.gaps!r}")
+        if self.target_min is not None and self.target_max is not None and self.target_min >= self.target_max:
+            raise ForecastError(f"config: target_min ({self.target_min}) must be below target_max ({self.target_max})")
         if self.skip_rows < 0:
             raise ForecastError(f"config: skip_rows must be at least 0, got {self.skip_rows}")
         if self.max_gap < 0:

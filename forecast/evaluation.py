@@ -222,7 +222,7 @@ def evaluate(
 
     from forecast.data import load_series
     from forecast.features import build_features
-    from forecast.prediction import check_compatible, load_model_dir
+    from forecast.prediction import bounded, check_compatible, load_model_dir
     from forecast.store import CONFIG_FILE, SCHEMA_FILE, Schema, check_model_dir, current_version
     from forecast.windowing import WindowBatcher, batch_layout, origin_streams
 
@@ -253,6 +253,10 @@ def evaluate(
     ends = origins.reshape(-1)[scored.reshape(-1)]
     target, weight = batcher.targets(ends, np.ones(len(ends), dtype=bool))
     name = series.roles.target
+    # The bounds in z-scored units: the scaling is increasing, so clipping there clips the forecast in its own units.
+    low, high = (None if bound is None else float(saved.scaler.transform((name,), np.array([[bound]]))[0, 0])
+                 for bound in (config.target_min, config.target_max))
+    forecast_scaled = bounded(forecast_scaled, low, high)
     training = series.values[name].to_numpy()[: schema.train_rows]
     season = choose_season(
         series.freq, series.time[schema.train_rows - 1] - series.time[0], training, horizon, series.business_days

@@ -70,10 +70,17 @@ def predict(csv_path: str | Path, model_dir: str | Path) -> pd.DataFrame:
     single = inference_copy(saved.model)
     scaled = forecast_at(single, features, config, series.n_observed - 1)
     values = saved.scaler.inverse(series.roles.target, scaled.astype("float64"))
+    values = bounded(values, config.target_min, config.target_max)
     time = features.time[series.n_observed :]
     return pd.DataFrame(
         {series.time_name: time, "step": np.arange(1, config.horizon + 1), series.roles.target: values}
     )
+
+
+def bounded(values: np.ndarray, low: float | None, high: float | None) -> np.ndarray:
+    """`values` clipped to [low, high] (None: no bound on that side); for forecasts of a target that cannot be
+    negative, say, which the linear terms and the correction can otherwise push below 0."""
+    return np.clip(values, -np.inf if low is None else low, np.inf if high is None else high)
 
 
 def check_compatible(series: Series, schema: Schema) -> None:

@@ -148,6 +148,7 @@ def train_series(
     left_out = describe_left_out(series)
     if left_out:
         log(left_out)
+    config = detect_bounds(config, series.values[series.roles.target].to_numpy()[: split.train_end], log)
     keras = backend.keras()
     from forecast import checkpoint
     from forecast.model import build_model, compile_model, input_names, predict_batches, stacked_batches
@@ -266,6 +267,16 @@ def train_series(
     write_json(staging / METRICS_FILE, metrics)
     shutil.rmtree(checkpoints, ignore_errors=True)
     return TrainResult(model_dir=staging, metrics=metrics, history=history)
+
+
+def detect_bounds(config: Config, training_target: np.ndarray, log: Log) -> Config:
+    """`config` with target_min = 0 when no bound is set and the target is never negative in the training rows
+    (`training_target`, NaN at gaps): river flow, irradiance, counts and prices, whose forecasts must not go below 0."""
+    if config.target_min is not None or config.target_max is not None or np.nanmin(training_target) < 0:
+        return config
+    log(f"{config.target} is never negative in the training rows: forecasts are clipped at 0 "
+        "(set target_min = -inf to allow negative forecasts)")
+    return config.replace(target_min=0.0)
 
 
 def _strategy(config: Config):

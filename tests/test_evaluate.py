@@ -147,3 +147,34 @@ def test_a_date_only_end_includes_the_whole_day(ett_600):
     assert row_bound(series, "2016-07-02", "start", first=True) == 24
     split = resolve_split(series, SMALL.replace(train_end="2016-07-10", val_end="2016-07-20"))
     assert (split.train_end, split.val_end) == (240, 480)
+
+
+def test_forecasts_are_clipped_to_the_bounds_in_predict_and_evaluate(tmp_path, ett_600):
+    from forecast.evaluation import evaluate
+    from forecast.prediction import predict
+
+    last = pd.read_csv(ett_600)["OT"].iloc[-1]  # the untrained model forecasts the last value
+    free = untrained_model(ett_600, SMALL, tmp_path / "free", train_rows=300, val_end=450)
+    capped = untrained_model(ett_600, SMALL.replace(target_max=float(last) - 1.0), tmp_path / "capped", 300, 450)
+    np.testing.assert_allclose(predict(ett_600, free)["OT"], last, rtol=1e-5)
+    np.testing.assert_allclose(predict(ett_600, capped)["OT"], last - 1.0, rtol=1e-6)
+    scores = [evaluate(ett_600, model).summary for model in (free, capped)]
+    assert scores[0]["model"]["mse"] == pytest.approx(scores[0]["repeat"]["mse"], rel=1e-4)
+    assert scores[1]["model"]["mse"] != pytest.approx(scores[1]["repeat"]["mse"], rel=1e-2)  # clipped where above
+
+
+def test_a_target_never_negative_in_training_is_bounded_at_zero():
+    from forecast.errors import ForecastError
+    from forecast.training import detect_bounds
+
+    lines = []
+    config = Config(target="flow")
+    assert detect_bounds(config, np.array([0.0, 3.0, np.nan]), lines.append).target_min == 0.0
+    assert lines == ["flow is never negative in the training rows: forecasts are clipped at 0 "
+                     "(set target_min = -inf to allow negative forecasts)"]
+    assert detect_bounds(config, np.array([-0.1, 3.0]), lines.append).target_min is None
+    assert detect_bounds(config.replace(target_min=-np.inf), np.array([1.0]), lines.append).target_min == -np.inf
+    assert len(lines) == 1
+    assert Config.from_dict(json.loads(Config(target_min=-np.inf).to_json()), "saved").target_min == -np.inf
+    with pytest.raises(ForecastError, match="target_min \\(5.0\\) must be below target_max \\(1.0\\)"):
+        Config(target_min=5.0, target_max=1.0)
