@@ -151,7 +151,9 @@ def train_series(
     config = detect_bounds(config, series.values[series.roles.target].to_numpy()[: split.train_end], log)
     keras = backend.keras()
     from forecast import checkpoint
-    from forecast.model import build_model, compile_model, input_names, predict_batches, stacked_batches
+    from forecast.model import (
+        SkipUnscoredBatches, build_model, compile_model, input_names, predict_batches, stacked_batches,
+    )
 
     if start_from is not None:
         from forecast.scaling import Scaler
@@ -213,7 +215,8 @@ def train_series(
     validation = (
         [val_inputs[name] for name in input_names(model)], {"prediction": val_target}, {"prediction": val_weight}
     )
-    callbacks = _callbacks(keras, config, checkpoints, chunks, state, resume) + list(extra_callbacks)
+    callbacks = _callbacks(keras, config, checkpoints, chunks, state, resume, start_weights) + list(extra_callbacks)
+    callbacks.append(SkipUnscoredBatches(lambda epoch: ~train_plan.batches(epoch)[1].any(axis=1)))
     first_epoch = state.epoch if resume else config.initial_epoch
     data = _training_data(batcher, train_plan, config, first_epoch)
     model.fit(
@@ -412,12 +415,16 @@ def _origin_errors(forecast: np.ndarray, target: np.ndarray, weight: np.ndarray)
         return np.where(total > 0, ((forecast - target) ** 2 * weight).sum(axis=1) / total, np.nan)
 
 
-def _callbacks(keras, config: Config, checkpoints: Path, chunks: int, state, resumed: bool) -> list:
+def _callbacks(keras, config: Config, checkpoints: Path, chunks: int, state, resumed: bool, start_weights=None) -> list:
+    """The training callbacks; early stopping compares with the linear start (`start_weights`, whose validation MSE
+    `state.linear_start` holds) as well as with the epochs before."""
     from forecast import checkpoint
     from forecast.model import StateResetter
 
+    start_mse = state.linear_start["val_mse"] if state.linear_start and start_weights is not None else None
     early_stopping = checkpoint.ResumableEarlyStopping(
-        config.patience, state if resumed else None, checkpoint.load_best_weights(checkpoints) if resumed else None
+        config.patience, state if resumed else None, checkpoint.load_best_weights(checkpoints) if resumed else None,
+        start_mse, start_weights,
     )
     callbacks = [checkpoint.OneValidationScore(), StateResetter(chunks), early_stopping, keras.callbacks.TerminateOnNaN()]
     if config.checkpoints:
