@@ -185,11 +185,20 @@ def point_current(root: Path, version: str) -> None:
 
 
 def prune(root: Path, keep: int) -> None:
-    """Deletes the oldest versions beyond the newest `keep`, never the current one."""
-    current = current_version(root).name
+    """Deletes the oldest versions beyond the newest `keep`, never the current one nor its retrains' fixed reference."""
+    current = current_version(root)
+    kept = {current.name, read_metrics(current).get("reference_version")}
     for name in versions(root)[:-keep]:
-        if name != current:
+        if name not in kept:
             shutil.rmtree(root / VERSIONS / name)
+
+
+def read_metrics(model_dir: Path) -> dict:
+    """A version's metrics.json, or {} where it is missing or unreadable (it only informs listings and retrains)."""
+    try:
+        return json.loads((model_dir / METRICS_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
 
 
 def rollback(root: Path, to: str | None = None) -> str:

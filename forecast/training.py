@@ -194,10 +194,11 @@ def train_series(
                 fit = _linear_start(model, batcher, train_plan, val_plan, len(layout.calendar), start_from, log)
                 state.linear_start = asdict(fit) if fit else None
             compile_model(model, config)
-    # The end of training compares the network with the linear fit it started from; a resumed run reads it back.
+    # The end of training compares the network with the weights it started from (the linear fit, or the current
+    # version's for a warm retrain); a resumed run reads them back.
     if resume:
         start_weights = checkpoint.load_start_weights(checkpoints)
-    elif state.linear_start:
+    elif state.linear_start or start_from is not None:
         start_weights = model.get_weights()
         if config.checkpoints:
             checkpoint.save_start_weights(checkpoints, start_weights)
@@ -241,13 +242,16 @@ def train_series(
         single_device.set_weights(model.get_weights())
         model = single_device
     forecast = predict_batches(model, stacked_batches(val_inputs, config.batch_size), chunks)
-    kept_start = False
+    kept_start, verdict = False, None
     if start_weights is not None:
-        forecast, kept_start = _keep_the_better(
-            model, start_weights, forecast, val_inputs, val_target, val_weight, val_origins, config, log
+        start_label = "the current version's weights" if start_from is not None else "the linear start"
+        forecast, kept_start, verdict = _keep_the_better(
+            model, start_weights, forecast, val_inputs, val_target, val_weight, val_origins, config, log, start_label
         )
     metrics = _validation_metrics(forecast, val_target, val_weight, batcher.last_values(val_origins), scaler, series)
-    metrics["kept_linear_start"] = kept_start
+    metrics["kept_linear_start"] = kept_start and start_from is None
+    metrics["kept_start_weights"] = kept_start
+    metrics["gate"] = None if verdict is None else {"t": verdict.t, "blocks": verdict.blocks}
     metrics["linear_start"] = state.linear_start
     metrics.update(
         epochs_run=len(history),
@@ -381,13 +385,15 @@ def _linear_start(
 
 
 def _keep_the_better(model, start_weights, trained_forecast, val_inputs, val_target, val_weight, val_origins,
-                     config: Config, log: Log):
-    """The trained model, unless it does not beat the linear start it began from clearly on validation.
+                     config: Config, log: Log, start_label: str = "the linear start"):
+    """The trained model, unless it does not beat the weights it began from (`start_label`: the linear start, or the
+    current version's weights in a warm retrain) clearly on validation.
 
     "Clearly" is `Improvement.clear` for the per-origin error difference: at least MIN_BLOCKS independent blocks of H
     origins and a t statistic above the Student t threshold for their number. A network that only matches its own
     linear start, or beats it on too few blocks to tell, has found nothing shown to generalise, and the simpler model
-    is the safer forecast for unseen data. Returns the kept model's validation forecast and whether it is the start.
+    is the safer forecast for unseen data. Returns the kept model's validation forecast, whether it is the start, and
+    the comparison (`Improvement`).
     """
     from forecast.model import predict_batches, stacked_batches
 
@@ -401,11 +407,11 @@ def _keep_the_better(model, start_weights, trained_forecast, val_inputs, val_tar
         val_origins, config.horizon,
     )
     if not verdict.clear:
-        log(f"kept the linear start: validation MSE {start:.4f}, trained {trained:.4f} ({verdict.describe()})")
-        return start_forecast, True
-    log(f"the LSTM correction beats the linear start: validation MSE {trained:.4f} vs {start:.4f} ({verdict.describe()})")
+        log(f"kept {start_label}: validation MSE {start:.4f}, trained {trained:.4f} ({verdict.describe()})")
+        return start_forecast, True, verdict
+    log(f"the trained network beats {start_label}: validation MSE {trained:.4f} vs {start:.4f} ({verdict.describe()})")
     model.set_weights(trained_weights)
-    return trained_forecast, False
+    return trained_forecast, False, verdict
 
 
 def _origin_errors(forecast: np.ndarray, target: np.ndarray, weight: np.ndarray) -> np.ndarray:

@@ -58,7 +58,9 @@ def test_two_nightly_retrains_record_versions_continue_epochs_and_follow_the_sco
         result = run_forecast("retrain", grown(tmp_path, extra), "--model", "ett", "--store", store, "--epochs", "1")
         record = records(root)[-1]
         assert len(records(root)) == night and record["new_rows"] == (24 if night == 1 else 24)
-        assert record["promoted"] == (record["candidate_mse"] <= record["current_mse"] * 1.02)
+        within = [record["candidate_mse"] <= record[f"{other}_mse"] * 1.02 for other in ("current", "reference")]
+        assert record["promoted"] == all(within) and record["reference_version"] == "0001"
+        assert record["gate"]["blocks"] > 0 and isinstance(record["kept_start_weights"], bool)  # gated like train
         assert f"{record['candidate_mse']:.4f}" in result.stderr and f"{record['current_mse']:.4f}" in result.stderr
         if record["promoted"]:
             assert current(root) == f"versions/{record['version']}" != before

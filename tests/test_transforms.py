@@ -106,9 +106,9 @@ def test_the_end_of_training_keeps_the_linear_start_when_its_gain_rests_on_few_b
     config = Config(target="y", horizon=horizon, batch_size=8, stream_chunks=1)
     lines = []
     arguments = ({"row": np.arange(n)}, target, np.ones((n, horizon), "float32"), np.arange(n), config, lines.append)
-    _, kept_start = _keep_the_better(Recorded(trained), [start], trained, *arguments)
+    _, kept_start, _ = _keep_the_better(Recorded(trained), [start], trained, *arguments)
     assert not kept_start and "over 18 blocks of 4 origins" in lines[-1]
     few = config.replace(horizon=24)  # the same errors in blocks of 24 origins: 3 blocks
     arguments = (*arguments[:4], few, lines.append)
-    _, kept_start = _keep_the_better(Recorded(trained), [start], trained, *arguments)
+    _, kept_start, _ = _keep_the_better(Recorded(trained), [start], trained, *arguments)
     assert kept_start and "over 3 blocks of 24 origins, fewer than the 10 blocks" in lines[-1]
