@@ -42,7 +42,7 @@ class Season:
 
     def describe(self) -> str:
         if self.cycle is None:
-            return "seasonal naive: no calendar cycle is covered twice by the training rows, so it repeats the last value"
+            return "seasonal naive: no calendar cycle is covered twice by the training rows, so it is left out"
         names = [CYCLE_NAMES[cycle] for cycle in self.candidates]
         among = f" (the smallest error on the training rows among a {', a '.join(names)})" if len(names) > 1 else ""
         return f"seasonal naive: a season of {self.steps} steps, a {CYCLE_NAMES[self.cycle]}{among}"
@@ -204,7 +204,9 @@ class Evaluation:
             "first_target_time": self.first_time,
             "last_target_time": self.last_time,
             "seconds": self.seconds,
-            "seasonal_naive_season": None if self.season is None else {"steps": self.season.steps, "cycle": self.season.cycle},
+            "seasonal_naive_season": (
+                None if self.season is None else {"steps": self.season.steps, "cycle": self.season.cycle}
+            ),
             "metrics": self.summary,
         }
 

@@ -49,7 +49,7 @@ class Schema:
     last_time: str
     rows: int = 0
     digests: tuple[str, ...] = ()
-    val_end: int | None = None  # rows [train_rows, val_end) validated the model; None in schemas saved before it was kept
+    val_end: int | None = None  # rows [train_rows, val_end) validated the model; None in schemas saved before this
     business_days: bool = False  # the steps are business days (freq is one day)
 
     def to_json(self) -> str:

@@ -432,7 +432,9 @@ def _callbacks(keras, config: Config, checkpoints: Path, chunks: int, state, res
         config.patience, state if resumed else None, checkpoint.load_best_weights(checkpoints) if resumed else None,
         start_mse, start_weights,
     )
-    callbacks = [checkpoint.OneValidationScore(), StateResetter(chunks), early_stopping, keras.callbacks.TerminateOnNaN()]
+    callbacks = [
+        checkpoint.OneValidationScore(), StateResetter(chunks), early_stopping, keras.callbacks.TerminateOnNaN()
+    ]
     if config.checkpoints:
         callbacks.append(checkpoint.EpochCheckpoint(checkpoints, early_stopping, state))
     else:

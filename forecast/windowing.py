@@ -151,7 +151,8 @@ class WindowBatcher:
         real = origins[origins != PADDING]
         if real.size and (real.min() < self.earliest_origin or real.max() > self.last_training_origin):
             raise ValueError(
-                f"origins {real.min()} to {real.max()} reach outside [{self.earliest_origin}, {self.last_training_origin}]"
+                f"origins {real.min()} to {real.max()} reach outside "
+                f"[{self.earliest_origin}, {self.last_training_origin}]"
             )
         rows = np.where(origins == PADDING, self.earliest_origin, origins) + 1
         target = self._target[rows]

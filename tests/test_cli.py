@@ -101,7 +101,8 @@ def test_beijing_gaps_get_weight_zero_and_the_loss_stays_finite(tmp_path):
     history = pd.read_csv(model_dir / "current" / "history.csv")
     assert np.isfinite(history[["loss", "mse", "val_mse"]].to_numpy()).all()
     saved = json.loads((model_dir / "current" / "config.json").read_text())
-    assert saved["target_min"] == 0.0 and saved["time_columns"] == ["year", "month", "day", "hour"] and saved["past"] == ["DEWP", "TEMP", "PRES", "Iws", "Is", "Ir"]
+    assert saved["target_min"] == 0.0
+    assert saved["time_columns"] == ["year", "month", "day", "hour"] and saved["past"] == ["DEWP", "TEMP", "PRES", "Iws", "Is", "Ir"]
     result = run_forecast("predict", path, "--model", model_dir, "--store", tmp_path)
     assert np.isfinite(pd.read_csv(pd.io.common.StringIO(result.stdout))["pm2.5"]).all()
 

@@ -138,7 +138,7 @@ def test_a_warning_while_reading_is_a_one_line_error(tmp_path, monkeypatch):
     monkeypatch.setattr(pd, "read_csv", warning_read_csv)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # nothing may escape as a warning
-        with pytest.raises(ForecastError, match=r"cannot read it cleanly \(Columns \(1,2\) have mixed types\); .*--skip-rows"):
+        with pytest.raises(ForecastError, match=r"cannot read it cleanly \(Columns \(1,2\) have mixed types\); .*skip-rows"):
             load_series(head_csv(ETTH1, 100, tmp_path / "ett.csv"), Config(target="OT"))
 
 

@@ -24,7 +24,7 @@ def test_the_season_follows_the_cycles_the_training_rows_cover():
     weekly = np.arange(150.0)
     assert choose_season(week, week * 150, weekly, horizon=4).steps == 52  # not 1, which would be Repeat again
     none = choose_season(week, week * 60, weekly[:60], horizon=4)
-    assert none.cycle is None and "repeats the last value" in none.describe()
+    assert none.cycle is None and "so it is left out" in none.describe()
     hourly = np.tile(np.r_[np.zeros(12), np.ones(12)], 60)
     assert choose_season(hour, hour * len(hourly), hourly, horizon=24).steps == 24
 

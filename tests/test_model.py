@@ -282,8 +282,8 @@ def test_early_stopping_compares_with_the_linear_start():
 
     start = [np.full(1, -1.0)]
     state = ResumeState(linear_start={"val_mse": 0.5})
-    stopping = next(c for c in _callbacks(keras, CONFIG.replace(patience=2, checkpoints=False), None, 3, state, False, start)
-                    if isinstance(c, ResumableEarlyStopping))
+    callbacks = _callbacks(keras, CONFIG.replace(patience=2, checkpoints=False), None, 3, state, False, start)
+    stopping = next(callback for callback in callbacks if isinstance(callback, ResumableEarlyStopping))
     model = Weights()
     stopping.set_model(model)
     stopping.on_train_begin()
