@@ -58,8 +58,11 @@ class Series:
         return int(observed[-1]) + 1 if observed.size else 0
 
 
-def load_series(path: str | Path, config: Config) -> Series:
-    """Reads `path`, finds the time axis, resolves the role of each column, and validates what the model will see."""
+def load_series(path: str | Path, config: Config, business_days: bool | None = None) -> Series:
+    """Reads `path`, finds the time axis, resolves the role of each column, and validates what the model will see.
+
+    `business_days` is the grid a saved model was trained on (its schema's); None detects it from the file.
+    """
     path = Path(path)
     skip = config.skip_rows
     frame = _read_csv(path, skip)
@@ -67,7 +70,9 @@ def load_series(path: str | Path, config: Config) -> Series:
     roles = resolve_roles(frame.drop(columns=list(time_names)), path, config)
     values = validation.numeric_values(frame[list(roles.numeric)].reset_index(drop=True), path, skip)
     validation.check_order(time, path, skip)
-    business = validation.business_daily(time)
+    business = validation.business_daily(time) if business_days is None else business_days
+    if business:
+        validation.check_weekdays(time, path, skip)
     time, values, freq = validation.regular_grid(time, values, path, config.gaps, config.max_gap, skip, business)
     validation.check_target(values[roles.target], path)
     time_name = time_names[0] if len(time_names) == 1 else "time"

@@ -232,8 +232,8 @@ def evaluate(
     model_dir = current_version(Path(model_dir))
     check_model_dir(model_dir)
     config = Config.from_json(model_dir / CONFIG_FILE)
-    series = load_series(csv_path, config)
     schema = Schema.from_json(model_dir / SCHEMA_FILE)
+    series = load_series(csv_path, config, schema.business_days)
     check_compatible(series, schema)
     horizon, lookback = config.horizon, config.lookback
     first_row, end_row, warning = scored_rows(series, schema, start, end, validation_rows, horizon, model_dir)

@@ -57,7 +57,7 @@ def predict(csv_path: str | Path, model_dir: str | Path) -> pd.DataFrame:
     check_model_dir(model_dir)
     config = Config.from_json(model_dir / CONFIG_FILE)
     schema = Schema.from_json(model_dir / SCHEMA_FILE)
-    series = load_series(csv_path, config)
+    series = load_series(csv_path, config, schema.business_days)
     check_compatible(series, schema)
     saved = load_model_dir(model_dir, config, schema)
     if series.n_observed < config.lookback:

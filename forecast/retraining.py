@@ -94,7 +94,7 @@ def retrain(
         current = current_version(root)
         config = Config.from_json(current / CONFIG_FILE)
         schema = Schema.from_json(current / SCHEMA_FILE)
-        series = load_series(csv_path, config)
+        series = load_series(csv_path, config, schema.business_days)
         check_compatible(series, schema)
         new_rows = check_appended(series, schema)
         if new_rows == 0:

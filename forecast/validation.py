@@ -85,6 +85,17 @@ def business_daily(time: pd.DatetimeIndex) -> bool:
     return bool(weekend_skipped.any() and np.count_nonzero(days == 1) > len(days) / 2)
 
 
+def check_weekdays(time: pd.DatetimeIndex, path: Path, skip_rows: int = 0) -> None:
+    """A series read on business days has no row on a Saturday or Sunday."""
+    weekend = np.flatnonzero(np.asarray(time.day_of_week) >= 5)
+    if weekend.size:
+        row = int(weekend[0])
+        raise ForecastError(
+            f"{path}: row {line_of(row, skip_rows)}: {time[row]} is a {time[row].day_name()}, but the model was trained "
+            "on business days; remove the weekend rows or train a new model"
+        )
+
+
 def regular_grid(
     time: pd.DatetimeIndex, values: pd.DataFrame, path: Path, gaps: str, max_gap: int, skip_rows: int = 0,
     business_days: bool = False,
@@ -111,7 +122,14 @@ def regular_grid(
         )
     if business_days:
         grid = pd.bdate_range(time[0], time[-1], normalize=False).as_unit(time.unit)
-        missing = np.diff(grid.get_indexer(time)) - 1
+        positions = grid.get_indexer(time)
+        if (positions < 0).any():
+            row = int(np.flatnonzero(positions < 0)[0])
+            raise ForecastError(
+                f"{path}: row {line_of(row, skip_rows)}: {time[row]} is not at the time of day of the first row, "
+                f"{time[0].time()}; a business-day series needs one time of day"
+            )
+        missing = np.diff(positions) - 1
     else:
         grid = pd.date_range(time[0], time[-1], freq=freq, unit=time.unit)
         missing = steps // step - 1

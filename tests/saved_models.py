@@ -1,15 +1,16 @@
 """Model directories for tests that need a saved model but not a trained one."""
 
 
-def untrained_model(csv, config, root, train_rows: int, val_end: int | None):
-    """A complete model directory without training: the untrained network forecasts the last value (Repeat)."""
+def untrained_model(csv, config, root, train_rows: int, val_end: int | None, business_days: bool | None = None):
+    """A complete model directory without training: the untrained network forecasts the last value (Repeat).
+    `business_days` forces the grid the file is read on (None: detected, as training does)."""
     from forecast.data import load_series
     from forecast.features import InputLayout, fit_scaler
     from forecast.model import build_model
     from forecast.store import Schema
     from forecast.validation import row_digests
 
-    series = load_series(csv, config)
+    series = load_series(csv, config, business_days)
     config = config.replace(past=series.roles.past)
     layout = InputLayout.from_roles(series.roles, series.freq)
     root.mkdir(parents=True)

@@ -194,5 +194,25 @@ def test_a_business_day_model_forecasts_the_next_business_days(tmp_path):
         pd.Timestamp("2020-01-06 16:00"), pd.Timestamp("2020-01-07 16:00")]
     daily = pd.DataFrame({"date": pd.date_range("1986-03-03", periods=400), "flow": np.arange(400.0)})
     daily.to_csv(tmp_path / "daily.csv", index=False)
-    with pytest.raises(ForecastError, match="steps by 1 day, but the model was trained on steps of 1 business day"):
+    with pytest.raises(ForecastError, match="row 7: 1986-03-08 00:00:00 is a Saturday, but the model was trained on busi"):
         predict(tmp_path / "daily.csv", model)
+
+
+def test_a_model_reads_the_file_on_the_grid_it_was_trained_on(tmp_path):
+    """A model saved before business days were detected (trained with gaps = "mask" on calendar days) keeps them."""
+    from forecast.prediction import predict
+    from saved_models import untrained_model
+
+    path = _business_days(tmp_path)  # Monday 1986-03-03 to Friday 1987-09-11
+    config = Config(target="flow", gaps="mask", max_gap=3, lookback=20, horizon=3, batch_size=4, units=4, head_units=4)
+    model = untrained_model(path, config, tmp_path / "model", 300, 400, business_days=False)
+    assert json.loads((model / "schema.json").read_text())["business_days"] is False
+    forecast = predict(path, model)  # calendar days, weekend included, as that model was trained
+    assert list(forecast["date"]) == list(pd.to_datetime(["1987-09-12", "1987-09-13", "1987-09-14"]))
+    frame = pd.read_csv(path)
+    frame.loc[len(frame)] = ["1987-09-12", 1.0]  # a Saturday row
+    frame.to_csv(path, index=False)
+    (tmp_path / "clean").mkdir()
+    business = untrained_model(_business_days(tmp_path / "clean"), config, tmp_path / "business", 300, 400)
+    with pytest.raises(ForecastError, match="1987-09-12 00:00:00 is a Saturday, but the model was trained on business"):
+        predict(path, business)
