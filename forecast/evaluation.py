@@ -10,12 +10,17 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from forecast.config import Config
 from forecast.errors import ForecastError
+
+if TYPE_CHECKING:
+    from forecast.data import Series
+    from forecast.store import Schema
 
 
 def weighted_errors(forecast: np.ndarray, truth: np.ndarray, weight: np.ndarray) -> dict[str, float]:
@@ -297,9 +302,10 @@ def evaluate(
     )
 
 
-def scored_rows(series, schema, start: str | None, end: str | None, validation_rows: bool, horizon: int,
+def scored_rows(series: Series, schema: Schema, start: str | None, end: str | None, validation_rows: bool, horizon: int,
                 model_dir: Path) -> tuple[int, int, str | None]:
-    """The rows [first, end) whose targets are scored, and a warning when they are the validation rows."""
+    """The rows [first, end) whose targets are scored (0-based row numbers, end exclusive), and a warning when they are
+    the validation rows."""
     from forecast.training import row_bound
 
     n_rows = series.n_observed
