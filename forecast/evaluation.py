@@ -212,6 +212,7 @@ class Evaluation:
             "seasonal_naive_season": (
                 None if self.season is None else {"steps": self.season.steps, "cycle": self.season.cycle}
             ),
+            "notes": list(self.notes),
             "metrics": self.summary,
         }
 

@@ -134,6 +134,7 @@ def test_evaluate_names_the_season_and_skips_steps_before_the_first_row(tmp_path
     assert result.season.steps == 24 and "seasonal naive: a season of 24 steps, a day" in result.notes[0]
     assert "12 of the first origins lack a season of history" in result.notes[1]  # origins 11 to 22
     assert result.to_json()["seasonal_naive_season"] == {"steps": 24, "cycle": "hour_of_day"}
+    assert result.to_json()["notes"] == list(result.notes)
     assert np.isfinite(list(result.summary["seasonal_naive"].values())).all()
 
 
