@@ -170,7 +170,7 @@ def _time_axis(frame: pd.DataFrame, path: Path, config: Config) -> tuple[pd.Date
     """Parses the time column (named in the config, found by name, or the first column of dates)."""
     if config.time_columns:
         return _split_time_axis(frame, path, config.time_columns, config.skip_rows), config.time_columns
-    column = config.time_column or _find_time_column(frame, path)
+    column = config.time_column or _find_time_column(frame, path, config.skip_rows)
     if column not in frame.columns:
         raise ForecastError(f"{path}: time column {column!r} not found; the file has: {', '.join(frame.columns)}")
     raw = frame[column]
@@ -215,7 +215,7 @@ def _split_time_axis(frame: pd.DataFrame, path: Path, names: tuple[str, ...], sk
     return pd.DatetimeIndex(time)
 
 
-def _find_time_column(frame: pd.DataFrame, path: Path) -> str:
+def _find_time_column(frame: pd.DataFrame, path: Path, skip_rows: int = 0) -> str:
     for column in frame.columns:
         if column.lower() in TIME_COLUMN_NAMES:
             return column
@@ -224,9 +224,24 @@ def _find_time_column(frame: pd.DataFrame, path: Path) -> str:
             parsed = pd.to_datetime(frame[column].head(20), errors="coerce", format="mixed")
             if parsed.notna().all():
                 return column
+    header = _header_below(frame)
+    if header is not None:
+        line = validation.line_of(header, skip_rows)
+        raise ForecastError(
+            f"{path}: no time column in the header line; line {line} looks like the header, so the lines above it are "
+            f"not data: pass --skip-rows {line - 1} (skip_rows = {line - 1})"
+        )
     raise ForecastError(
         f"{path}: no time column found (looked for {', '.join(TIME_COLUMN_NAMES)} or a column of dates); "
         "name it with time_column or time_columns"
     )
+
+
+def _header_below(frame: pd.DataFrame) -> int | None:
+    """The first of the first 20 data rows with a cell named like a time column: the real header, below metadata."""
+    for row in range(min(20, len(frame))):
+        if {str(value).strip().lower() for value in frame.iloc[row]} & set(TIME_COLUMN_NAMES):
+            return row
+    return None
 
 

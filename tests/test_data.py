@@ -216,3 +216,12 @@ def test_a_model_reads_the_file_on_the_grid_it_was_trained_on(tmp_path):
     business = untrained_model(_business_days(tmp_path / "clean"), config, tmp_path / "business", 300, 400)
     with pytest.raises(ForecastError, match="1987-09-12 00:00:00 is a Saturday, but the model was trained on business"):
         predict(path, business)
+
+
+def test_metadata_lines_padded_to_the_columns_point_at_the_header(tmp_path):
+    lines = ETTH1.read_text(encoding="utf-8").splitlines(keepends=True)[:201]
+    path = tmp_path / "padded.csv"
+    path.write_text("station,transformer 1,,,,,,\nlatitude,31.2,,,,,,\n" + "".join(lines), encoding="utf-8")
+    with pytest.raises(ForecastError, match="line 3 looks like the header, .*pass --skip-rows 2 \\(skip_rows = 2\\)"):
+        load_series(path, Config(target="OT"))
+    assert len(load_series(path, Config(target="OT", skip_rows=2)).time) == 200
