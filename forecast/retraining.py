@@ -131,7 +131,9 @@ def retrain(
             shutil.rmtree(staging, ignore_errors=True)
             raise
         bound = 1.0 + options.tolerance
-        promoted = candidate_mse <= current_mse * bound and candidate_mse <= reference_mse * bound
+        # A warm candidate whose training did not clearly beat the current weights carries them on: nothing to promote.
+        unchanged = not options.full and trained.metrics["kept_start_weights"]
+        promoted = not unchanged and candidate_mse <= current_mse * bound and candidate_mse <= reference_mse * bound
         record = {
             "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "data": str(csv_path), "rows": series.n_observed, "new_rows": new_rows, "holdout_rows": holdout,
@@ -156,6 +158,9 @@ def retrain(
             reason = (f"candidate holdout MSE {candidate_mse:.4f} is worse than current {current_mse:.4f} or reference "
                       f"{record['reference_version']} {reference_mse:.4f} by more than {options.tolerance:.0%}: kept "
                       f"version {current.name}")
+            if unchanged:
+                reason = (f"candidate holdout MSE {candidate_mse:.4f} vs current {current_mse:.4f}, but its training did "
+                          f"not clearly beat the current weights on validation: kept version {current.name}")
         with (root / DECISIONS_FILE).open("a", encoding="utf-8") as writer:
             writer.write(json.dumps(record) + "\n")
         log(reason)

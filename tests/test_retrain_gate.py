@@ -48,3 +48,27 @@ def test_warm_retrains_cannot_ratchet_away_from_the_reference(tmp_path, monkeypa
     record = json.loads((root / "retrain.jsonl").read_text().splitlines()[-1])
     assert (record["reference_version"], record["reference_mse"], record["current_mse"]) == ("0001", 1.0, 1.015)
     assert record["gate"] == {"t": 3.0, "blocks": 12} and record["kept_start_weights"] is False
+
+
+def test_a_warm_candidate_that_kept_the_current_weights_is_not_promoted(tmp_path, monkeypatch):
+    from forecast import retraining
+    from forecast.retraining import RetrainOptions, retrain
+
+    root = tmp_path / "store" / "ett"
+    untrained_model(head_csv(ETTH1, 600, tmp_path / "base.csv"), SMALL, root / "versions" / "0001", 300, 450)
+    (root / "versions" / "0001" / "metrics.json").write_text(json.dumps({"last_epoch": 2}))
+    os.symlink("versions/0001", root / "current")
+
+    def unchanged(series, config, root, log, *args, start_from=None, **kwargs):
+        shutil.copytree(start_from, staging_dir(root))
+        metrics = {"last_epoch": config.epochs, "kept_start_weights": True, "gate": {"t": 0.4, "blocks": 12}}
+        return TrainResult(model_dir=staging_dir(root), metrics=metrics, history=None)
+
+    monkeypatch.setattr(retraining, "train_series", unchanged)
+    monkeypatch.setattr(retraining, "_holdout_mse", lambda csv, model_dir, first, end: 1.0)
+    lines = []
+    decision = retrain(head_csv(ETTH1, 624, tmp_path / "night.csv"), root, RetrainOptions(epochs=1), lines.append)
+    assert not decision.promoted and os.listdir(root / "versions") == ["0001"] and not staging_dir(root).exists()
+    assert lines[-1] == ("candidate holdout MSE 1.0000 vs current 1.0000, but its training did not clearly beat the "
+                         "current weights on validation: kept version 0001")
+    assert json.loads((root / "retrain.jsonl").read_text())["kept_start_weights"] is True
