@@ -279,7 +279,8 @@ def train_series(
 def detect_bounds(config: Config, training_target: np.ndarray, log: Log) -> Config:
     """`config` with target_min = 0 when no bound is set and the target is never negative in the training rows
     (`training_target`, NaN at gaps): river flow, irradiance, counts and prices, whose forecasts must not go below 0."""
-    if config.target_min is not None or config.target_max is not None or np.nanmin(training_target) < 0:
+    observed = training_target[np.isfinite(training_target)]
+    if config.target_min is not None or config.target_max is not None or not observed.size or observed.min() < 0:
         return config
     log(f"{config.target} is never negative in the training rows: forecasts are clipped at 0 "
         "(set target_min = -inf to allow negative forecasts)")

@@ -174,6 +174,7 @@ def test_a_target_never_negative_in_training_is_bounded_at_zero():
     assert lines == ["flow is never negative in the training rows: forecasts are clipped at 0 "
                      "(set target_min = -inf to allow negative forecasts)"]
     assert detect_bounds(config, np.array([-0.1, 3.0]), lines.append).target_min is None
+    assert detect_bounds(config, np.array([np.nan, np.nan]), lines.append).target_min is None  # nothing to go by
     assert detect_bounds(config.replace(target_min=-np.inf), np.array([1.0]), lines.append).target_min == -np.inf
     assert len(lines) == 1
     assert Config.from_dict(json.loads(Config(target_min=-np.inf).to_json()), "saved").target_min == -np.inf
