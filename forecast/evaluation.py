@@ -314,7 +314,14 @@ def scored_rows(series: Series, schema: Schema, start: str | None, end: str | No
     if start:
         if validation_rows:
             raise ForecastError("give --start or --validation-rows, not both")
-        return row_bound(series, start, "start", first=True), end_row, None
+        first_row = row_bound(series, start, "start", first=True)
+        seen = schema.val_end if schema.val_end is not None else schema.train_rows
+        warning = None
+        if first_row < seen:
+            fitted = "training and validation" if first_row < schema.train_rows else "validation"
+            warning = (f"warning: rows {first_row} to {min(seen, end_row)} of this range are the model's {fitted} rows; "
+                       "their scores flatter it")
+        return first_row, end_row, warning
     if schema.val_end is None:
         raise ForecastError(
             f"{model_dir}: the model does not record where its validation rows end (saved by an earlier version of "

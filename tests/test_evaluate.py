@@ -101,6 +101,9 @@ def test_evaluate_without_rows_after_validation_asks_for_start(tmp_path, ett_600
     with pytest.raises(ForecastError, match="no rows after the model's validation rows .* pass --start"):
         evaluate(ett_600, model)
     assert evaluate(ett_600, model, start="500").origins == 100 - 6 + 1
+    assert evaluate(ett_600, model, start="500").warning.startswith(
+        "warning: rows 500 to 600 of this range are the model's validation rows")
+    assert "model's training and validation rows" in evaluate(ett_600, model, start="100").warning
 
 
 def test_a_schema_saved_before_val_end_loads_and_evaluate_asks_for_start(tmp_path, ett_600):
