@@ -40,6 +40,9 @@ def calendar_features(time: pd.DatetimeIndex, names: tuple[str, ...]) -> np.ndar
     return np.stack(columns, axis=1) if columns else np.empty((len(time), 0))
 
 
-def future_times(last: pd.Timestamp, freq: pd.Timedelta, steps: int) -> pd.DatetimeIndex:
-    """The `steps` timestamps after `last`, continuing the series at its frequency."""
+def future_times(last: pd.Timestamp, freq: pd.Timedelta, steps: int, business_days: bool = False) -> pd.DatetimeIndex:
+    """The `steps` timestamps after `last`, continuing the series at its frequency (the next business days, at the
+    same time of day, for a business-day series)."""
+    if business_days:
+        return pd.bdate_range(last + pd.offsets.BDay(1), periods=steps, normalize=False).as_unit(last.unit)
     return pd.DatetimeIndex([last + freq * (step + 1) for step in range(steps)])

@@ -105,6 +105,9 @@ def train(
     tensorboard: Annotated[Optional[Path], typer.Option(help="Write a TensorBoard log to this directory.")] = None,
     gaps: Annotated[Optional[str], typer.Option(help="Missing timestamps: refuse, mask (weight 0) or interpolate.")] = None,
     max_gap: Annotated[Optional[int], typer.Option(help="Longest gap (steps) that mask or interpolate accept.")] = None,
+    skip_rows: Annotated[Optional[int], typer.Option(help="Lines before the header to skip (saved with the model).")] = None,
+    target_min: Annotated[Optional[float], typer.Option("--min", help="Lowest forecast (default: 0 for a target never negative in training).")] = None,
+    target_max: Annotated[Optional[float], typer.Option("--max", help="Highest forecast.")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from its last checkpoint.")] = False,
     log_file: Annotated[Optional[Path], typer.Option("--log", help="Also append timestamped log lines to this file.")] = None,
     model_dir: Annotated[Optional[str], typer.Option(help="Model name or directory (default: the data file's name).")] = None,
@@ -128,6 +131,7 @@ def train(
             initial_epoch=initial_epoch, stateful=stateful, learning_rate=learning_rate, patience=patience,
             train_end=train_end, val_end=val_end, seed=seed, verbose=verbose,
             tensorboard_dir=str(tensorboard) if tensorboard else None, gaps=gaps, max_gap=max_gap,
+            skip_rows=skip_rows, target_min=target_min, target_max=target_max,
         )
         # The lock is taken before TensorFlow loads, so that a second run stops at once; a model not yet in the
         # store gets its directory only once the data has passed its checks.
@@ -168,8 +172,9 @@ def predict(
 def evaluate(
     data: DataArg,
     model: Annotated[str, typer.Option(help="Model name or directory written by `forecast train`.", show_default=False)],
-    start: Annotated[Optional[str], typer.Option(help="First target row (0-based) or date (default: after training).")] = None,
+    start: Annotated[Optional[str], typer.Option(help="First target row (0-based) or date (default: after validation).")] = None,
     end: Annotated[Optional[str], typer.Option(help="Row count or last date of the range (default: the last row).")] = None,
+    validation_rows: Annotated[bool, typer.Option("--validation-rows", help="Score the validation rows (flattering: they chose the model).")] = False,
     output_dir: Annotated[Path, typer.Option(help="Where to write <model>.json and <model>_steps.csv.")] = Path("evaluation"),
     store: StoreOption = Path("models"),
 ) -> None:
@@ -179,12 +184,15 @@ def evaluate(
         from forecast.store import resolve_model_path, write_json
 
         model_dir = resolve_model_path(model, store)
-        result = run_evaluation(data, model_dir, start, end, _log)
+        result = run_evaluation(data, model_dir, start, end, validation_rows, warn=_log)
     except ForecastError as error:
         raise _fail(error) from None
+    if result.warning:
+        typer.echo(result.warning)
     typer.echo(
         f"{result.origins} origins, targets {result.first_time} to {result.last_time}, {result.seconds:.1f} s\n"
         "mse and mae on z-scored values; the others in the target's units\n" + result.table()
+        + "".join(f"\n{note}" for note in result.notes)
     )
     output_dir.mkdir(parents=True, exist_ok=True)
     write_json(output_dir / f"{model_dir.name}.json", result.to_json())

@@ -33,8 +33,11 @@ class Config:
     past: tuple[str, ...] | None = None
     exclude: tuple[str, ...] = ()
     sim_in_history: bool = True
+    target_min: float | None = None  # forecasts are clipped to [target_min, target_max] in the target's units
+    target_max: float | None = None
     gaps: str = "refuse"
     max_gap: int = 24
+    skip_rows: int = 0  # lines before the header (station metadata), saved so predict and retrain read the same way
 
     lookback: int = 96
     horizon: int = 24
@@ -82,6 +85,10 @@ class Config:
             raise ForecastError(f"config: verbose must be 0, 1 or 2, got {self.verbose}")
         if self.gaps not in ("refuse", "mask", "interpolate"):
             raise ForecastError(f"config: gaps must be 'refuse', 'mask' or 'interpolate', got {self.gaps!r}")
+        if self.target_min is not None and self.target_max is not None and self.target_min >= self.target_max:
+            raise ForecastError(f"config: target_min ({self.target_min}) must be below target_max ({self.target_max})")
+        if self.skip_rows < 0:
+            raise ForecastError(f"config: skip_rows must be at least 0, got {self.skip_rows}")
         if self.max_gap < 0:
             raise ForecastError(f"config: max_gap must be at least 0, got {self.max_gap}")
         if not (math.isfinite(self.learning_rate) and 0.0 < self.learning_rate <= 1.0):
@@ -94,6 +101,15 @@ class Config:
             raise ForecastError(f"config: data_pipeline must be 'pydataset' or 'generator', got {self.data_pipeline!r}")
         if self.distribute not in ("none", "mirrored"):
             raise ForecastError(f"config: distribute must be 'none' or 'mirrored', got {self.distribute!r}")
+        if self.distribute == "mirrored" and (
+            self.data_pipeline == "generator" or self.workers > 1 or self.use_multiprocessing
+        ):
+            # Keras builds a distributed model from a batch of a fresh iterator and then resets it: a generator or a
+            # worker queue has prefetched batches by then, which are lost, and the stateful streams shift.
+            raise ForecastError(
+                "config: distribute = \"mirrored\" needs data_pipeline = \"pydataset\" with workers = 1 and "
+                "use_multiprocessing = false (otherwise batches are lost before the first epoch)"
+            )
         if self.initial_epoch < 0 or self.initial_epoch >= self.epochs:
             raise ForecastError(
                 f"config: initial_epoch ({self.initial_epoch}) must be at least 0 and below epochs ({self.epochs})"

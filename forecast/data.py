@@ -52,6 +52,8 @@ class Series:
     roles: Roles
     freq: pd.Timedelta
     columns: tuple[str, ...] = ()  # the file's named columns, time included, in file order
+    left_out: tuple[tuple[str, str], ...] = ()  # (column, why) for every column that feeds no input
+    business_days: bool = False  # steps are business days (freq is then one day): weekends are no gaps
 
     @property
     def n_observed(self) -> int:
@@ -60,25 +62,55 @@ class Series:
         return int(observed[-1]) + 1 if observed.size else 0
 
 
-def load_series(path: str | Path, config: Config, warn: Callable[[str], None] | None = None) -> Series:
+def load_series(
+    path: str | Path, config: Config, business_days: bool | None = None, warn: Callable[[str], None] | None = None
+) -> Series:
     """Reads `path`, finds the time axis, resolves the role of each column, and validates what the model will see.
 
-    A last line without a line end may still be being written: it is refused, or with `warn` (commands that only read,
-    such as predict), left out with a warning through it.
+    `business_days` is the grid a saved model was trained on (its schema's); None detects it from the file. A last
+    line without a line end may still be being written: it is refused, or with `warn` (commands that only read, such
+    as predict), left out with a warning through it.
     """
     path = Path(path)
+    skip = config.skip_rows
     frame = _read_csv(path, config, warn)
     time, time_names = _time_axis(frame, path, config)
     roles = resolve_roles(frame.drop(columns=list(time_names)), path, config)
-    values = validation.numeric_values(frame[list(roles.numeric)].reset_index(drop=True), path)
-    validation.check_order(time, path)
-    time, values, freq = validation.regular_grid(time, values, path, config.gaps, config.max_gap)
+    values = validation.numeric_values(frame[list(roles.numeric)].reset_index(drop=True), path, skip)
+    validation.check_order(time, path, skip)
+    business = validation.business_daily(time) if business_days is None else business_days
+    if business:
+        validation.check_weekdays(time, path, skip)
+    time, values, freq = validation.regular_grid(time, values, path, config.gaps, config.max_gap, skip, business)
     validation.check_target(values[roles.target], path)
     time_name = time_names[0] if len(time_names) == 1 else "time"
+    left_out = _left_out(frame.drop(columns=list(time_names)), roles, config)
     return Series(
         path=str(path), time=time, time_name=time_name, values=values, roles=roles, freq=freq,
-        columns=tuple(frame.columns),
+        columns=tuple(frame.columns), left_out=left_out, business_days=business,
     )
+
+
+def _left_out(frame: pd.DataFrame, roles: Roles, config: Config) -> tuple[tuple[str, str], ...]:
+    """The columns no input reads, each with the reason, so the training log can name them."""
+    reasons = []
+    for column in frame.columns:
+        if column in roles.numeric:
+            continue
+        if column in config.exclude:
+            reasons.append((column, "excluded"))
+        elif not _mostly_numeric(frame[column]):
+            reasons.append((column, "text; give it a role to use it"))
+        else:
+            reasons.append((column, "not among the past columns given"))
+    return tuple(reasons)
+
+
+def describe_left_out(series: Series) -> str | None:
+    """One log line naming the columns left out and why, or None when every column is used."""
+    if not series.left_out:
+        return None
+    return f"{series.path}: columns left out: " + ", ".join(f"{column} ({why})" for column, why in series.left_out)
 
 
 def resolve_roles(frame: pd.DataFrame, path: Path, config: Config) -> Roles:
@@ -114,19 +146,29 @@ def _mostly_numeric(column: pd.Series) -> bool:
     return len(given) > 0 and pd.to_numeric(given, errors="coerce").notna().mean() > 0.5
 
 
+SKIP_HINT = "if the file has lines before its header (station metadata), pass --skip-rows N (skip_rows = N)"
+
+
 def _read_csv(path: Path, config: Config, warn: Callable[[str], None] | None) -> pd.DataFrame:
-    """The file's rows; the header is checked first, so that a wrong file or column name answers before the values
-    are parsed (a file of a million columns takes minutes)."""
+    """The file's rows, its header on line `skip_rows` + 1. The header is checked first, so that a wrong file or
+    column name answers before the values are parsed (a file of a million columns takes minutes); a warning from
+    pandas is a one-line error, not a note above a confusing one later."""
     if not path.is_file():
         raise ForecastError(f"{path}: file not found")
     data = validation.without_partial_line(path.read_bytes(), path, warn)
     try:
-        header = next(csv.reader([data.split(b"\n", 1)[0].decode("utf-8").rstrip("\r")]), [])
+        body = b"".join(data.splitlines(keepends=True)[config.skip_rows :]) if config.skip_rows else data
+        header = next(csv.reader([body.split(b"\n", 1)[0].decode("utf-8").rstrip("\r")]), [])
         names = [name.strip() for name in header]
         validation.check_header(names, path)
-        if data.strip():
+        if body.strip():
             _check_named_columns(names, path, config)
-        frame = pd.read_csv(io.BytesIO(data), skipinitialspace=True)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            frame = pd.read_csv(io.BytesIO(body), skipinitialspace=True)
+        if caught:
+            first = str(caught[0].message).split(". ")[0].strip()
+            raise ForecastError(f"{path}: pandas cannot read it cleanly ({first}); {SKIP_HINT}")
     except pd.errors.EmptyDataError:
         raise ForecastError(f"{path}: the file is empty; expected a header line and rows of values") from None
     except UnicodeDecodeError:
@@ -134,7 +176,7 @@ def _read_csv(path: Path, config: Config, warn: Callable[[str], None] | None) ->
             f"{path}: line {validation.first_non_utf8_line(path)} is not UTF-8 text; re-save the file as UTF-8 CSV"
         ) from None
     except pd.errors.ParserError as exc:
-        raise ForecastError(f"{path}: not a well-formed CSV ({str(exc).strip()})") from None
+        raise ForecastError(f"{path}: not a well-formed CSV ({str(exc).strip()}); {SKIP_HINT}") from None
     if frame.empty:
         raise ForecastError(f"{path}: the file has a header but no rows")
     return _without_unnamed(frame, header, path)
@@ -156,8 +198,8 @@ def _without_unnamed(frame: pd.DataFrame, header: list[str], path: Path) -> pd.D
 def _time_axis(frame: pd.DataFrame, path: Path, config: Config) -> tuple[pd.DatetimeIndex, tuple[str, ...]]:
     """Parses the time column (named in the config, found by name, or the first column of dates)."""
     if config.time_columns:
-        return _split_time_axis(frame, path, config.time_columns), config.time_columns
-    column = config.time_column or _find_time_column(frame, path)
+        return _split_time_axis(frame, path, config.time_columns, config.skip_rows), config.time_columns
+    column = config.time_column or _find_time_column(frame, path, config.skip_rows)
     if column not in frame.columns:
         raise ForecastError(f"{path}: time column {column!r} not found; the file has: {validation.listing(frame.columns)}")
     raw = frame[column]
@@ -167,7 +209,8 @@ def _time_axis(frame: pd.DataFrame, path: Path, config: Config) -> tuple[pd.Date
     bad = np.flatnonzero(time.isna().to_numpy())
     if bad.size:
         raise ForecastError(
-            f"{path}: row {bad[0] + 2}: cannot read {raw.iloc[bad[0]]!r} in column {column!r} as a date; fix or remove the row"
+            f"{path}: row {validation.line_of(bad[0], config.skip_rows)}: cannot read {raw.iloc[bad[0]]!r} in column "
+            f"{column!r} as a date; fix or remove the row"
         )
     return pd.DatetimeIndex(time), (column,)
 
@@ -201,7 +244,7 @@ def _parse_dates_as(raw: pd.Series, dayfirst: bool) -> pd.Series:
     return time
 
 
-def _split_time_axis(frame: pd.DataFrame, path: Path, names: tuple[str, ...]) -> pd.DatetimeIndex:
+def _split_time_axis(frame: pd.DataFrame, path: Path, names: tuple[str, ...], skip_rows: int) -> pd.DatetimeIndex:
     """A time split over columns such as year, month, day, hour."""
     allowed = {"year", "month", "day", "hour", "minute", "second"}
     for name in names:
@@ -213,11 +256,13 @@ def _split_time_axis(frame: pd.DataFrame, path: Path, names: tuple[str, ...]) ->
     time = pd.to_datetime(parts, errors="coerce")
     bad = np.flatnonzero(time.isna().to_numpy())
     if bad.size:
-        raise ForecastError(f"{path}: row {bad[0] + 2}: columns {', '.join(names)} do not form a valid date")
+        raise ForecastError(
+            f"{path}: row {validation.line_of(bad[0], skip_rows)}: columns {', '.join(names)} do not form a valid date"
+        )
     return pd.DatetimeIndex(time)
 
 
-def _find_time_column(frame: pd.DataFrame, path: Path) -> str:
+def _find_time_column(frame: pd.DataFrame, path: Path, skip_rows: int = 0) -> str:
     for column in frame.columns:
         if column.lower() in TIME_COLUMN_NAMES:
             return column
@@ -226,9 +271,24 @@ def _find_time_column(frame: pd.DataFrame, path: Path) -> str:
             parsed = pd.to_datetime(frame[column].head(20), errors="coerce", format="mixed")
             if parsed.notna().all():
                 return column
+    header = _header_below(frame)
+    if header is not None:
+        line = validation.line_of(header, skip_rows)
+        raise ForecastError(
+            f"{path}: no time column in the header line; line {line} looks like the header, so the lines above it are "
+            f"not data: pass --skip-rows {line - 1} (skip_rows = {line - 1})"
+        )
     raise ForecastError(
         f"{path}: no time column found (looked for {', '.join(TIME_COLUMN_NAMES)} or a column of dates); "
         "name it with time_column or time_columns"
     )
+
+
+def _header_below(frame: pd.DataFrame) -> int | None:
+    """The first of the first 20 data rows with a cell named like a time column: the real header, below metadata."""
+    for row in range(min(20, len(frame))):
+        if {str(value).strip().lower() for value in frame.iloc[row]} & set(TIME_COLUMN_NAMES):
+            return row
+    return None
 
 

@@ -9,21 +9,32 @@ keras = backend.keras()
 
 
 class WindowDataset(keras.utils.PyDataset):
-    """Serves `plan`'s batches in order (the stateful layout depends on it) and lays out a new epoch at each end."""
+    """Serves `plan`'s batches in order (the stateful layout depends on it), epoch after epoch, as one endless sequence:
+    item i is batch i % n_batches of epoch initial_epoch + i // n_batches.
+
+    The index alone decides the batch, so epoch k trains on layout k as the generator pipeline does: Keras calls
+    `on_epoch_end` once before the first epoch too, and tf.data fetches ahead across epoch ends, so a layout switched
+    by those calls would be off by one or mixed.
+    """
 
     def __init__(self, batcher: WindowBatcher, plan: StreamPlan, initial_epoch: int = 0, **kwargs):
         super().__init__(**kwargs)
         self.batcher = batcher
         self.plan = plan
-        self.epoch = initial_epoch
-        self._origins, self._scored = plan.batches(initial_epoch)
+        self.initial_epoch = initial_epoch
+        self._layout = (initial_epoch, plan.batches(initial_epoch))  # one tuple, so worker threads read it whole
 
-    def __len__(self) -> int:
-        return self.plan.n_batches
+    @property
+    def num_batches(self) -> None:
+        """None: endless, so Keras keeps one iterator across epochs and the index keeps counting."""
+        return None
 
     def __getitem__(self, index: int) -> Batch:
-        return self.batcher.batch(self._origins[index], self._scored[index])
-
-    def on_epoch_end(self) -> None:
-        self.epoch += 1
-        self._origins, self._scored = self.plan.batches(self.epoch)
+        epoch, batch = divmod(index, self.plan.n_batches)
+        epoch += self.initial_epoch
+        layout = self._layout
+        if layout[0] != epoch:
+            layout = (epoch, self.plan.batches(epoch))
+            self._layout = layout
+        origins, scored = layout[1]
+        return self.batcher.batch(origins[batch], scored[batch])

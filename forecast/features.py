@@ -99,7 +99,7 @@ def build_features(
     sim_rows = n_rows + horizon if for_prediction else n_rows
     time = series.time[:sim_rows]
     if len(time) < sim_rows:
-        time = time.append(future_times(series.time[-1], series.freq, sim_rows - len(time)))
+        time = time.append(future_times(series.time[-1], series.freq, sim_rows - len(time), series.business_days))
     sim_values = values[list(roles.sim)].to_numpy()[:sim_rows]
     sim_values = np.vstack([sim_values, np.full((sim_rows - len(sim_values), len(roles.sim)), np.nan)])
     if for_prediction and roles.sim:

@@ -167,9 +167,11 @@ class OriginValues(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="forecast")
 class MaskedMSE(keras.losses.Loss):
-    """Squared error per horizon step, averaged over the weighted steps: weight 0 marks gaps and padding."""
+    """Squared error per horizon step, weighted (weight 0 marks gaps and padding), summed and divided by the fixed
+    count B x H: every scored step weighs the same whichever batch it is in. (Divided by the batch's own weight sum,
+    a step in a sparse batch counted 3-4x on CAMELS.)"""
 
-    def __init__(self, name: str = "masked_mse", reduction: str = "mean_with_sample_weight", dtype=None):
+    def __init__(self, name: str = "masked_mse", reduction: str = "sum_over_batch_size", dtype=None):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
 
     def call(self, y_true, y_pred):
@@ -311,6 +313,34 @@ class StateResetter(keras.callbacks.Callback):
 
     def on_predict_batch_begin(self, batch, logs=None):
         self._reset_at(batch)
+
+
+class SkipUnscoredBatches(keras.callbacks.Callback):
+    """Keeps the weights unchanged on a training batch with no scored step (all padding or warm-up): its loss and
+    gradients are 0, but Adam would still move the weights along its momentum. The batch still runs, for the LSTM
+    state; its learning rate is 0 (Adam's moment estimates decay by one step).
+
+    `unscored(epoch)` gives a boolean per batch of that epoch's layout: True where nothing is scored.
+    """
+
+    def __init__(self, unscored):
+        super().__init__()
+        self.unscored = unscored
+        self._skip = np.zeros(0, dtype=bool)
+        self._rate = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._skip = self.unscored(epoch)
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if batch < len(self._skip) and self._skip[batch]:
+            self._rate = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+            self.model.optimizer.learning_rate = 0.0
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self._rate is not None:
+            self.model.optimizer.learning_rate = self._rate  # before any checkpoint saves the optimizer
+            self._rate = None
 
 
 def predict_batches(model: keras.Model, batches: Iterable[dict[str, np.ndarray]], chunks: int) -> np.ndarray:

@@ -62,7 +62,7 @@ def predict(csv_path: str | Path, model_dir: str | Path, log: Callable[[str], No
     out, with a warning through `log`."""
     saved = read_saved(current_version(Path(model_dir)))
     config, schema = saved.config, saved.schema
-    series = load_series(csv_path, config, warn=log or (lambda message: None))
+    series = load_series(csv_path, config, schema.business_days, warn=log or (lambda message: None))
     check_compatible(series, schema)
     if series.n_observed < config.lookback:
         raise ForecastError(
@@ -80,19 +80,26 @@ def predict(csv_path: str | Path, model_dir: str | Path, log: Callable[[str], No
             "model was trained on; check them"
         )
     values = saved.scaler.inverse(series.roles.target, scaled.astype("float64"))
+    values = bounded(values, config.target_min, config.target_max)
     time = features.time[series.n_observed :]
     return pd.DataFrame(
         {series.time_name: time, "step": np.arange(1, config.horizon + 1), series.roles.target: values}
     )
 
 
+def bounded(values: np.ndarray, low: float | None, high: float | None) -> np.ndarray:
+    """`values` clipped to [low, high] (None: no bound on that side); for forecasts of a target that cannot be
+    negative, say, which the linear terms and the correction can otherwise push below 0."""
+    return np.clip(values, -np.inf if low is None else low, np.inf if high is None else high)
+
+
 def check_compatible(series: Series, schema: Schema) -> None:
     """The CSV must have the trained frequency, the training file's columns, and feed the same input channels (checked
     before TensorFlow loads)."""
-    if series.freq != schema.freq:
+    if series.freq != schema.freq or series.business_days != schema.business_days:
         raise ForecastError(
-            f"{series.path}: the series steps by {describe_step(series.freq)}, but the model was trained on steps of "
-            f"{describe_step(schema.freq)}"
+            f"{series.path}: the series steps by {_describe(series.freq, series.business_days)}, but the model was "
+            f"trained on steps of {_describe(schema.freq, schema.business_days)}"
         )
     if schema.columns and set(series.columns) != set(schema.columns):
         extra = sorted(set(series.columns) - set(schema.columns))
@@ -111,3 +118,7 @@ def check_compatible(series: Series, schema: Schema) -> None:
             f"{series.path}: the columns do not match the model (it needs history {', '.join(schema.layout.history[:-1])}"
             f"; sim {', '.join(schema.layout.sim_columns) or 'none'})"
         )
+
+
+def _describe(freq, business_days: bool) -> str:
+    return "1 business day" if business_days else describe_step(freq)

@@ -1,4 +1,5 @@
-"""Nightly retraining: check the grown CSV, train a candidate, promote it only when it scores as well as the current one.
+"""Nightly retraining: check the grown CSV, train a candidate, promote it only when it scores as well as the current one
+and as its fixed reference, the version its line of warm retrains started from.
 
 The current version keeps serving `forecast predict` throughout; the candidate becomes a version, and `current` moves to
 it in one rename, only after it has been scored. The model's lock keeps two runs from overlapping.
@@ -22,13 +23,16 @@ from forecast.prediction import check_compatible, load_model_file
 from forecast.store import (
     CONFIG_FILE,
     METRICS_FILE,
+    VERSIONS,
     Schema,
     current_version,
-    read_saved,
-    with_network,
     locked,
     publish,
+    read_metrics,
+    read_saved,
     staging_dir,
+    versions,
+    with_network,
     write_json,
 )
 from forecast.training import Log, train_series
@@ -41,7 +45,7 @@ DECISIONS_FILE = "retrain.jsonl"
 class RetrainOptions:
     """How a retrain runs: `epochs` more epochs from the current weights, or (`full`) a fresh model trained for the
     configured epochs; the last `holdout` rows (default: four horizons) are scored, and the candidate is promoted when
-    its MSE there is at most the current model's times (1 + tolerance)."""
+    its MSE there is at most the current model's and the reference version's, each times (1 + tolerance)."""
 
     epochs: int = 3
     full: bool = False
@@ -64,6 +68,7 @@ class Decision:
     version: str | None = None
     current_mse: float | None = None
     candidate_mse: float | None = None
+    reference_mse: float | None = None
 
 
 def check_appended(series: Series, schema: Schema) -> int:
@@ -100,7 +105,7 @@ def retrain(
         # The whole current version is checked first: it is what the candidate starts from and is scored against.
         saved = with_network(read_saved(current), load_model_file)
         config, schema = saved.config, saved.schema
-        series = load_series(csv_path, config)
+        series = load_series(csv_path, config, schema.business_days)
         check_compatible(series, schema)
         new_rows = check_appended(series, schema)
         if new_rows == 0:
@@ -128,32 +133,62 @@ def retrain(
             _keep_configured_epochs(trained.model_dir, candidate_config, config.epochs)
             current_mse = _holdout_mse(csv_path, current, scored_from, series.n_observed)
             candidate_mse = _holdout_mse(csv_path, trained.model_dir, scored_from, series.n_observed)
+            reference = reference_version(root, current)
+            if reference is None:
+                log(f"{root}: the reference version of {current.name} is no longer kept; comparing with it alone")
+                reference = current
+            reference_mse = (current_mse if reference == current
+                             else _holdout_mse(csv_path, reference, scored_from, series.n_observed))
         except ForecastError:
             shutil.rmtree(staging, ignore_errors=True)
             raise
-        promoted = candidate_mse <= current_mse * (1.0 + options.tolerance)
+        bound = 1.0 + options.tolerance
+        # A warm candidate whose training did not clearly beat the current weights carries them on: nothing to promote.
+        unchanged = not options.full and trained.metrics["kept_start_weights"]
+        promoted = not unchanged and candidate_mse <= current_mse * bound and candidate_mse <= reference_mse * bound
         record = {
             "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "data": str(csv_path), "rows": series.n_observed, "new_rows": new_rows, "holdout_rows": holdout,
             "mode": "full" if options.full else "warm", "epochs": int(trained.metrics["last_epoch"]),
+            "kept_start_weights": trained.metrics["kept_start_weights"], "gate": trained.metrics["gate"],
             "current_version": current.name, "current_mse": current_mse, "candidate_mse": candidate_mse,
+            "reference_version": reference.name, "reference_mse": reference_mse,
             "tolerance": options.tolerance, "promoted": promoted,
         }
         if promoted:
-            metrics = {**trained.metrics, "holdout": record}
+            # A warm candidate keeps its line's fixed reference; a full retrain starts a new line (it is its own).
+            metrics = {**trained.metrics, "holdout": record,
+                       "reference_version": None if options.full else reference.name}
             write_json(trained.model_dir / METRICS_FILE, metrics)
             version = publish(trained.model_dir, root, config.keep_versions)
             record["version"] = version
-            reason = f"candidate holdout MSE {candidate_mse:.4f} vs current {current_mse:.4f}: promoted to version {version}"
+            reason = (f"candidate holdout MSE {candidate_mse:.4f} vs current {current_mse:.4f} and reference "
+                      f"{record['reference_version']} {reference_mse:.4f}: promoted to version {version}")
         else:
             shutil.rmtree(staging, ignore_errors=True)
             version = None
-            reason = (f"candidate holdout MSE {candidate_mse:.4f} is worse than current {current_mse:.4f} by more than "
-                      f"{options.tolerance:.0%}: kept version {current.name}")
+            reason = (f"candidate holdout MSE {candidate_mse:.4f} is worse than current {current_mse:.4f} or reference "
+                      f"{record['reference_version']} {reference_mse:.4f} by more than {options.tolerance:.0%}: kept "
+                      f"version {current.name}")
+            if unchanged:
+                reason = (f"candidate holdout MSE {candidate_mse:.4f} vs current {current_mse:.4f}, but its training did "
+                          f"not clearly beat the current weights on validation: kept version {current.name}")
         with (root / DECISIONS_FILE).open("a", encoding="utf-8") as writer:
             writer.write(json.dumps(record) + "\n")
         log(reason)
-        return Decision(promoted, reason, version, current_mse, candidate_mse)
+        return Decision(promoted, reason, version, current_mse, candidate_mse, reference_mse)
+
+
+def reference_version(root: Path, current: Path) -> Path | None:
+    """The fixed reference a warm retrain must also stay within tolerance of: the version its line started from (the
+    last one trained afresh, by `forecast train` or a full retrain), so that nights of small losses cannot add up.
+    None when that version is no longer kept."""
+    name = read_metrics(current).get("reference_version") or current.name
+    if name == current.name:
+        return current
+    if name not in versions(root):  # only a kept version's name, never a path
+        return None
+    return root / VERSIONS / name
 
 
 def _candidate_config(config: Config, current: Path, options: RetrainOptions, scored_from: int) -> Config:

@@ -58,12 +58,16 @@ class Schema:
     rows: int
     digests: tuple[str, ...]
     columns: tuple[str, ...] = ()
+    val_end: int | None = None  # rows [train_rows, val_end) validated the model; None in schemas saved before this
+    business_days: bool = False  # the steps are business days (freq is one day)
 
     def __post_init__(self) -> None:
         if self.freq <= pd.Timedelta(0):
             raise ValueError(f"freq must be positive, got {self.freq}")
         if not 0 < self.train_rows <= self.rows:
             raise ValueError(f"train_rows must be between 1 and rows ({self.rows}), got {self.train_rows}")
+        if self.val_end is not None and not self.train_rows < self.val_end <= self.rows:
+            raise ValueError(f"val_end must be above train_rows ({self.train_rows}) and at most rows ({self.rows})")
         if len(self.digests) != math.ceil(self.rows / DIGEST_BLOCK):
             raise ValueError(f"{len(self.digests)} digests for {self.rows} rows; expected one per {DIGEST_BLOCK} rows")
         if not all(re.fullmatch("[0-9a-f]{16}", digest) for digest in self.digests):
@@ -84,6 +88,8 @@ class Schema:
                 "rows": self.rows,
                 "digests": self.digests,
                 "columns": self.columns,
+                "val_end": self.val_end,
+                "business_days": self.business_days,
             },
             indent=2,
         )
@@ -96,6 +102,7 @@ class Schema:
             return cls(
                 pd.Timedelta(data["freq"]), InputLayout(**layout), int(data["train_rows"]), str(data["last_time"]),
                 int(data["rows"]), tuple(data["digests"]), tuple(data.get("columns", ())),
+                None if data.get("val_end") is None else int(data["val_end"]), bool(data.get("business_days", False)),
             )
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ForecastError(f"{path}: cannot read the saved schema ({exc}); roll back or retrain the model") from None
@@ -221,11 +228,21 @@ def point_current(root: Path, version: str) -> None:
 
 
 def prune(root: Path, keep: int) -> None:
-    """Deletes the oldest versions beyond the newest `keep`, never the current one."""
-    current = current_version(root).name
+    """Deletes the oldest versions beyond the newest `keep`, never the current one nor its retrains' fixed reference."""
+    current = current_version(root)
+    kept = {current.name, read_metrics(current).get("reference_version")}
     for name in versions(root)[:-keep]:
-        if name != current:
+        if name not in kept:
             shutil.rmtree(root / VERSIONS / name)
+
+
+def read_metrics(model_dir: Path) -> dict:
+    """A version's metrics.json, or {} where it is missing or unreadable (it only informs listings and retrains)."""
+    try:
+        metrics = json.loads((model_dir / METRICS_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return metrics if isinstance(metrics, dict) else {}
 
 
 def rollback(root: Path, to: str | None = None) -> str:

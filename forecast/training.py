@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import shutil
@@ -15,11 +16,11 @@ import pandas as pd
 
 from forecast import backend
 from forecast.config import Config
-from forecast.data import Series, load_series
+from forecast.data import Series, describe_left_out, load_series
 from forecast.errors import ForecastError, IncompatibleWeights, ResumeRefused
-from forecast.evaluation import SIGNIFICANT_T, improvement_t, repeat_forecast, weighted_errors
+from forecast.evaluation import MIN_BLOCKS, improvement, repeat_forecast, weighted_errors
 from forecast.features import InputLayout, build_features, fit_scaler
-from forecast.linear_start import LinearFit, fit_linear_start, freeze_linear_terms
+from forecast.linear_start import MAX_ORIGINS, LinearFit, fit_linear_start, freeze_linear_terms
 from forecast.store import (
     CONFIG_FILE,
     HISTORY_FILE,
@@ -80,8 +81,9 @@ def resolve_split(series: Series, config: Config) -> Split:
 def row_bound(series: Series, value: str, name: str, first: bool = False) -> int:
     """A row number for a range bound given as a row count or a date.
 
-    As an end (first=False), a date is the last timestamp to include, so the bound is the count of rows up to it; as a
-    start (first=True), it is the first timestamp to include.
+    As an end (first=False), a date is the last time to include, as far as it is written: `2018-02-20` includes that
+    whole day, `2018-02-20 13:00` that minute; the bound is the count of rows up to it. As a start (first=True), it is
+    the first timestamp to include.
     """
     if value.isdigit():
         return int(value)
@@ -89,6 +91,9 @@ def row_bound(series: Series, value: str, name: str, first: bool = False) -> int
         stamp = pd.Timestamp(value)
     except ValueError:
         raise ForecastError(f"{series.path}: {name} = {value!r} is neither a row number nor a date") from None
+    if not first and stamp.tzinfo is None:
+        with contextlib.suppress(ValueError):
+            stamp = pd.Period(value).end_time  # the last instant of the day (or minute, month) the value names
     return int(series.time.searchsorted(stamp, side="left" if first else "right"))
 
 
@@ -149,9 +154,15 @@ def train_series(
     `purpose` ("train" or "retrain") is recorded in the checkpoints, so that only the same kind of run resumes them.
     """
     split = resolve_split(series, config)
+    left_out = describe_left_out(series)
+    if left_out:
+        log(left_out)
+    config = detect_bounds(config, series.values[series.roles.target].to_numpy()[: split.train_end], log)
     keras = backend.keras()
     from forecast import checkpoint
-    from forecast.model import build_model, compile_model, input_names, predict_batches, stacked_batches
+    from forecast.model import (
+        SkipUnscoredBatches, build_model, compile_model, input_names, predict_batches, stacked_batches,
+    )
 
     if start_from is not None:
         saved = read_saved(start_from)
@@ -190,18 +201,20 @@ def train_series(
                 fit = _linear_start(model, batcher, train_plan, val_plan, len(layout.calendar), start_from, log)
                 state.linear_start = asdict(fit) if fit else None
             compile_model(model, config)
-    # The end of training compares the network with the linear fit it started from; a resumed run reads it back.
+    # The end of training compares the network with the weights it started from (the linear fit, or the current
+    # version's for a warm retrain); a resumed run reads them back.
     if resume:
         start_weights = checkpoint.load_start_weights(checkpoints)
-    elif state.linear_start:
+    elif state.linear_start or start_from is not None:
         start_weights = model.get_weights()
         if config.checkpoints:
             checkpoint.save_start_weights(checkpoints, start_weights)
     else:
         start_weights = None
 
+    n_train, n_val = (len(batcher.scored_origins(plan.first, plan.last)) for plan in (train_plan, val_plan))
     log(
-        f"training on {backend.device_name()}: {train_plan.n_origins} training and {val_plan.n_origins} validation "
+        f"training on {backend.device_name()}: {n_train} training and {n_val} validation "
         f"origins, {'stateful' if config.stateful else 'stateless'}, lookback {config.lookback}, horizon {config.horizon}, "
         f"batch {config.batch_size}"
         + (f" over {replicas} replicas" if replicas > 1 else "")
@@ -210,7 +223,8 @@ def train_series(
     validation = (
         [val_inputs[name] for name in input_names(model)], {"prediction": val_target}, {"prediction": val_weight}
     )
-    callbacks = _callbacks(keras, config, checkpoints, chunks, state, resume) + list(extra_callbacks)
+    callbacks = _callbacks(keras, config, checkpoints, chunks, state, resume, start_weights) + list(extra_callbacks)
+    callbacks.append(SkipUnscoredBatches(lambda epoch: ~train_plan.batches(epoch)[1].any(axis=1)))
     first_epoch = state.epoch if resume else config.initial_epoch
     data = _training_data(batcher, train_plan, config, first_epoch)
     model.fit(
@@ -235,13 +249,16 @@ def train_series(
         single_device.set_weights(model.get_weights())
         model = single_device
     forecast = predict_batches(model, stacked_batches(val_inputs, config.batch_size), chunks)
-    kept_start = False
+    kept_start, verdict = False, None
     if start_weights is not None:
-        forecast, kept_start = _keep_the_better(
-            model, start_weights, forecast, val_inputs, val_target, val_weight, val_origins, config, log
+        start_label = "the current version's weights" if start_from is not None else "the linear start"
+        forecast, kept_start, verdict = _keep_the_better(
+            model, start_weights, forecast, val_inputs, val_target, val_weight, val_origins, config, log, start_label
         )
     metrics = _validation_metrics(forecast, val_target, val_weight, batcher.last_values(val_origins), scaler, series)
-    metrics["kept_linear_start"] = kept_start
+    metrics["kept_linear_start"] = kept_start and start_from is None
+    metrics["kept_start_weights"] = kept_start
+    metrics["gate"] = None if verdict is None else {"t": verdict.t, "blocks": verdict.blocks}
     metrics["linear_start"] = state.linear_start
     metrics.update(
         epochs_run=len(history),
@@ -256,7 +273,8 @@ def train_series(
     (staging / SCALER_FILE).write_text(scaler.to_json() + "\n", encoding="utf-8")
     schema = Schema(
         series.freq, layout, split.train_end, str(series.time[series.n_observed - 1]), series.n_observed,
-        row_digests(series.time, series.values, series.n_observed), series.columns,
+        row_digests(series.time, series.values, series.n_observed), series.columns, split.val_end,
+        series.business_days,
     )
     (staging / SCHEMA_FILE).write_text(schema.to_json() + "\n", encoding="utf-8")
     earlier = [pd.read_csv(start_from / HISTORY_FILE)] if start_from and (start_from / HISTORY_FILE).is_file() else []
@@ -264,6 +282,17 @@ def train_series(
     write_json(staging / METRICS_FILE, metrics)
     shutil.rmtree(checkpoints, ignore_errors=True)
     return TrainResult(model_dir=staging, metrics=metrics, history=history)
+
+
+def detect_bounds(config: Config, training_target: np.ndarray, log: Log) -> Config:
+    """`config` with target_min = 0 when no bound is set and the target is never negative in the training rows
+    (`training_target`, NaN at gaps): river flow, irradiance, counts and prices, whose forecasts must not go below 0."""
+    observed = training_target[np.isfinite(training_target)]
+    if config.target_min is not None or config.target_max is not None or not observed.size or observed.min() < 0:
+        return config
+    log(f"{config.target} is never negative in the training rows: forecasts are clipped at 0 "
+        "(set target_min = -inf to allow negative forecasts)")
+    return config.replace(target_min=0.0)
 
 
 def _strategy(config: Config):
@@ -357,22 +386,29 @@ def _linear_start(
     if fit is None:
         log("linear start skipped: gaps leave no fully observed window; all terms train from zero")
         return None
+    scored = len(batcher.scored_origins(train_plan.first, train_plan.last))
     log(
-        f"linear start: ridge on {fit.windows} windows, history as {fit.history}, "
+        f"linear start: ridge on {fit.windows} of the {scored} training origins (those whose whole horizon is observed"
+        f"{f', at most {MAX_ORIGINS}' if scored > MAX_ORIGINS else ''}), history as {fit.history}, "
         f"covariates {'in' if fit.covariates else 'out'}, calendar {'in' if fit.calendar else 'out'}, "
         f"penalty {fit.penalty:g}, validation MSE {fit.val_mse:.4f}"
-        + (f" (t = {fit.t:.1f} against lags alone)" if fit.t else "")
+        + (f" (t = {fit.t:.1f} over {fit.blocks} blocks against lags alone)" if fit.t else "")
+        + (f"; only {fit.blocks} validation blocks of {batcher.horizon} origins, fewer than {MIN_BLOCKS}: the simplest "
+           "inputs kept" if fit.blocks < MIN_BLOCKS else "")
     )
     return fit
 
 
 def _keep_the_better(model, start_weights, trained_forecast, val_inputs, val_target, val_weight, val_origins,
-                     config: Config, log: Log):
-    """The trained model, unless it does not beat the linear start it began from clearly on validation.
+                     config: Config, log: Log, start_label: str = "the linear start"):
+    """The trained model, unless it does not beat the weights it began from (`start_label`: the linear start, or the
+    current version's weights in a warm retrain) clearly on validation.
 
-    "Clearly" is a t statistic above SIGNIFICANT_T for the per-origin error difference (`improvement_t`): a network
-    that only matches its own linear start has found nothing that generalises, and the simpler model is the safer
-    forecast for unseen data. Returns the kept model's validation forecast and whether it is the start.
+    "Clearly" is `Improvement.clear` for the per-origin error difference: at least MIN_BLOCKS independent blocks of H
+    origins and a t statistic above the Student t threshold for their number. A network that only matches its own
+    linear start, or beats it on too few blocks to tell, has found nothing shown to generalise, and the simpler model
+    is the safer forecast for unseen data. Returns the kept model's validation forecast, whether it is the start, and
+    the comparison (`Improvement`).
     """
     from forecast.model import predict_batches, stacked_batches
 
@@ -381,16 +417,16 @@ def _keep_the_better(model, start_weights, trained_forecast, val_inputs, val_tar
     start_forecast = predict_batches(model, stacked_batches(val_inputs, config.batch_size), config.chunks_per_stream)
     trained = weighted_errors(trained_forecast, val_target, val_weight)["mse"]
     start = weighted_errors(start_forecast, val_target, val_weight)["mse"]
-    t = improvement_t(
+    verdict = improvement(
         _origin_errors(start_forecast, val_target, val_weight), _origin_errors(trained_forecast, val_target, val_weight),
         val_origins, config.horizon,
     )
-    if t <= SIGNIFICANT_T:
-        log(f"kept the linear start: validation MSE {start:.4f}, trained {trained:.4f} (t = {t:.1f})")
-        return start_forecast, True
-    log(f"the LSTM correction beats the linear start: validation MSE {trained:.4f} vs {start:.4f} (t = {t:.1f})")
+    if not verdict.clear:
+        log(f"kept {start_label}: validation MSE {start:.4f}, trained {trained:.4f} ({verdict.describe()})")
+        return start_forecast, True, verdict
+    log(f"the trained network beats {start_label}: validation MSE {trained:.4f} vs {start:.4f} ({verdict.describe()})")
     model.set_weights(trained_weights)
-    return trained_forecast, False
+    return trained_forecast, False, verdict
 
 
 def _origin_errors(forecast: np.ndarray, target: np.ndarray, weight: np.ndarray) -> np.ndarray:
@@ -400,14 +436,20 @@ def _origin_errors(forecast: np.ndarray, target: np.ndarray, weight: np.ndarray)
         return np.where(total > 0, ((forecast - target) ** 2 * weight).sum(axis=1) / total, np.nan)
 
 
-def _callbacks(keras, config: Config, checkpoints: Path, chunks: int, state, resumed: bool) -> list:
+def _callbacks(keras, config: Config, checkpoints: Path, chunks: int, state, resumed: bool, start_weights=None) -> list:
+    """The training callbacks; early stopping compares with the linear start (`start_weights`, whose validation MSE
+    `state.linear_start` holds) as well as with the epochs before."""
     from forecast import checkpoint
     from forecast.model import StateResetter
 
+    start_mse = state.linear_start["val_mse"] if state.linear_start and start_weights is not None else None
     early_stopping = checkpoint.ResumableEarlyStopping(
-        config.patience, state if resumed else None, checkpoint.load_best_weights(checkpoints) if resumed else None
+        config.patience, state if resumed else None, checkpoint.load_best_weights(checkpoints) if resumed else None,
+        start_mse, start_weights,
     )
-    callbacks = [StateResetter(chunks), early_stopping, keras.callbacks.TerminateOnNaN()]
+    callbacks = [
+        checkpoint.OneValidationScore(), StateResetter(chunks), early_stopping, keras.callbacks.TerminateOnNaN()
+    ]
     if config.checkpoints:
         callbacks.append(checkpoint.EpochCheckpoint(checkpoints, early_stopping, state))
     else:

@@ -16,9 +16,9 @@ from forecast.errors import ForecastError
 from forecast.scaling import FLOAT32_MAX
 
 
-def line_of(row: int) -> int:
-    """The file line of data row `row` (0-based), the header being line 1."""
-    return row + 2
+def line_of(row: int, skip_rows: int = 0) -> int:
+    """The file line of data row `row` (0-based), the header being line 1 after `skip_rows` lines before it."""
+    return row + 2 + skip_rows
 
 
 def describe_step(step: pd.Timedelta) -> str:
@@ -80,7 +80,7 @@ def first_non_utf8_line(path: Path) -> int:
     return 1
 
 
-def check_order(time: pd.DatetimeIndex, path: Path) -> None:
+def check_order(time: pd.DatetimeIndex, path: Path, skip_rows: int = 0) -> None:
     steps = np.diff(time.asi8)
     bad = np.flatnonzero(steps <= 0)
     if not bad.size:
@@ -88,18 +88,45 @@ def check_order(time: pd.DatetimeIndex, path: Path) -> None:
     row = int(bad[0]) + 1
     if steps[row - 1] == 0:
         raise ForecastError(
-            f"{path}: row {line_of(row)}: timestamp {time[row]} repeats the row before (a clock change? export times "
+            f"{path}: row {line_of(row, skip_rows)}: timestamp {time[row]} repeats the row before (a clock change? export times "
             "in UTC); remove the duplicate"
         )
     raise ForecastError(
-        f"{path}: row {line_of(row)}: timestamp {time[row]} goes back in time from {time[row - 1]}; sort the file by time"
+        f"{path}: row {line_of(row, skip_rows)}: timestamp {time[row]} goes back in time from {time[row - 1]}; sort the file by time"
     )
 
 
+def business_daily(time: pd.DatetimeIndex) -> bool:
+    """A daily series recorded on business days only (pandas' "B" frequency): no row on a Saturday or Sunday, every row
+    at the same time of day, mostly one day apart, and at least one weekend skipped from a Friday to a Monday."""
+    if len(time) < 3:
+        return False
+    weekdays = np.asarray(time.day_of_week)
+    dates = time.normalize()
+    days = np.asarray((dates[1:] - dates[:-1]).days)
+    if (weekdays >= 5).any() or (time - time.normalize()).nunique() != 1:
+        return False
+    weekend_skipped = (weekdays[:-1] == 4) & (weekdays[1:] == 0) & (days == 3)
+    return bool(weekend_skipped.any() and np.count_nonzero(days == 1) > len(days) / 2)
+
+
+def check_weekdays(time: pd.DatetimeIndex, path: Path, skip_rows: int = 0) -> None:
+    """A series read on business days has no row on a Saturday or Sunday."""
+    weekend = np.flatnonzero(np.asarray(time.day_of_week) >= 5)
+    if weekend.size:
+        row = int(weekend[0])
+        raise ForecastError(
+            f"{path}: row {line_of(row, skip_rows)}: {time[row]} is a {time[row].day_name()}, but the model was trained "
+            "on business days; remove the weekend rows or train a new model"
+        )
+
+
 def regular_grid(
-    time: pd.DatetimeIndex, values: pd.DataFrame, path: Path, gaps: str, max_gap: int
+    time: pd.DatetimeIndex, values: pd.DataFrame, path: Path, gaps: str, max_gap: int, skip_rows: int = 0,
+    business_days: bool = False,
 ) -> tuple[pd.DatetimeIndex, pd.DataFrame, pd.Timedelta]:
-    """The series on a regular grid at its most common step.
+    """The series on a regular grid at its most common step (with `business_days`, the business days: weekends are
+    not gaps, and a holiday is one).
 
     Missing timestamps are refused, or (gaps="mask") inserted as empty rows, so their targets get weight 0, or
     (gaps="interpolate") inserted and filled linearly; a gap longer than `max_gap` steps is refused either way.
@@ -114,16 +141,29 @@ def regular_grid(
     if uneven.size:
         row = int(uneven[0]) + 1
         raise ForecastError(
-            f"{path}: row {line_of(row)}: timestamp {time[row]} is "
+            f"{path}: row {line_of(row, skip_rows)}: timestamp {time[row]} is "
             f"{describe_step(pd.Timedelta(int(steps[row - 1]), unit=time.unit))} after the row before, not a multiple "
             f"of the series step, {describe_step(freq)}; the series must be regular"
         )
-    missing = steps // step - 1
+    if business_days:
+        grid = pd.bdate_range(time[0], time[-1], normalize=False).as_unit(time.unit)
+        positions = grid.get_indexer(time)
+        if (positions < 0).any():
+            row = int(np.flatnonzero(positions < 0)[0])
+            raise ForecastError(
+                f"{path}: row {line_of(row, skip_rows)}: {time[row]} is not at the time of day of the first row, "
+                f"{time[0].time()}; a business-day series needs one time of day"
+            )
+        missing = np.diff(positions) - 1
+    else:
+        grid = pd.date_range(time[0], time[-1], freq=freq, unit=time.unit)
+        missing = steps // step - 1
     gap_rows = np.flatnonzero(missing)
     if not gap_rows.size:
         return time, values, freq
     row = int(gap_rows[0]) + 1
-    where = f"row {line_of(row)}: {int(missing[row - 1])} missing step(s) between {time[row - 1]} and {time[row]}"
+    unit = "business day(s) (a holiday?)" if business_days else "step(s)"
+    where = f"row {line_of(row, skip_rows)}: {int(missing[row - 1])} missing {unit} between {time[row - 1]} and {time[row]}"
     if gaps == "refuse":
         raise ForecastError(
             f"{path}: {where}; fill the gap with rows, or set gaps = \"mask\" (weight 0) or \"interpolate\""
@@ -132,10 +172,9 @@ def regular_grid(
     if too_long.size:
         row = int(too_long[0]) + 1
         raise ForecastError(
-            f"{path}: row {line_of(row)}: {int(missing[row - 1])} missing steps between {time[row - 1]} and {time[row]}, "
+            f"{path}: row {line_of(row, skip_rows)}: {int(missing[row - 1])} missing steps between {time[row - 1]} and {time[row]}, "
             f"more than max_gap = {max_gap}; fill them, raise max_gap, or split the series"
         )
-    grid = pd.date_range(time[0], time[-1], freq=freq, unit=time.unit)
     regular = values.set_axis(time).reindex(grid)
     if gaps == "interpolate":
         inserted = ~grid.isin(time)
@@ -143,7 +182,7 @@ def regular_grid(
     return grid, regular.reset_index(drop=True), freq
 
 
-def numeric_values(values: pd.DataFrame, path: Path) -> pd.DataFrame:
+def numeric_values(values: pd.DataFrame, path: Path, skip_rows: int = 0) -> pd.DataFrame:
     """The role columns as float64; text or an infinite value in one of them names its row and column."""
     for column in values.columns:
         series = values[column]
@@ -151,14 +190,14 @@ def numeric_values(values: pd.DataFrame, path: Path) -> pd.DataFrame:
             numbers = pd.to_numeric(series, errors="coerce")
             bad = np.flatnonzero(numbers.isna().to_numpy() & series.notna().to_numpy())
             raise ForecastError(
-                f"{path}: row {line_of(int(bad[0]))}: column {column!r} holds {series.iloc[bad[0]]!r}, not a number; "
+                f"{path}: row {line_of(int(bad[0]), skip_rows)}: column {column!r} holds {series.iloc[bad[0]]!r}, not a number; "
                 "fix the cell, or exclude the column or give it no numeric role"
             )
         numbers = series.to_numpy(dtype="float64")
         infinite = np.flatnonzero(np.isinf(numbers))
         if infinite.size:
             raise ForecastError(
-                f"{path}: row {line_of(int(infinite[0]))}: column {column!r} is infinite; leave the cell empty instead"
+                f"{path}: row {line_of(int(infinite[0]), skip_rows)}: column {column!r} is infinite; leave the cell empty instead"
             )
         huge = np.flatnonzero(np.abs(numbers) > FLOAT32_MAX)
         if huge.size:

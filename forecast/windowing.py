@@ -143,12 +143,30 @@ class WindowBatcher:
         }
 
     def targets(self, origins: np.ndarray, scored: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Targets (B, H) with gaps as 0, and weights (B, H): 1 where scored and observed, else 0."""
+        """Targets (B, H) with gaps as 0, and weights (B, H): 1 where scored and observed, else 0.
+
+        An origin other than PADDING outside [earliest_origin, last_training_origin] has no whole horizon of rows:
+        ValueError, rather than a window cut from elsewhere with full weight.
+        """
+        real = origins[origins != PADDING]
+        if real.size and (real.min() < self.earliest_origin or real.max() > self.last_training_origin):
+            raise ValueError(
+                f"origins {real.min()} to {real.max()} reach outside "
+                f"[{self.earliest_origin}, {self.last_training_origin}]"
+            )
         rows = np.where(origins == PADDING, self.earliest_origin, origins) + 1
-        rows = np.minimum(rows, len(self._target) - 1)
         target = self._target[rows]
         weight = (np.isfinite(target) & scored[:, None]).astype("float32")
         return np.nan_to_num(target, nan=0.0), weight
+
+    def scored_origins(self, first: int, last: int) -> np.ndarray:
+        """The origins in [first, last] with at least one observed target in their horizon: the ones training,
+        validation and the linear start's choice score (an origin whose horizon is all gaps scores nothing)."""
+        origins = np.arange(first, last + 1)
+        if not origins.size:
+            return origins
+        _, weight = self.targets(origins, np.ones(len(origins), dtype=bool))
+        return origins[weight.any(axis=1)]
 
     def batch(self, origins: np.ndarray, scored: np.ndarray) -> Batch:
         target, weight = self.targets(origins, scored)

@@ -44,11 +44,13 @@ def test_train_then_predict_on_etth1(tmp_path, ett_small):
     for name in ("model.keras", "config.json", "scaler.json", "schema.json", "history.csv", "metrics.json"):
         assert (version / name).is_file(), name
     assert not (model_dir / ".staging").exists()
+    assert json.loads((version / "schema.json").read_text())["val_end"] == 1500  # evaluate's default starts there
     metrics = json.loads((version / "metrics.json").read_text())
     assert {"model", "repeat"} <= set(metrics["validation"]) and np.isfinite(metrics["validation"]["model"]["mse"])
     assert metrics["linear_start"]["history"] in ("lags", "means") and metrics["linear_start"]["val_mse"] > 0
     history = pd.read_csv(version / "history.csv")
-    assert list(history["epoch"]) == [1, 2] and np.isfinite(history[["loss", "val_loss"]].to_numpy()).all()
+    assert list(history["epoch"]) == [1, 2] and np.isfinite(history[["loss", "val_mse"]].to_numpy()).all()
+    assert "val_loss" not in history and "val_loss" not in trained.stdout  # val_mse is the one validation number
 
     output = tmp_path / "forecast.csv"
     run_forecast("predict", ett_small, "--model", model_dir, "--store", tmp_path, "--output", output)
@@ -93,10 +95,13 @@ def test_beijing_gaps_get_weight_zero_and_the_loss_stays_finite(tmp_path):
     )
     path = head_csv(BEIJING, 3000, tmp_path / "beijing.csv")  # starts with a day of empty pm2.5
     model_dir = tmp_path / "beijing_model"
-    run_forecast("train", path, "--config", config, *TINY, "--model-dir", model_dir, "--store", tmp_path)
+    trained = run_forecast("train", path, "--config", config, *TINY, "--model-dir", model_dir, "--store", tmp_path)
+    assert "columns left out: No (excluded), cbwd (text; give it a role to use it)" in trained.stderr
+    assert "pm2.5 is never negative in the training rows: forecasts are clipped at 0" in trained.stderr
     history = pd.read_csv(model_dir / "current" / "history.csv")
-    assert np.isfinite(history[["loss", "val_loss", "mse", "val_mse"]].to_numpy()).all()
+    assert np.isfinite(history[["loss", "mse", "val_mse"]].to_numpy()).all()
     saved = json.loads((model_dir / "current" / "config.json").read_text())
+    assert saved["target_min"] == 0.0
     assert saved["time_columns"] == ["year", "month", "day", "hour"] and saved["past"] == ["DEWP", "TEMP", "PRES", "Iws", "Is", "Ir"]
     result = run_forecast("predict", path, "--model", model_dir, "--store", tmp_path)
     assert np.isfinite(pd.read_csv(pd.io.common.StringIO(result.stdout))["pm2.5"]).all()

@@ -56,3 +56,77 @@ def test_mirrored_strategy_trains_saves_and_keeps_a_state_per_replica(tmp_path):
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["replicas"] == 2 and report["forecast_rows"] == 6 and report["finite"]
     assert report["differ"] and report["val_mse"] > 0
+
+
+@pytest.mark.parametrize("settings", [{"data_pipeline": "generator"}, {"workers": 2}, {"use_multiprocessing": True}])
+def test_mirrored_refuses_pipelines_that_lose_batches_before_the_first_epoch(settings):
+    from forecast.config import Config
+    from forecast.errors import ForecastError
+
+    with pytest.raises(ForecastError, match="mirrored\" needs data_pipeline = \"pydataset\" with workers = 1"):
+        Config(target="OT", distribute="mirrored", **settings)
+    Config(target="OT", distribute="none", **settings)
+    Config(target="OT", distribute="mirrored")
+
+
+FEED_SCRIPT = """
+import json
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from forecast import backend
+from forecast.config import Config
+from forecast.features import Features
+from forecast.training import _training_data
+from forecast.windowing import StreamPlan, WindowBatcher
+
+keras = backend.keras()
+from forecast.model import MaskedMSE
+
+rows = 200
+features = Features(
+    history=np.stack([np.arange(rows), np.ones(rows)], 1).astype("float32"), target=np.arange(rows, dtype="float32"),
+    sim=np.zeros((rows, 1), "float32"), bg=np.zeros((rows, 1), "float32"),
+    time=pd.date_range("2020", periods=rows, freq="h"),
+)
+batcher = WindowBatcher(features, 6, 3)
+plan = StreamPlan(5, 180, 6, 3, batch_size=4, shuffle=True, seed=5)
+expected = [batcher.batch(*[part[i] for part in plan.batches(epoch)])[1]["prediction"][:, 0].tolist()
+            for epoch in (0, 1) for i in range(plan.n_batches)]
+strategy = tf.distribute.MirroredStrategy(devices=[device.name for device in tf.config.list_logical_devices("CPU")])
+fed = {0: [], 1: []}
+
+
+class Recorder(keras.Model):
+    def __init__(self):
+        super().__init__()
+        self.dense = keras.layers.Dense(3)
+
+    def call(self, inputs):
+        return {"prediction": self.dense(inputs["bg"])}
+
+    def train_step(self, data):
+        replica = int(tf.distribute.get_replica_context().replica_id_in_sync_group)
+        fed[replica].append(np.asarray(data[1]["prediction"])[:, 0].tolist())
+        return super().train_step(data)
+
+
+with strategy.scope():
+    model = Recorder()
+    model.compile(optimizer="sgd", loss={"prediction": MaskedMSE()}, run_eagerly=True)
+data = _training_data(batcher, plan, Config(target="y", distribute="mirrored"), 0)
+model.fit(data, epochs=2, steps_per_epoch=plan.n_batches, shuffle=False, verbose=0)
+print(json.dumps({"expected": expected, "fed": [fed[0], fed[1]]}))
+"""
+
+
+@pytest.mark.slow
+def test_under_mirrored_each_replica_gets_its_rows_of_every_planned_batch():
+    """Keras builds the distributed model from one batch of a fresh iterator: no batch may be lost or shifted by it."""
+    result = subprocess.run([sys.executable, "-c", FEED_SCRIPT], capture_output=True, text=True, check=True)
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    for replica, fed in enumerate(report["fed"]):
+        assert fed == [batch[2 * replica : 2 * replica + 2] for batch in report["expected"]], f"replica {replica}"

@@ -86,3 +86,29 @@ def test_covariates_enter_the_linear_start_only_when_they_clearly_help(tmp_path)
     assert helping.covariates and helping.t > 2
     unrelated = _started(tmp_path, covariate_drives_target=False)
     assert (unrelated.history, unrelated.covariates, unrelated.calendar, unrelated.t) == ("lags", False, False, 0.0)
+
+
+def test_with_gaps_the_linear_start_scores_the_origins_and_steps_training_validates_on(tmp_path):
+    """One definition of a scored origin: its validation MSE is the one the end of training computes for the start."""
+    from forecast.evaluation import weighted_errors
+    from forecast.model import predict_batches, stacked_batches
+    from forecast.windowing import StreamPlan, materialise
+
+    from conftest import BEIJING
+
+    config = Config(target="pm2.5", time_columns=("year", "month", "day", "hour"), exclude=("No",), past=(),
+                    lookback=24, horizon=6, batch_size=8, stream_chunks=2, units=4, head_units=4)
+    series = load_series(head_csv(BEIJING, 2000, tmp_path / "beijing.csv"), config)  # 5 % of pm2.5 empty
+    layout = InputLayout.from_roles(series.roles, series.freq)
+    features = build_features(series, fit_scaler(series, 1400), config.horizon, calendar=layout.calendar)
+    batcher = WindowBatcher(features, config.lookback, config.horizon)
+    model = build_model(config, layout, batch_size=8)
+    fit = fit_linear_start(model, batcher, np.arange(23, 1393), np.arange(1399, 1993), len(layout.calendar))
+    scored = batcher.scored_origins(1399, 1992)
+    assert 0 < fit.windows < len(batcher.scored_origins(23, 1392))
+    val_plan = StreamPlan(1399, 1992, config.lookback, 2, 8, shuffle=False)
+    inputs, target, weight, _ = materialise(batcher, val_plan)
+    assert np.count_nonzero(weight.any(axis=1)) == len(scored)
+    assert np.count_nonzero(weight.any(axis=1) & ~weight.all(axis=1)) > 5  # origins with a gap in their horizon
+    forecast = predict_batches(model, stacked_batches(inputs, 8), 2)
+    assert fit.val_mse == pytest.approx(weighted_errors(forecast, target, weight)["mse"], rel=1e-5)

@@ -197,3 +197,101 @@ def test_multi_scale_means_average_each_channel_over_the_last_rows():
     means = np.asarray(MultiScaleMeans((1, 2, 5), channels=(0, 2))(window))
     expected = [[window[row, -span:, channel].mean() for channel in (0, 2) for span in (1, 2, 5)] for row in (0, 1)]
     np.testing.assert_allclose(means, expected)
+
+
+def test_the_epoch_logs_carry_one_validation_number(setup, tmp_path):
+    from forecast.checkpoint import ResumeState
+    from forecast.training import _callbacks
+
+    _, layout, batcher = setup
+    model = build_model(CONFIG, layout, batch_size=4)
+    compile_model(model, CONFIG)
+    train_plan = StreamPlan(23, 350, 24, 3, 4, shuffle=True)
+    inputs, target, weight, _ = materialise(batcher, StreamPlan(399, 593, 24, 3, 4, shuffle=False))
+    seen = []
+
+    class Spy(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            seen.append(set(logs))
+
+    state = ResumeState()
+    callbacks = _callbacks(keras, CONFIG.replace(checkpoints=False), tmp_path, 3, state, resumed=False)
+    origins, scored = train_plan.batches(0)
+    model.fit(
+        (batcher.batch(origins[i], scored[i]) for i in range(len(origins))), steps_per_epoch=len(origins),
+        validation_data=([inputs[n] for n in input_names(model)], {"prediction": target}, {"prediction": weight}),
+        validation_batch_size=4, callbacks=[*callbacks, Spy()], shuffle=False, verbose=0,
+    )
+    assert seen == [{"loss", "mse", "val_mse"}] and set(state.history[0]) == {"epoch", "loss", "mse", "val_mse"}
+
+
+def test_the_loss_weighs_every_scored_step_the_same_in_any_batch():
+    from forecast.model import MaskedMSE
+
+    truth = np.zeros((2, 3), "float32")
+    forecast = np.array([[1.0, 1.0, 1.0], [2.0, 2.0, 2.0]], "float32")
+    sparse = np.array([[1, 0, 0], [0, 0, 0]], "float32")  # one scored step of six
+    dense = np.ones((2, 3), "float32")
+    loss = MaskedMSE()
+    assert float(loss(truth, forecast, sample_weight=sparse)) == pytest.approx(1.0 / 6)  # not 1.0: divided by B x H
+    assert float(loss(truth, forecast, sample_weight=dense)) == pytest.approx((3 * 1 + 3 * 4) / 6)
+
+
+def test_batches_without_a_scored_step_leave_the_weights_unchanged(setup):
+    from forecast.model import SkipUnscoredBatches
+
+    _, layout, batcher = setup
+    model = randomised(build_model(CONFIG.replace(head_dropout=0.0), layout, batch_size=4))
+    compile_model(model, CONFIG)
+    origins = np.array([[30, 60, 90, 120], [54, 84, 114, 144], [78, 108, 138, 162]] * 2)
+    scored = np.ones(origins.shape, dtype=bool)
+    scored[1] = scored[4] = False  # two batches of warm-up only: loss 0, but Adam would still step
+    moved = []
+
+    class Watch(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            self.before = [np.array(w) for w in self.model.get_weights()]
+
+        def on_train_batch_end(self, batch, logs=None):
+            after = self.model.get_weights()
+            moved.append(any(not np.array_equal(a, b) for a, b in zip(self.before, after)))
+
+    model.fit(
+        (batcher.batch(origins[i], scored[i]) for i in range(len(origins))), steps_per_epoch=len(origins),
+        callbacks=[SkipUnscoredBatches(lambda epoch: ~scored.any(axis=1)), Watch()], shuffle=False, verbose=0,
+    )
+    assert moved == [True, False, True, True, False, True]
+    assert float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)) == pytest.approx(CONFIG.learning_rate)
+
+
+def test_early_stopping_compares_with_the_linear_start():
+    from forecast.checkpoint import ResumableEarlyStopping, ResumeState
+    from forecast.training import _callbacks
+
+    class Weights:
+        """What early stopping needs of a model: weights that change each epoch, and the stop flag."""
+
+        stop_training = False
+        weights = [np.zeros(1)]
+
+        def get_weights(self):
+            return self.weights
+
+        def set_weights(self, weights):
+            self.weights = weights
+
+    start = [np.full(1, -1.0)]
+    state = ResumeState(linear_start={"val_mse": 0.5})
+    callbacks = _callbacks(keras, CONFIG.replace(patience=2, checkpoints=False), None, 3, state, False, start)
+    stopping = next(callback for callback in callbacks if isinstance(callback, ResumableEarlyStopping))
+    model = Weights()
+    stopping.set_model(model)
+    stopping.on_train_begin()
+    for epoch, val_mse in enumerate([0.9, 0.8, 0.7, 0.6]):  # improving, but never better than the start
+        model.weights = [np.full(1, float(epoch))]
+        stopping.on_epoch_end(epoch, {"val_mse": val_mse})
+        if model.stop_training:
+            break
+    assert epoch == 1 and model.stop_training  # patience 2 epochs past the start, not past its own best
+    stopping.on_train_end()
+    np.testing.assert_array_equal(model.weights[0], start[0])  # the start's weights are restored

@@ -57,8 +57,12 @@ def test_two_nightly_retrains_record_versions_continue_epochs_and_follow_the_sco
         before = current(root)
         result = run_forecast("retrain", grown(tmp_path, extra), "--model", "ett", "--store", store, "--epochs", "1")
         record = records(root)[-1]
-        assert len(records(root)) == night and record["new_rows"] == (24 if night == 1 else 24)
-        assert record["promoted"] == (record["candidate_mse"] <= record["current_mse"] * 1.02)
+        new_rows = 24 if night == 1 or records(root)[0]["promoted"] else 48  # counted from the current version
+        assert len(records(root)) == night and record["new_rows"] == new_rows
+        within = [record["candidate_mse"] <= record[f"{other}_mse"] * 1.02 for other in ("current", "reference")]
+        assert record["promoted"] == (all(within) and not record["kept_start_weights"])
+        assert record["reference_version"] == "0001"
+        assert record["gate"]["blocks"] > 0 and isinstance(record["kept_start_weights"], bool)  # gated like train
         assert f"{record['candidate_mse']:.4f}" in result.stderr and f"{record['current_mse']:.4f}" in result.stderr
         if record["promoted"]:
             assert current(root) == f"versions/{record['version']}" != before
@@ -96,8 +100,8 @@ def test_a_worse_candidate_is_not_promoted(store, tmp_path, monkeypatch):
 
 def test_rollback_restores_the_previous_version(store, tmp_path):
     root = store / "ett"
-    run_forecast("retrain", grown(tmp_path, 24), "--model", "ett", "--store", store, "--epochs", "1",
-                 "--tolerance", "1000")
+    # --full: a fresh candidate is a new model; a warm one that keeps the current weights is not promoted
+    run_forecast("retrain", grown(tmp_path, 24), "--model", "ett", "--store", store, "--full", "--tolerance", "1000")
     assert current(root) == "versions/0002"
     run_forecast("models", "rollback", "--model", "ett", "--store", store)
     assert current(root) == "versions/0001"
@@ -163,7 +167,7 @@ def test_sigkill_while_training_and_while_writing_keeps_the_old_model(store, tmp
         assert current(root) == old_version
         assert run_forecast("predict", data, "--model", "ett", "--store", store).stdout == old_forecast
 
-    run_forecast("retrain", data, "--model", "ett", "--store", store, "--epochs", "1", "--tolerance", "1000")
+    run_forecast("retrain", data, "--model", "ett", "--store", store, "--full", "--tolerance", "1000")
     assert current(root) != old_version and records(root)[-1]["promoted"] is True
 
 

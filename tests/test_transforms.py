@@ -62,3 +62,53 @@ def test_improvement_t_needs_a_gain_beyond_noise():
     with_padding = np.where(origins % 7 == 0, np.nan, baseline)
     assert improvement_t(with_padding, with_padding * 0.8, origins, block=24) > 10
     assert improvement_t(baseline[:30], baseline[:30] * 0.5, origins[:30], block=24) == 0.0
+
+
+def test_a_gain_over_few_blocks_is_not_clear():
+    from forecast.evaluation import Improvement, improvement
+
+    rng = np.random.default_rng(1)
+    baseline = rng.gamma(2.0, 1.0, size=72)  # three blocks of 24 origins, as a weekly series' validation rows
+    few = improvement(baseline, baseline * 0.7 + rng.normal(0.0, 0.05, 72), np.arange(72), block=24)
+    assert few.blocks == 3 and few.t > 3 and not few.clear and "fewer than the 10 blocks" in few.describe()
+    long = rng.gamma(2.0, 1.0, size=720)
+    assert improvement(long, long * 0.7, np.arange(720), block=24).clear
+    assert Improvement(2.1, 200, 24).clear and not Improvement(2.1, 10, 24).clear  # 9 df need t above 2.26
+    assert Improvement(2.3, 10, 24).clear and not Improvement(1.9, 10_000, 24).clear
+
+
+def test_the_end_of_training_keeps_the_linear_start_when_its_gain_rests_on_few_blocks():
+    from forecast.config import Config
+    from forecast.training import _keep_the_better
+
+    class Recorded:
+        """Forecasts a fixed array per row: `weights[0]` (what predict_batches and get/set_weights need)."""
+
+        layers = []
+
+        def __init__(self, forecast):
+            self.weights = [forecast]
+
+        def get_weights(self):
+            return self.weights
+
+        def set_weights(self, weights):
+            self.weights = weights
+
+        def predict_on_batch(self, inputs):
+            return {"prediction": self.weights[0][inputs["row"]]}
+
+    rng = np.random.default_rng(2)
+    n, horizon = 72, 4
+    target = rng.normal(size=(n, horizon)).astype("float32")
+    start = target + rng.normal(0.0, 1.0, size=(n, horizon)).astype("float32")
+    trained = target + 0.5 * (start - target)  # a quarter of the start's squared error, on 72 / 4 = 18 blocks
+    config = Config(target="y", horizon=horizon, batch_size=8, stream_chunks=1)
+    lines = []
+    arguments = ({"row": np.arange(n)}, target, np.ones((n, horizon), "float32"), np.arange(n), config, lines.append)
+    _, kept_start, _ = _keep_the_better(Recorded(trained), [start], trained, *arguments)
+    assert not kept_start and "over 18 blocks of 4 origins" in lines[-1]
+    few = config.replace(horizon=24)  # the same errors in blocks of 24 origins: 3 blocks
+    arguments = (*arguments[:4], few, lines.append)
+    _, kept_start, _ = _keep_the_better(Recorded(trained), [start], trained, *arguments)
+    assert kept_start and "over 3 blocks of 24 origins, fewer than the 10 blocks" in lines[-1]

@@ -94,3 +94,47 @@ def test_missing_pm25_targets_get_weight_zero():
     assert missing.sum() > 1000
     np.testing.assert_array_equal(weight == 0, missing)
     assert np.isfinite(y["prediction"]).all() and all(np.isfinite(value).all() for value in x.values())
+
+
+def test_targets_refuse_origins_without_a_whole_horizon():
+    batcher = WindowBatcher(toy_features(60), lookback=5, horizon=3)  # origins 4 to 56
+    batcher.targets(np.array([4, 56, PADDING]), np.ones(3, bool))
+    for outside in (57, 60, 3):
+        with pytest.raises(ValueError, match="reach outside"):
+            batcher.targets(np.array([10, outside]), np.ones(2, bool))
+
+
+def test_both_pipelines_feed_the_same_batches_epoch_by_epoch():
+    """One seed, one run: epoch k trains on the plan's layout k whichever pipeline serves it."""
+    from forecast import backend
+    from forecast.training import _training_data
+
+    keras = backend.keras()
+
+    class Recorder(keras.Model):
+        """Keeps the targets and weights of every batch it is fed, and trains nothing."""
+
+        def __init__(self):
+            super().__init__()
+            self.fed = []
+
+        def train_step(self, data):
+            _, y, weight = data
+            self.fed.append((np.asarray(y["prediction"]), np.asarray(weight)))
+            return {"batches": len(self.fed)}
+
+    features = toy_features(200)
+    batcher = WindowBatcher(features, lookback=6, horizon=3)
+    plan = StreamPlan(5, 180, 6, 3, batch_size=4, shuffle=True, seed=5)
+    expected = [batcher.batch(*[part[index] for part in plan.batches(epoch)])[1:] for epoch in (0, 1)
+                for index in range(plan.n_batches)]
+    for pipeline, workers in (("pydataset", 1), ("pydataset", 2), ("generator", 1)):
+        model = Recorder()
+        model.compile(optimizer="sgd", run_eagerly=True)
+        config = Config(target="y", data_pipeline=pipeline, workers=workers)
+        model.fit(_training_data(batcher, plan, config, 0), epochs=2, steps_per_epoch=plan.n_batches,
+                  shuffle=False, verbose=0)
+        assert len(model.fed) == 2 * plan.n_batches, pipeline
+        for index, ((target, weight), (want_y, want_weight)) in enumerate(zip(model.fed, expected)):
+            np.testing.assert_array_equal(target, want_y["prediction"], err_msg=f"{pipeline} batch {index}")
+            np.testing.assert_array_equal(weight, want_weight, err_msg=f"{pipeline} batch {index}")

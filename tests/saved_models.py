@@ -1,0 +1,24 @@
+"""Model directories for tests that need a saved model but not a trained one."""
+
+
+def untrained_model(csv, config, root, train_rows: int, val_end: int | None, business_days: bool | None = None):
+    """A complete model directory without training: the untrained network forecasts the last value (Repeat).
+    `business_days` forces the grid the file is read on (None: detected, as training does)."""
+    from forecast.data import load_series
+    from forecast.features import InputLayout, fit_scaler
+    from forecast.model import build_model
+    from forecast.store import Schema
+    from forecast.validation import row_digests
+
+    series = load_series(csv, config, business_days)
+    config = config.replace(past=series.roles.past)
+    layout = InputLayout.from_roles(series.roles, series.freq)
+    root.mkdir(parents=True)
+    build_model(config, layout, config.batch_size).save(root / "model.keras")
+    (root / "config.json").write_text(config.to_json())
+    (root / "scaler.json").write_text(fit_scaler(series, train_rows).to_json())
+    n = series.n_observed
+    schema = Schema(series.freq, layout, train_rows, str(series.time[n - 1]), n,
+                    row_digests(series.time, series.values, n), series.columns, val_end, series.business_days)
+    (root / "schema.json").write_text(schema.to_json())
+    return root
