@@ -248,11 +248,11 @@ def models_list(
         rows = describe_versions(resolve_model_path(model, store))
     except ForecastError as error:
         raise _fail(error) from None
-    typer.echo(f"{'':2}{'version':<9}{'created':<27}{'epochs':>7}{'val_mse':>10}{'holdout_mse':>13}")
+    typer.echo(f"{'':2}{'version':<9}{'created':<27}{'epochs':>7}{'val_mse':>10}{'holdout_mse':>13}  model")
     for row in rows:
         typer.echo(
-            f"{'*' if row['current'] else ' ':2}{row['version']:<9}{row['created']:<27}{row['last_epoch']:>7}"
-            f"{row['val_mse']:>10.4f}{row['holdout_mse']:>13}"
+            f"{'*' if row['current'] else ' ':2}{row['version']:<9}{row['created']:<27}{row['epochs']:>7}"
+            f"{row['val_mse']:>10.4f}{row['holdout_mse']:>13}  {row['kind']}"
         )
 
 

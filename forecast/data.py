@@ -127,14 +127,25 @@ def resolve_roles(frame: pd.DataFrame, path: Path, config: Config) -> Roles:
     )
 
 
-def _check_named_columns(columns: list[str], path: Path, config: Config) -> None:
-    """Every column the configuration names must be in the file; checked before any value is parsed."""
+def _check_named_columns(columns: list[str], body: bytes, path: Path, config: Config) -> None:
+    """Every column the configuration names must be in the header (the first line of `body`); checked before any value
+    is parsed. A name that stands on a later line instead means lines of metadata above the real header."""
     if config.target is None:
         raise ForecastError(f"{path}: no target column given; pass --target with one of: {validation.listing(columns)}")
     named = [config.target, *config.sim, *config.bg, *(config.past or ()), *config.exclude]
     for column in named:
-        if column not in columns:
-            raise ForecastError(f"{path}: column {column!r} not found; the file has: {validation.listing(columns)}")
+        if column in columns:
+            continue
+        lines = body.decode("utf-8", errors="replace").splitlines()[1:20]
+        below = next((index for index, line in enumerate(lines, start=2)
+                      if column in (field.strip() for field in next(csv.reader([line]), []))), None)
+        if below is not None:
+            line = validation.line_of(below - 2, config.skip_rows)
+            raise ForecastError(
+                f"{path}: column {column!r} is not in the header line; line {line} looks like the header, so the lines "
+                f"above it are not data: pass --skip-rows {line - 1} (skip_rows = {line - 1})"
+            )
+        raise ForecastError(f"{path}: column {column!r} not found; the file has: {validation.listing(columns)}")
 
 
 def _mostly_numeric(column: pd.Series) -> bool:
@@ -162,12 +173,17 @@ def _read_csv(path: Path, config: Config, warn: Callable[[str], None] | None) ->
         names = [name.strip() for name in header]
         validation.check_header(names, path)
         if body.strip():
-            _check_named_columns(names, path, config)
+            _check_named_columns(names, body, path, config)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            frame = pd.read_csv(io.BytesIO(body), skipinitialspace=True)
+            # index_col=False: rows with one field more than the header must not turn the first column into an index
+            frame = pd.read_csv(io.BytesIO(body), skipinitialspace=True, index_col=False)
         if caught:
             first = str(caught[0].message).split(". ")[0].strip()
+            if "Length of header" in first:
+                raise ForecastError(
+                    f"{path}: rows have more fields than the header's {len(names)} names; name every column in the header"
+                )
             raise ForecastError(f"{path}: pandas cannot read it cleanly ({first}); {SKIP_HINT}")
     except pd.errors.EmptyDataError:
         raise ForecastError(f"{path}: the file is empty; expected a header line and rows of values") from None

@@ -165,6 +165,13 @@ def improvement_t(baseline_errors: np.ndarray, errors: np.ndarray, origins: np.n
     return improvement(baseline_errors, errors, origins, block).t
 
 
+def origin_errors(forecast: np.ndarray, target: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """Mean squared error per origin over its weighted steps (n_origins,); NaN where an origin has none."""
+    total = weight.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total > 0, ((forecast - target) ** 2 * weight).sum(axis=1) / total, np.nan)
+
+
 def scores(forecast, truth, weight, scaled_forecast, scaled_truth, mase_scale: float) -> dict[str, float]:
     """All the metrics of one forecaster over the same origins and steps."""
     scaled = weighted_errors(scaled_forecast, scaled_truth, weight)
@@ -192,15 +199,17 @@ class Evaluation:
     warning: str | None = None
     season: Season | None = None
     notes: tuple[str, ...] = ()
+    ablation: dict[str, Improvement] | None = None  # per variant: how surely the model as it runs beats it
 
     def table(self) -> str:
-        """A plain-text table, one row per forecaster."""
+        """A plain-text table, one row per forecaster, and the state ablation's t statistics below it."""
         columns = ("mse", "mae", "mae_original", "rmse_original", "mase", "nse")
         header = f"{'forecaster':<16}" + "".join(f"{name:>15}" for name in columns)
         rows = [
             f"{name:<16}" + "".join(f"{values[column]:>15.4f}" for column in columns)
             for name, values in self.summary.items()
         ]
+        rows += [f"model beats {variant}: {verdict.describe()}" for variant, verdict in (self.ablation or {}).items()]
         return "\n".join([header, *rows])
 
     def to_json(self) -> dict:
@@ -214,6 +223,10 @@ class Evaluation:
             ),
             "notes": list(self.notes),
             "metrics": self.summary,
+            "ablation": {
+                variant: {"t": verdict.t, "blocks": verdict.blocks, "block": verdict.block}
+                for variant, verdict in (self.ablation or {}).items()
+            },
         }
 
 
@@ -221,12 +234,14 @@ def evaluate(
     csv_path: str | Path, model_dir: str | Path, start: str | None = None, end: str | None = None,
     validation_rows: bool = False,
     warn: Callable[[str], None] | None = None,
+    ablation: bool = True,
 ) -> Evaluation:
     """Scores every origin whose whole horizon lies in rows [start, end).
 
     The default range is every row after the model's validation rows, which chose its inputs and stopped its training
     and so cannot give an honest score; `validation_rows` scores exactly those, with a warning in the result. A last
-    line still being written is refused, or with `warn`, left out with a warning through it.
+    line still being written is refused, or with `warn`, left out with a warning through it. With `ablation`, the
+    model is also scored with its state reset before every chunk and with its LSTM zeroed (see forecast.ablation).
     """
     import time
 
@@ -234,7 +249,8 @@ def evaluate(
     from forecast.features import build_features
     from forecast.prediction import bounded, check_compatible, load_model_file
     from forecast.store import current_version, read_saved, with_network
-    from forecast.windowing import WindowBatcher, batch_layout, origin_streams
+    from forecast.ablation import ablation_forecasts, rolling_forecasts
+    from forecast.windowing import WindowBatcher
 
     began = time.perf_counter()
     saved = read_saved(current_version(Path(model_dir)))
@@ -253,26 +269,24 @@ def evaluate(
     features = build_features(series, saved.scaler, horizon, calendar=schema.layout.calendar)
     batcher = WindowBatcher(features, lookback, horizon)
     chunks = config.chunks_per_stream
-    streams, scored = origin_streams(first, last, lookback, chunks, batcher.earliest_origin)
-    origins, scored = batch_layout(streams, scored, config.batch_size, len(streams), None)
-    from forecast.model import predict_batches
-
-    forecast_scaled = predict_batches(saved.model, (batcher.inputs(batch) for batch in origins), chunks)[scored.reshape(-1)]
-    ends = origins.reshape(-1)[scored.reshape(-1)]
+    if ablation:
+        models = ablation_forecasts(saved.model, batcher, first, last, chunks, config.batch_size)
+    else:
+        models = {"model": rolling_forecasts(saved.model, batcher, first, last, chunks, config.batch_size)}
+    ends = np.arange(first, last + 1)
     target, weight = batcher.targets(ends, np.ones(len(ends), dtype=bool))
     name = series.roles.target
     # The bounds in z-scored units: the scaling is increasing, so clipping there clips the forecast in its own units.
     low, high = (None if bound is None else float(saved.scaler.transform((name,), np.array([[bound]]))[0, 0])
                  for bound in (config.target_min, config.target_max))
-    forecast_scaled = bounded(forecast_scaled, low, high)
+    models = {label: bounded(forecast, low, high) for label, forecast in models.items()}
+    errors = {label: origin_errors(forecast, target, weight) for label, forecast in models.items()}
+    verdicts = {label: improvement(errors[label], errors["model"], ends, horizon) for label in models if label != "model"}
     training = series.values[name].to_numpy()[: schema.train_rows]
     season = choose_season(
         series.freq, series.time[schema.train_rows - 1] - series.time[0], training, horizon, series.business_days
     )
-    candidates = {
-        "model": forecast_scaled,
-        "repeat": repeat_forecast(batcher.last_values(ends), horizon),
-    }
+    candidates = {**models, "repeat": repeat_forecast(batcher.last_values(ends), horizon)}
     notes = [season.describe()]
     if season.cycle is not None:
         candidates["seasonal_naive"] = seasonal_naive_forecast(features.history[:, 0], ends, horizon, season.steps)
@@ -300,6 +314,7 @@ def evaluate(
         warning=warning,
         season=season,
         notes=tuple(notes),
+        ablation=verdicts if ablation else None,
     )
 
 

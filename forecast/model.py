@@ -218,9 +218,11 @@ def build_model(config: Config, layout: InputLayout, batch_size: int) -> keras.M
         [inputs["lstm"], inputs["sim"]]
     )
     scale = WindowScale(name="window_scale")(centred_target)
+    # The LSTM reads the history as z-scored on the training rows, a frame that continues from one chunk to the next,
+    # so that the state carried from chunk k means the same in chunk k+1 (a window-relative frame shifts each chunk).
     encoded = keras.layers.LSTM(
         config.units, stateful=config.stateful, dropout=config.dropout, name="history_lstm"
-    )(ScaleTarget(name="scaled_history")([history, scale]))
+    )(inputs["lstm"])
     highway = keras.layers.Dense(horizon, kernel_initializer="zeros", name="history_highway")(centred_target)
     # Every history channel but the observed flag (the last), the target centred like the highway's input.
     means = MultiScaleMeans(summary_spans(lookback), range(len(layout.history) - 1), name="history_means")(history)
@@ -236,9 +238,12 @@ def build_model(config: Config, layout: InputLayout, batch_size: int) -> keras.M
     context = keras.layers.Dropout(config.head_dropout, name="context_dropout")(context)
     hidden = keras.layers.Dense(config.head_units, activation="relu", name="head_hidden")(context)
     hidden = keras.layers.Dropout(config.head_dropout, name="head_dropout")(hidden)
+    # Two readouts of the head: one in z-units (what the LSTM's state knows in its own frame) and one scaled by the
+    # window's spread (a correction proportional to how stormy the window is).
     correction = keras.layers.Dense(horizon, kernel_initializer="zeros", name="head_correction")(hidden)
-    correction = Rescale(name="rescaled_correction")([correction, scale])
-    prediction = keras.layers.Add(name="prediction")([*terms, correction])
+    scaled = keras.layers.Dense(horizon, kernel_initializer="zeros", name="head_scaled_correction")(hidden)
+    scaled = Rescale(name="rescaled_correction")([scaled, scale])
+    prediction = keras.layers.Add(name="prediction")([*terms, correction, scaled])
     return keras.Model(
         inputs=[inputs[name] for name in INPUT_NAMES], outputs={"prediction": prediction}, name="forecaster"
     )

@@ -224,4 +224,5 @@ def _keep_configured_epochs(model_dir: Path, run_config: Config, epochs: int) ->
 
 def _holdout_mse(csv_path, model_dir: Path, first_row: int, end_row: int) -> float:
     """MSE in the target's own units: a full retrain fits a new scaler, so z-scored errors would not compare."""
-    return evaluate(csv_path, model_dir, str(first_row), str(end_row)).summary["model"]["rmse_original"] ** 2
+    scored = evaluate(csv_path, model_dir, str(first_row), str(end_row), ablation=False)
+    return scored.summary["model"]["rmse_original"] ** 2

@@ -259,20 +259,19 @@ def rollback(root: Path, to: str | None = None) -> str:
 
 
 def describe_versions(root: Path) -> list[dict]:
-    """One row per kept version: when it was made, how far it trained, and its scores."""
+    """One row per kept version: when it was made, the epoch its weights come from (0: the linear start), its scores,
+    and the kind of model kept."""
     current = current_version(root).name
     rows = []
     for name in versions(root):
-        try:
-            metrics = json.loads((root / VERSIONS / name / METRICS_FILE).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            metrics = {}
+        metrics = read_metrics(root / VERSIONS / name)
         holdout = metrics.get("holdout", {}).get("candidate_mse")
         rows.append({
             "version": name,
             "current": name == current,
             "created": metrics.get("created", "?"),
-            "last_epoch": metrics.get("last_epoch", "?"),
+            "epochs": metrics.get("epochs", metrics.get("last_epoch", "?")),
+            "kind": metrics.get("model_kind", "?"),
             "val_mse": metrics.get("validation", {}).get("model", {}).get("mse", float("nan")),
             "holdout_mse": f"{holdout:.4f}" if holdout is not None else "-",
         })

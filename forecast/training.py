@@ -18,7 +18,7 @@ from forecast import backend
 from forecast.config import Config
 from forecast.data import Series, describe_left_out, load_series
 from forecast.errors import ForecastError, IncompatibleWeights, ResumeRefused
-from forecast.evaluation import MIN_BLOCKS, improvement, repeat_forecast, weighted_errors
+from forecast.evaluation import MIN_BLOCKS, improvement, origin_errors, repeat_forecast, weighted_errors
 from forecast.features import InputLayout, build_features, fit_scaler
 from forecast.linear_start import MAX_ORIGINS, LinearFit, fit_linear_start, freeze_linear_terms
 from forecast.store import (
@@ -29,6 +29,7 @@ from forecast.store import (
     SCALER_FILE,
     SCHEMA_FILE,
     VERSIONS,
+    read_metrics,
     read_saved,
     Schema,
     checkpoint_dir,
@@ -131,8 +132,9 @@ def train(
         version = publish(result.model_dir, root, config.keep_versions)
     metrics = result.metrics["validation"]
     log(
-        f"saved {root} version {version}: validation MSE {metrics['model']['mse']:.4f} "
-        f"(Repeat {metrics['repeat']['mse']:.4f}) after {result.metrics['epochs_run']} epochs"
+        f"saved {root} version {version}: {result.metrics['model_kind']}, validation MSE {metrics['model']['mse']:.4f} "
+        f"(Repeat {metrics['repeat']['mse']:.4f}); weights of epoch {result.metrics['epochs']} kept, "
+        f"{result.metrics['epochs_run']} epochs trained"
     )
     return TrainResult(model_dir=root / VERSIONS / version, metrics=result.metrics, history=result.history)
 
@@ -260,7 +262,9 @@ def train_series(
     metrics["kept_start_weights"] = kept_start
     metrics["gate"] = None if verdict is None else {"t": verdict.t, "blocks": verdict.blocks}
     metrics["linear_start"] = state.linear_start
+    metrics["model_kind"] = _model_kind(state.linear_start, kept_start, verdict, start_from)
     metrics.update(
+        epochs=0 if kept_start else _kept_epoch(history),
         epochs_run=len(history),
         last_epoch=int(history["epoch"].iloc[-1]),
         best_val_mse=float(np.nanmin(history["val_mse"])),
@@ -399,6 +403,24 @@ def _linear_start(
     return fit
 
 
+def _model_kind(linear_start: dict | None, kept_start: bool, verdict, start_from: Path | None) -> str:
+    """What was saved, in words: the linear start alone, or the linear terms with the LSTM's correction."""
+    if kept_start and start_from is not None:
+        return read_metrics(start_from).get("model_kind", "as the version it continued")
+    if kept_start:
+        inputs = ["lags" if linear_start["history"] == "lags" else "multi-scale means"]
+        inputs += ["covariates"] * bool(linear_start["covariates"]) + ["calendar"] * bool(linear_start["calendar"])
+        return f"linear (ridge on {', '.join(inputs)})"
+    if verdict is None:
+        return "linear terms and LSTM correction trained together (no linear start)"
+    return f"linear + LSTM correction (t = {verdict.t:.1f} over {verdict.blocks} blocks)"
+
+
+def _kept_epoch(history: pd.DataFrame) -> int:
+    """The epoch whose weights early stopping restored: the one with the lowest validation MSE."""
+    return int(history["epoch"].iloc[int(np.argmin(history["val_mse"].to_numpy()))])
+
+
 def _keep_the_better(model, start_weights, trained_forecast, val_inputs, val_target, val_weight, val_origins,
                      config: Config, log: Log, start_label: str = "the linear start"):
     """The trained model, unless it does not beat the weights it began from (`start_label`: the linear start, or the
@@ -418,7 +440,7 @@ def _keep_the_better(model, start_weights, trained_forecast, val_inputs, val_tar
     trained = weighted_errors(trained_forecast, val_target, val_weight)["mse"]
     start = weighted_errors(start_forecast, val_target, val_weight)["mse"]
     verdict = improvement(
-        _origin_errors(start_forecast, val_target, val_weight), _origin_errors(trained_forecast, val_target, val_weight),
+        origin_errors(start_forecast, val_target, val_weight), origin_errors(trained_forecast, val_target, val_weight),
         val_origins, config.horizon,
     )
     if not verdict.clear:
@@ -427,13 +449,6 @@ def _keep_the_better(model, start_weights, trained_forecast, val_inputs, val_tar
     log(f"the trained network beats {start_label}: validation MSE {trained:.4f} vs {start:.4f} ({verdict.describe()})")
     model.set_weights(trained_weights)
     return trained_forecast, False, verdict
-
-
-def _origin_errors(forecast: np.ndarray, target: np.ndarray, weight: np.ndarray) -> np.ndarray:
-    """Mean squared error per origin over its weighted steps; NaN for padding rows."""
-    total = weight.sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(total > 0, ((forecast - target) ** 2 * weight).sum(axis=1) / total, np.nan)
 
 
 def _callbacks(keras, config: Config, checkpoints: Path, chunks: int, state, resumed: bool, start_weights=None) -> list:

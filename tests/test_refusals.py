@@ -100,6 +100,12 @@ def test_a_trailing_comma_is_not_a_column_but_an_unnamed_column_of_values_is_ref
         load_series(unnamed, Config(target="y"))
 
 
+def test_rows_with_more_fields_than_the_header_are_refused(tmp_path):
+    path = write(tmp_path / "wide_rows.csv", [LINES[0]] + [line.rstrip("\n") + ",9\n" for line in LINES[1:]])
+    with pytest.raises(ForecastError, match="rows have more fields than the header's 4 names"):
+        load_series(path, Config(target="y"))
+
+
 def test_a_file_with_an_extra_column_does_not_match_the_model(copy, tmp_path):
     extra = write(tmp_path / "extra.csv", [LINES[0].rstrip("\n") + ",x3\n"] + [line.rstrip("\n") + ",1.5\n" for line in LINES[1:]])
     before = tree(copy)
@@ -308,15 +314,20 @@ def test_a_series_too_short_for_any_calendar_cycle_and_without_sims_trains(tmp_p
     assert json.loads((tmp_path / "store" / "short" / "current" / "schema.json").read_text())["layout"]["sim"] == []
 
 
-def test_warm_retrains_keep_the_configured_epoch_budget(copy, tmp_path):
-    configured = json.loads((version_dir(copy) / "config.json").read_text())["epochs"]
-    for extra in (24, 48):
-        grown = write(tmp_path / f"grown_{extra}.csv", synthetic_lines(ROWS + extra))
-        run_forecast("retrain", grown, "--model", "model", "--store", copy, "--epochs", "2", "--tolerance", "0.99")
-    saved = json.loads((version_dir(copy) / "config.json").read_text())
-    metrics = json.loads((version_dir(copy) / "metrics.json").read_text())
-    assert metrics["last_epoch"] > configured
-    assert saved["epochs"] == configured and saved["initial_epoch"] == 0
+def test_warm_retrains_keep_the_configured_epoch_budget(tmp_path):
+    from forecast.retraining import RetrainOptions, _candidate_config, _keep_configured_epochs
+
+    configured = Config(target="y", epochs=2)
+    version = tmp_path / "0007"
+    version.mkdir()
+    (version / "metrics.json").write_text('{"last_epoch": 12}')  # six warm retrains of two epochs each
+    warm = _candidate_config(configured, version, RetrainOptions(epochs=2), 700)
+    assert (warm.initial_epoch, warm.epochs) == (12, 14)
+    _keep_configured_epochs(version, warm, configured.epochs)
+    saved = Config.from_json(version / "config.json")
+    assert (saved.epochs, saved.initial_epoch, saved.val_end) == (2, 0, "700")
+    full = _candidate_config(saved, version, RetrainOptions(full=True), 800)
+    assert (full.initial_epoch, full.epochs) == (0, 2)
 
 
 def test_a_run_that_finds_the_lock_taken_stops_before_loading_tensorflow(copy, tmp_path):

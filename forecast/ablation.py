@@ -1,0 +1,73 @@
+"""The state ablation: one trained model scored four ways on the same origins, to measure what its parts add.
+
+- as it runs: each origin's state warmed up over the `chunks - 1` chunks before it, as `predict` does;
+- state reset: the state reset before every chunk, so nothing is carried from one chunk to the next;
+- LSTM zeroed: the LSTM's output held at 0, so the forecast is the linear terms and the head without the history's
+  encoding;
+- linear only: the head's correction held at 0, so the forecast is the linear terms alone, which training keeps frozen
+  at the linear start (the ridge fit).
+
+If resetting the state costs nothing, the stateful machinery buys nothing; if zeroing the LSTM costs nothing, the LSTM
+does not earn its place in the forecast.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from forecast import backend
+from forecast.windowing import WindowBatcher, batch_layout, origin_streams
+
+# The LSTM's bias is laid out as the input, forget, cell and output gates, `units` each; a very negative output gate
+# bias makes the output gate exactly 0 in float32, so h = o * tanh(c) = 0 whatever the input.
+_CLOSED_GATE = -1e4
+# The dense layers that read the head out into the forecast (one in z-units, one scaled by the window's spread).
+CORRECTION_LAYERS = ("head_correction", "head_scaled_correction")
+
+
+def zeroed_lstm(model):
+    """A copy of `model` (same batch size and weights) whose LSTM always outputs 0."""
+    keras = backend.keras()
+    copy = keras.Model.from_config(model.get_config())
+    copy.set_weights(model.get_weights())
+    lstm = copy.get_layer("history_lstm")
+    kernel, recurrent, bias = lstm.get_weights()
+    units = recurrent.shape[0]
+    closed = np.zeros_like(bias)
+    closed[3 * units :] = _CLOSED_GATE
+    lstm.set_weights([np.zeros_like(kernel), np.zeros_like(recurrent), closed])
+    return copy
+
+
+def without_correction(model):
+    """A copy of `model` whose correction head outputs 0: the linear terms alone."""
+    keras = backend.keras()
+    copy = keras.Model.from_config(model.get_config())
+    copy.set_weights(model.get_weights())
+    for layer in copy.layers:
+        if layer.name in CORRECTION_LAYERS:
+            layer.set_weights([np.zeros_like(weight) for weight in layer.get_weights()])
+    return copy
+
+
+def rolling_forecasts(model, batcher: WindowBatcher, first: int, last: int, chunks: int, batch_size: int) -> np.ndarray:
+    """Scaled forecasts (n_origins, H) at every origin in [first, last], in order, each from a state warmed up over
+    the `chunks - 1` chunks before it (chunks = 1: a fresh state at every origin), as predict computes one."""
+    from forecast.model import predict_batches
+
+    streams, scored = origin_streams(first, last, batcher.lookback, chunks, batcher.earliest_origin)
+    origins, scored = batch_layout(streams, scored, batch_size, len(streams), None)
+    forecast = predict_batches(model, (batcher.inputs(batch) for batch in origins), chunks)
+    return forecast[scored.reshape(-1)]
+
+
+def ablation_forecasts(model, batcher: WindowBatcher, first: int, last: int, chunks: int, batch_size: int
+                       ) -> dict[str, np.ndarray]:
+    """The scaled forecasts (n_origins, H) of each way, keyed "model", "state_reset" (absent for a stateless model,
+    where it is the same as "model"), "lstm_zeroed" and "linear_only"."""
+    forecasts = {"model": rolling_forecasts(model, batcher, first, last, chunks, batch_size)}
+    if chunks > 1:
+        forecasts["state_reset"] = rolling_forecasts(model, batcher, first, last, 1, batch_size)
+    forecasts["lstm_zeroed"] = rolling_forecasts(zeroed_lstm(model), batcher, first, last, chunks, batch_size)
+    forecasts["linear_only"] = rolling_forecasts(without_correction(model), batcher, first, last, chunks, batch_size)
+    return forecasts

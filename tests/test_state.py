@@ -1,0 +1,86 @@
+"""A state that carries: on a series whose next values depend on an input more than 2·T steps back, the stateful model
+with lookback T learns what its stateless twin cannot, and the state carries alike in training, in evaluation and in
+the batch-1 copy that `predict` uses."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from forecast.config import Config
+from forecast.evaluation import evaluate
+from forecast.training import train
+
+LOOKBACK = 8
+ROWS = 6000
+pytestmark = pytest.mark.slow
+
+
+def latch_series(rows: int, seed: int = 0) -> pd.DataFrame:
+    """y_t = s_t * x_t + noise. The sign s_t is set by the last pulse (+1 or -1 in the past column `pulse`), which lies
+    2T+1 to 60 steps back, mostly beyond a window of T; x is known over the horizon (sim) but not part of the history,
+    so y's own history does not reveal s. Only a state carried across chunks knows it."""
+    rng = np.random.default_rng(seed)
+    pulse, sign = np.zeros(rows), np.ones(rows)
+    current, next_pulse = 1.0, int(rng.integers(2 * LOOKBACK + 1, 61))
+    for step in range(rows):
+        if step == next_pulse:
+            current = float(rng.choice([-1.0, 1.0]))
+            pulse[step] = current
+            next_pulse = step + int(rng.integers(2 * LOOKBACK + 1, 61))
+        sign[step] = current
+    x = rng.standard_normal(rows)
+    y = sign * x + 0.1 * rng.standard_normal(rows)
+    return pd.DataFrame({"date": pd.date_range("2020-01-01", periods=rows, freq="h"), "pulse": pulse, "x": x, "y": y})
+
+
+def settings(stateful: bool) -> Config:
+    return Config(
+        target="y", sim=("x",), sim_in_history=False, lookback=LOOKBACK, horizon=2, batch_size=32, stream_chunks=16,
+        units=32, head_dropout=0.0, learning_rate=0.003, epochs=60, patience=15, stateful=stateful,
+    )
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("state")
+    path = folder / "latch.csv"
+    latch_series(ROWS).to_csv(path, index=False, float_format="%.4f")
+    models = {stateful: train(path, settings(stateful), folder / f"stateful_{stateful}").model_dir
+              for stateful in (True, False)}
+    return path, models
+
+
+def test_the_stateful_model_learns_what_lies_beyond_its_window_and_its_stateless_twin_cannot(trained):
+    path, models = trained
+    stateful = evaluate(path, models[True], validation_rows=True)
+    stateless = evaluate(path, models[False], validation_rows=True)
+    assert stateful.summary["model"]["mse"] * 5 <= stateless.summary["model"]["mse"], (
+        stateful.summary["model"]["mse"], stateless.summary["model"]["mse"])
+    # The carried state is what it learned: reset before every chunk, the same model is no better than the twin.
+    assert stateful.summary["state_reset"]["mse"] > 3 * stateful.summary["model"]["mse"]
+    assert stateful.ablation["state_reset"].clear and stateful.ablation["lstm_zeroed"].clear
+    assert "state_reset" not in stateless.summary
+
+
+def test_the_batch_one_prediction_copy_carries_the_state_as_evaluation_does(trained):
+    from forecast.ablation import rolling_forecasts
+    from forecast.data import load_series
+    from forecast.features import build_features
+    from forecast.model import inference_copy
+    from forecast.prediction import forecast_at, load_model_dir
+    from forecast.windowing import WindowBatcher
+
+    path, models = trained
+    saved = load_model_dir(models[True])
+    config = saved.config
+    series = load_series(path, config)
+    features = build_features(series, saved.scaler, config.horizon, calendar=saved.schema.layout.calendar)
+    batcher = WindowBatcher(features, config.lookback, config.horizon)
+    origins = np.array([5000, 5333, 5800])
+    evaluated = np.concatenate(
+        [rolling_forecasts(saved.model, batcher, origin, origin, config.chunks_per_stream, config.batch_size)
+         for origin in origins]
+    )
+    single = inference_copy(saved.model)
+    predicted = np.stack([forecast_at(single, features, config, origin) for origin in origins])
+    np.testing.assert_allclose(predicted, evaluated, atol=1e-5)
