@@ -4,8 +4,9 @@
 - state reset: the state reset before every chunk, so nothing is carried from one chunk to the next;
 - LSTM zeroed: the LSTM's output held at 0, so the forecast is the linear terms and the head without the history's
   encoding;
-- linear only: the head's correction held at 0, so the forecast is the linear terms alone, which training keeps frozen
-  at the linear start (the ridge fit).
+- linear only: the head's correction held at 0, so the forecast is the linear terms alone: the linear start (the
+  ridge fit, which training keeps frozen), or for a model trained with `linear_start = false` the linear terms it
+  learnt.
 
 If resetting the state costs nothing, the stateful machinery buys nothing; if zeroing the LSTM costs nothing, the LSTM
 does not earn its place in the forecast.
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from forecast import backend
+from forecast.model import copy_model
 from forecast.windowing import WindowBatcher, batch_layout, origin_streams
 
 # The LSTM's bias is laid out as the input, forget, cell and output gates, `units` each; a very negative output gate
@@ -27,9 +28,7 @@ CORRECTION_LAYERS = ("head_correction", "head_scaled_correction")
 
 def zeroed_lstm(model):
     """A copy of `model` (same batch size and weights) whose LSTM always outputs 0."""
-    keras = backend.keras()
-    copy = keras.Model.from_config(model.get_config())
-    copy.set_weights(model.get_weights())
+    copy = copy_model(model)
     lstm = copy.get_layer("history_lstm")
     kernel, recurrent, bias = lstm.get_weights()
     units = recurrent.shape[0]
@@ -41,9 +40,7 @@ def zeroed_lstm(model):
 
 def without_correction(model):
     """A copy of `model` whose correction head outputs 0: the linear terms alone."""
-    keras = backend.keras()
-    copy = keras.Model.from_config(model.get_config())
-    copy.set_weights(model.get_weights())
+    copy = copy_model(model)
     for layer in copy.layers:
         if layer.name in CORRECTION_LAYERS:
             layer.set_weights([np.zeros_like(weight) for weight in layer.get_weights()])
@@ -52,7 +49,9 @@ def without_correction(model):
 
 def rolling_forecasts(model, batcher: WindowBatcher, first: int, last: int, chunks: int, batch_size: int) -> np.ndarray:
     """Scaled forecasts (n_origins, H) at every origin in [first, last], in order, each from a state warmed up over
-    the `chunks - 1` chunks before it (chunks = 1: a fresh state at every origin), as predict computes one."""
+    the `chunks - 1` chunks before it (chunks = 1: a fresh state at every origin), as predict computes one. Near the
+    series' start, where fewer chunks of history exist, the missing chunks are fed the earliest window while predict
+    skips them (`windowing.origin_streams` against `prediction.warmup_origins`), so the two differ there."""
     from forecast.model import predict_batches
 
     streams, scored = origin_streams(first, last, batcher.lookback, chunks, batcher.earliest_origin)

@@ -39,6 +39,7 @@ class ResumeState:
     config: dict = field(default_factory=dict)
     linear_start: dict | None = None  # the ridge fit's choices, for metrics.json at the end of a resumed run too
     purpose: str = "train"  # or "retrain": a candidate that must still be scored before it may be published
+    start_version: str | None = None  # the version a warm run continues, whose scaler and layout it keeps
 
 
 def load_state(directory: Path) -> ResumeState:

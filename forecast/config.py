@@ -85,6 +85,10 @@ class Config:
             raise ForecastError(f"config: verbose must be 0, 1 or 2, got {self.verbose}")
         if self.gaps not in ("refuse", "mask", "interpolate"):
             raise ForecastError(f"config: gaps must be 'refuse', 'mask' or 'interpolate', got {self.gaps!r}")
+        for name, allowed in (("target_min", -math.inf), ("target_max", math.inf)):
+            bound = getattr(self, name)
+            if bound is not None and (math.isnan(bound) or (math.isinf(bound) and bound != allowed)):
+                raise ForecastError(f"config: {name} must be a number (or {allowed} for no bound), got {bound}")
         if self.target_min is not None and self.target_max is not None and self.target_min >= self.target_max:
             raise ForecastError(f"config: target_min ({self.target_min}) must be below target_max ({self.target_max})")
         if self.skip_rows < 0:

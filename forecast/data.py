@@ -169,7 +169,8 @@ def _read_csv(path: Path, config: Config, warn: Callable[[str], None] | None) ->
     data = validation.without_partial_line(path.read_bytes(), path, warn)
     try:
         body = b"".join(data.splitlines(keepends=True)[config.skip_rows :]) if config.skip_rows else data
-        header = next(csv.reader([body.split(b"\n", 1)[0].decode("utf-8").rstrip("\r")]), [])
+        # utf-8-sig: a byte-order mark (Excel's "CSV UTF-8") is not part of the first column's name
+        header = next(csv.reader([body.split(b"\n", 1)[0].decode("utf-8-sig").rstrip("\r")]), [])
         names = [name.strip() for name in header]
         validation.check_header(names, path)
         if body.strip():

@@ -106,7 +106,7 @@ def nse(forecast: np.ndarray, truth: np.ndarray, weight: np.ndarray) -> float:
     return float(1.0 - np.sum((forecast[mask] - observed) ** 2) / spread) if spread > 0 else float("nan")
 
 
-# A richer model replaces a simpler one only when it beats it by this t statistic (`improvement_t`) on validation. One
+# A richer model replaces a simpler one only when it beats it by this t statistic (`improvement`) on validation. One
 # comparison passes it by chance about once in 40; the linear start makes up to seven, so this is a parsimony prior
 # rather than an exact test.
 SIGNIFICANT_T = 2.0
@@ -158,11 +158,6 @@ def improvement(baseline_errors: np.ndarray, errors: np.ndarray, origins: np.nda
     means = difference[: n_blocks * block].reshape(n_blocks, block).mean(axis=1)
     spread = means.std(ddof=1)
     return Improvement(float(means.mean() / (spread / math.sqrt(n_blocks))) if spread > 0 else 0.0, n_blocks, block)
-
-
-def improvement_t(baseline_errors: np.ndarray, errors: np.ndarray, origins: np.ndarray, block: int) -> float:
-    """The t statistic of `improvement`."""
-    return improvement(baseline_errors, errors, origins, block).t
 
 
 def origin_errors(forecast: np.ndarray, target: np.ndarray, weight: np.ndarray) -> np.ndarray:

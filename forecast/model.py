@@ -86,7 +86,10 @@ class WindowScale(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="forecast")
 class ScaleTarget(keras.layers.Layer):
-    """Divides the history's target channel by the window's scale (reversible instance normalisation's forward half)."""
+    """Divides the history's target channel by the window's scale (reversible instance normalisation's forward half).
+
+    No longer built (the LSTM now reads the z-scored history), but kept registered: models saved before use it.
+    """
 
     def call(self, inputs):
         history, scale = inputs
@@ -272,21 +275,28 @@ def reset_states(model: keras.Model) -> None:
         layer.reset_state()
 
 
-def inference_copy(model: keras.Model) -> keras.Model:
-    """The same network with batch size 1 and the trained weights, so a single series needs no padding.
+def copy_model(model: keras.Model, batch_size: int | None = None) -> keras.Model:
+    """The same network with the same weights, at `batch_size` (None: the model's own), with fresh states.
 
     Rebuilt from the model's own saved architecture, not from `build_model`, so that a model trained by an earlier
     version of forecast keeps forecasting with the layers it was trained with.
     """
     architecture = model.get_config()
-    for layer in architecture["layers"]:
-        # Without its build record each layer is built on the new inputs: the stateful LSTM's state gets batch size 1.
-        layer.pop("build_config", None)
-        if layer["class_name"] == "InputLayer":
-            layer["config"]["batch_shape"] = [1, *layer["config"]["batch_shape"][1:]]
-    single = keras.Model.from_config(architecture)
-    single.set_weights(model.get_weights())
-    return single
+    if batch_size is not None:
+        for layer in architecture["layers"]:
+            # Without its build record each layer is built on the new inputs: the stateful LSTM's state gets the new
+            # batch size.
+            layer.pop("build_config", None)
+            if layer["class_name"] == "InputLayer":
+                layer["config"]["batch_shape"] = [batch_size, *layer["config"]["batch_shape"][1:]]
+    copy = keras.Model.from_config(architecture)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def inference_copy(model: keras.Model) -> keras.Model:
+    """The network with batch size 1 and the trained weights, so a single series needs no padding."""
+    return copy_model(model, batch_size=1)
 
 
 class StateResetter(keras.callbacks.Callback):

@@ -14,7 +14,7 @@ from forecast.data import Series, load_series
 from forecast.errors import ForecastError
 from forecast.features import Features, InputLayout, build_features
 from forecast.validation import describe_step, listing
-from forecast.store import SavedModel, Schema, current_version, read_saved, with_network
+from forecast.store import Schema, current_version, read_saved, with_network
 
 
 def load_model_file(path: Path):
@@ -31,10 +31,6 @@ def load_model_file(path: Path):
                 "written by forecast never does; it is unsafe, so roll back to a version you trust or retrain"
             ) from None
         raise ForecastError(f"{path}: cannot load the model ({type(exc).__name__}); the file is damaged, retrain it") from None
-
-
-def load_model_dir(model_dir: str | Path) -> SavedModel:
-    return with_network(read_saved(Path(model_dir)), load_model_file)
 
 
 def warmup_origins(origin: int, lookback: int, chunks: int) -> list[int]:

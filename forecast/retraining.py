@@ -36,7 +36,7 @@ from forecast.store import (
     write_json,
 )
 from forecast.training import Log, train_series
-from forecast.validation import DIGEST_BLOCK, row_digests
+from forecast.validation import DIGEST_BLOCK, line_of, row_digests
 
 DECISIONS_FILE = "retrain.jsonl"
 
@@ -71,7 +71,7 @@ class Decision:
     reference_mse: float | None = None
 
 
-def check_appended(series: Series, schema: Schema) -> int:
+def check_appended(series: Series, schema: Schema, skip_rows: int = 0) -> int:
     """The CSV must hold the rows the current model was trained on, unchanged, followed by new ones; returns how many
     rows are new."""
     if series.n_observed < schema.rows:
@@ -85,7 +85,8 @@ def check_appended(series: Series, schema: Schema) -> int:
             first = block * DIGEST_BLOCK
             last = min(first + DIGEST_BLOCK, schema.rows) - 1
             raise ForecastError(
-                f"{series.path}: rows {first + 2} to {last + 2} ({series.time[first]} to {series.time[last]}) differ from "
+                f"{series.path}: rows {line_of(first, skip_rows)} to {line_of(last, skip_rows)} ({series.time[first]} to "
+                f"{series.time[last]}) differ from "
                 "the data the current model was trained on; history was rewritten, so check the file or train a new "
                 "model with `forecast train`"
             )
@@ -107,7 +108,7 @@ def retrain(
         config, schema = saved.config, saved.schema
         series = load_series(csv_path, config, schema.business_days)
         check_compatible(series, schema)
-        new_rows = check_appended(series, schema)
+        new_rows = check_appended(series, schema, config.skip_rows)
         if new_rows == 0:
             log(f"{csv_path}: no new rows since {schema.last_time}; kept version {current.name}")
             return Decision(promoted=False, reason="no new rows")
@@ -130,7 +131,7 @@ def retrain(
                 options = dataclasses.replace(options, full=True)
                 candidate_config = _candidate_config(config, current, options, scored_from)
                 trained = train_series(series, candidate_config, root, log, verbose, extra_callbacks, purpose="retrain")
-            _keep_configured_epochs(trained.model_dir, candidate_config, config.epochs)
+            _keep_configured_epochs(trained.model_dir, config.epochs)
             current_mse = _holdout_mse(csv_path, current, scored_from, series.n_observed)
             candidate_mse = _holdout_mse(csv_path, trained.model_dir, scored_from, series.n_observed)
             reference = reference_version(root, current)
@@ -214,11 +215,11 @@ def _last_epoch(path: Path) -> int:
     raise ForecastError(f"{path}: {problem}; retrain with --full, or roll back to a complete version")
 
 
-def _keep_configured_epochs(model_dir: Path, run_config: Config, epochs: int) -> None:
-    """A warm start runs to `last_epoch + --epochs`; the candidate's saved configuration keeps the configured epoch
-    budget, so that a later --full retrain trains as long as the first training did, however many warm starts came
-    between."""
-    saved = dataclasses.replace(run_config, epochs=epochs, initial_epoch=0)
+def _keep_configured_epochs(model_dir: Path, epochs: int) -> None:
+    """A warm start runs to `last_epoch + --epochs`; the candidate's saved configuration (as training wrote it, with
+    the bounds it detected) keeps the configured epoch budget instead, so that a later --full retrain trains as long
+    as the first training did, however many warm starts came between."""
+    saved = dataclasses.replace(Config.from_json(model_dir / CONFIG_FILE), epochs=epochs, initial_epoch=0)
     (model_dir / CONFIG_FILE).write_text(saved.to_json() + "\n", encoding="utf-8")
 
 

@@ -236,13 +236,21 @@ def prune(root: Path, keep: int) -> None:
             shutil.rmtree(root / VERSIONS / name)
 
 
+# The entries of metrics.json that listings, pruning and retrains read, and the types they must have.
+METRIC_TYPES = {"reference_version": (str, type(None)), "model_kind": str, "created": str, "epochs": int,
+                "last_epoch": int, "validation": dict, "holdout": dict}
+
+
 def read_metrics(model_dir: Path) -> dict:
-    """A version's metrics.json, or {} where it is missing or unreadable (it only informs listings and retrains)."""
+    """A version's metrics.json, or {} where it is missing or unreadable (it only informs listings and retrains); an
+    entry of METRIC_TYPES with another type (a damaged or altered file) is left out."""
     try:
         metrics = json.loads((model_dir / METRICS_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
-    return metrics if isinstance(metrics, dict) else {}
+    if not isinstance(metrics, dict):
+        return {}
+    return {key: value for key, value in metrics.items() if isinstance(value, METRIC_TYPES.get(key, object))}
 
 
 def rollback(root: Path, to: str | None = None) -> str:
@@ -266,14 +274,16 @@ def describe_versions(root: Path) -> list[dict]:
     for name in versions(root):
         metrics = read_metrics(root / VERSIONS / name)
         holdout = metrics.get("holdout", {}).get("candidate_mse")
+        model = metrics.get("validation", {}).get("model")
+        val_mse = model.get("mse") if isinstance(model, dict) else None
         rows.append({
             "version": name,
             "current": name == current,
             "created": metrics.get("created", "?"),
             "epochs": metrics.get("epochs", metrics.get("last_epoch", "?")),
             "kind": metrics.get("model_kind", "?"),
-            "val_mse": metrics.get("validation", {}).get("model", {}).get("mse", float("nan")),
-            "holdout_mse": f"{holdout:.4f}" if holdout is not None else "-",
+            "val_mse": float(val_mse) if isinstance(val_mse, (int, float)) else float("nan"),
+            "holdout_mse": f"{holdout:.4f}" if isinstance(holdout, (int, float)) else "-",
         })
     return rows
 

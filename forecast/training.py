@@ -37,6 +37,7 @@ from forecast.store import (
     locked,
     publish,
     staging_dir,
+    versions,
     write_json,
 )
 from forecast.validation import row_digests
@@ -118,7 +119,10 @@ def train(
     config = config.replace(past=series.roles.past)
     resolve_split(series, config)  # too little data is a user error: report it before touching the store
     with locked(root):
-        start_from = current_version(root) if config.initial_epoch > 0 and not resume else None
+        if resume:
+            start_from = _resumed_start(root)
+        else:
+            start_from = current_version(root) if config.initial_epoch > 0 else None
         try:
             result = train_series(series, config, root, log, verbose, extra_callbacks, resume, start_from)
         except IncompatibleWeights as exc:
@@ -196,7 +200,10 @@ def train_series(
             checkpoint.restore_seeds(model, checkpoints)
             log(f"resuming {root} after epoch {state.epoch}")
         else:
-            state = checkpoint.ResumeState(config=json.loads(config.to_json()), purpose=purpose)
+            state = checkpoint.ResumeState(
+                config=json.loads(config.to_json()), purpose=purpose,
+                start_version=None if start_from is None else start_from.name,
+            )
             model = build_model(config, layout, config.batch_size // replicas)
             _start_staging(staging, start_from, model, config, log)
             if config.linear_start:
@@ -264,7 +271,7 @@ def train_series(
     metrics["linear_start"] = state.linear_start
     metrics["model_kind"] = _model_kind(state.linear_start, kept_start, verdict, start_from)
     metrics.update(
-        epochs=0 if kept_start else _kept_epoch(history),
+        epochs=_epochs_kept(history, kept_start, start_from),
         epochs_run=len(history),
         last_epoch=int(history["epoch"].iloc[-1]),
         best_val_mse=float(np.nanmin(history["val_mse"])),
@@ -403,17 +410,43 @@ def _linear_start(
     return fit
 
 
+def _resumed_start(root: Path) -> Path | None:
+    """The version an interrupted warm run (`--initial-epoch`) continued from, whose scaler, layout and weights it
+    resumes with; None for a run that started afresh."""
+    from forecast import checkpoint
+
+    name = checkpoint.load_state(checkpoint_dir(root)).start_version
+    if name is None:
+        return None
+    if name not in versions(root):
+        raise ResumeRefused(
+            f"{checkpoint_dir(root)}: the interrupted run continued version {name}, which is no longer kept; "
+            "train without --resume"
+        )
+    return root / VERSIONS / name
+
+
 def _model_kind(linear_start: dict | None, kept_start: bool, verdict, start_from: Path | None) -> str:
-    """What was saved, in words: the linear start alone, or the linear terms with the LSTM's correction."""
+    """What was saved, in words: the linear start alone, or the linear terms with the LSTM's correction (whose t is
+    against the linear start, or in a warm run against the weights of the version it continued)."""
     if kept_start and start_from is not None:
         return read_metrics(start_from).get("model_kind", "as the version it continued")
-    if kept_start:
+    if kept_start and linear_start:
         inputs = ["lags" if linear_start["history"] == "lags" else "multi-scale means"]
         inputs += ["covariates"] * bool(linear_start["covariates"]) + ["calendar"] * bool(linear_start["calendar"])
         return f"linear (ridge on {', '.join(inputs)})"
     if verdict is None:
         return "linear terms and LSTM correction trained together (no linear start)"
-    return f"linear + LSTM correction (t = {verdict.t:.1f} over {verdict.blocks} blocks)"
+    against = f"version {start_from.name}" if start_from is not None else "its linear start"
+    return f"linear + LSTM correction (t = {verdict.t:.1f} over {verdict.blocks} blocks against {against})"
+
+
+def _epochs_kept(history: pd.DataFrame, kept_start: bool, start_from: Path | None) -> int:
+    """The epoch whose weights were saved: 0 for the linear start, the continued version's own for its weights."""
+    if not kept_start:
+        return _kept_epoch(history)
+    epochs = read_metrics(start_from).get("epochs", 0) if start_from is not None else 0
+    return epochs if isinstance(epochs, int) else 0
 
 
 def _kept_epoch(history: pd.DataFrame) -> int:

@@ -202,7 +202,7 @@ def numeric_values(values: pd.DataFrame, path: Path, skip_rows: int = 0) -> pd.D
         huge = np.flatnonzero(np.abs(numbers) > FLOAT32_MAX)
         if huge.size:
             raise ForecastError(
-                f"{path}: row {line_of(int(huge[0]))}: column {column!r} holds {numbers[huge[0]]:g}, beyond the "
+                f"{path}: row {line_of(int(huge[0]), skip_rows)}: column {column!r} holds {numbers[huge[0]]:g}, beyond the "
                 f"{FLOAT32_MAX:.1e} the model computes with; fix the cell or leave it empty"
             )
     return values.astype("float64")

@@ -32,17 +32,21 @@ fail() {
     mkdir -p "$(dirname -- "$log")" && echo "$line" >>"$log"
     exit "$code"
 }
-[ -x "$forecast" ] || fail 127 "no forecast command at $forecast; install the repository's .venv or set FORECAST"
+command -v "$forecast" >/dev/null 2>&1 || fail 127 "no forecast command at $forecast; install the repository's .venv or set FORECAST"
 # cron gives no HOME and a minimal PATH: keep Keras' cache in the store and name every path absolutely.
 export HOME="${HOME:-$store}"
 export KERAS_HOME="${KERAS_HOME:-$store/.keras}"
 if [ "$(date +%u)" = "${FULL_RETRAIN_WEEKDAY:-7}" ]; then
     set -- --full "$@"
 fi
+# forecast logs its own errors (one `error:` line); anything else that ends it (a crash's traceback, a kill) is kept
+# from its standard error and logged here.
+errors=$(mktemp)
+trap 'rm -f "$errors"' EXIT
 status=0
-"$forecast" retrain "$data" --model "$name" --store "$store" --log "$log" "$@" || status=$?
-case "$status" in
-    0|1|75) ;;  # forecast logged these itself
-    *) fail "$status" "forecast retrain stopped with exit code $status (killed, or a crash); see its output" ;;
-esac
+"$forecast" retrain "$data" --model "$name" --store "$store" --log "$log" "$@" 2>"$errors" || status=$?
+cat "$errors" >&2
+if [ "$status" -ne 0 ] && [ "$status" -ne 75 ] && ! grep -q "^error: " "$errors"; then
+    fail "$status" "forecast retrain stopped with exit code $status (a crash or a kill): $(tail -n 1 "$errors")"
+fi
 exit "$status"

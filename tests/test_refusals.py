@@ -135,6 +135,25 @@ def test_a_header_without_the_target_is_answered_in_one_short_line(tmp_path):
     assert "and 99989 more" in str(error.value) and len(str(error.value)) < 400
 
 
+def test_a_byte_order_mark_is_not_part_of_the_first_name(tmp_path):
+    path = tmp_path / "excel.csv"
+    path.write_bytes("\ufeff".encode() + "".join(LINES).encode())
+    assert load_series(path, Config(target="y")).columns[0] == "date"
+
+
+def test_a_value_beyond_float32_names_its_file_line_after_skipped_lines(tmp_path):
+    path = write(tmp_path / "skipped.csv", ["station 7\n", *LINES[:5], LINES[5].rsplit(",", 1)[0] + ",1e300\n", *LINES[6:]])
+    with pytest.raises(ForecastError, match="row 7: column 'y' holds 1e\\+300"):
+        load_series(path, Config(target="y", skip_rows=1))
+
+
+@pytest.mark.parametrize("bounds", [{"target_min": float("nan")}, {"target_max": float("nan")},
+                                    {"target_min": float("inf")}, {"target_max": float("-inf")}])
+def test_bounds_must_be_numbers(bounds):
+    with pytest.raises(ForecastError, match="must be a number"):
+        Config(target="y", **bounds)
+
+
 def test_messages_name_the_real_cause(tmp_path):
     semicolons = write(tmp_path / "semicolons.csv", [line.replace(",", ";") for line in LINES])
     with pytest.raises(ForecastError, match="separated by semicolons, not commas"):
@@ -291,6 +310,25 @@ def test_a_killed_retrain_cannot_be_resumed_as_a_train(copy, tmp_path):
     assert len((copy / "model" / "retrain.jsonl").read_text().splitlines()) == 1
 
 
+def test_a_killed_warm_train_resumes_with_the_scaler_of_the_version_it_continued(copy, tmp_path):
+    from forecast import training
+
+    import keras
+
+    class Killed(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            raise KeyboardInterrupt
+
+    grown = write(tmp_path / "grown.csv", synthetic_lines(ROWS + 200))  # another scaler if it were fitted again
+    config = Config.from_json(version_dir(copy) / "config.json").replace(initial_epoch=1, epochs=3)
+    with pytest.raises(KeyboardInterrupt):
+        training.train(grown, config, copy / "model", extra_callbacks=(Killed(),))
+    run_forecast("train", grown, "--resume", "--model-dir", "model", "--store", copy)
+    assert os.readlink(copy / "model" / "current") == "versions/0002"
+    versions = copy / "model" / "versions"
+    assert (versions / "0002" / "scaler.json").read_text() == (versions / "0001" / "scaler.json").read_text()
+
+
 def test_a_failed_run_leaves_no_staging(copy):
     from forecast import training
 
@@ -323,9 +361,10 @@ def test_warm_retrains_keep_the_configured_epoch_budget(tmp_path):
     (version / "metrics.json").write_text('{"last_epoch": 12}')  # six warm retrains of two epochs each
     warm = _candidate_config(configured, version, RetrainOptions(epochs=2), 700)
     assert (warm.initial_epoch, warm.epochs) == (12, 14)
-    _keep_configured_epochs(version, warm, configured.epochs)
+    (version / "config.json").write_text(warm.replace(target_min=0.0).to_json())  # as training wrote it
+    _keep_configured_epochs(version, configured.epochs)
     saved = Config.from_json(version / "config.json")
-    assert (saved.epochs, saved.initial_epoch, saved.val_end) == (2, 0, "700")
+    assert (saved.epochs, saved.initial_epoch, saved.val_end, saved.target_min) == (2, 0, "700", 0.0)
     full = _candidate_config(saved, version, RetrainOptions(full=True), 800)
     assert (full.initial_epoch, full.epochs) == (0, 2)
 
@@ -353,3 +392,13 @@ def test_the_nightly_wrapper_logs_its_own_failures(copy):
     )
     assert result.returncode == 127
     assert "error: nightly-retrain.sh: no forecast command at" in log.read_text()
+
+    crashing = copy / "crashing-forecast"
+    crashing.write_text("#!/bin/sh\necho 'Traceback (most recent call last):' >&2\necho 'ValueError: boom' >&2\nexit 1\n")
+    crashing.chmod(0o755)
+    result = subprocess.run(
+        ["sh", str(ROOT / "scripts" / "nightly-retrain.sh"), str(copy / "series.csv"), str(copy / "model")],
+        capture_output=True, text=True, env={"PATH": os.environ["PATH"], "FORECAST": str(crashing)},
+    )
+    assert result.returncode == 1 and "ValueError: boom" in result.stderr
+    assert "forecast retrain stopped with exit code 1 (a crash or a kill): ValueError: boom" in log.read_text()

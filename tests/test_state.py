@@ -67,11 +67,12 @@ def test_the_batch_one_prediction_copy_carries_the_state_as_evaluation_does(trai
     from forecast.data import load_series
     from forecast.features import build_features
     from forecast.model import inference_copy
-    from forecast.prediction import forecast_at, load_model_dir
+    from forecast.prediction import forecast_at, load_model_file
+    from forecast.store import read_saved, with_network
     from forecast.windowing import WindowBatcher
 
     path, models = trained
-    saved = load_model_dir(models[True])
+    saved = with_network(read_saved(models[True]), load_model_file)
     config = saved.config
     series = load_series(path, config)
     features = build_features(series, saved.scaler, config.horizon, calendar=saved.schema.layout.calendar)

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 
 from forecast.calendar import calendar_features, calendar_names, future_times
-from forecast.evaluation import improvement_t
+from forecast.evaluation import improvement
 from forecast.features import carry_forward
 from forecast.scaling import Scaler
 
@@ -51,17 +51,17 @@ def test_future_times_continue_the_series():
     assert list(times) == list(pd.date_range("2011-01-01", periods=3, freq="D"))
 
 
-def test_improvement_t_needs_a_gain_beyond_noise():
+def test_improvement_needs_a_gain_beyond_noise():
     rng = np.random.default_rng(0)
     baseline = rng.gamma(2.0, 1.0, size=2000)
     origins = rng.permutation(2000)  # the statistic sorts by origin itself
     noise = rng.normal(0.0, 0.5, size=2000)
-    assert improvement_t(baseline, baseline * 0.8, origins, block=24) > 10
-    assert abs(improvement_t(baseline, baseline + noise, origins, block=24)) < 3
-    assert improvement_t(baseline, baseline * 1.2, origins, block=24) < -10
+    assert improvement(baseline, baseline * 0.8, origins, block=24).t > 10
+    assert abs(improvement(baseline, baseline + noise, origins, block=24).t) < 3
+    assert improvement(baseline, baseline * 1.2, origins, block=24).t < -10
     with_padding = np.where(origins % 7 == 0, np.nan, baseline)
-    assert improvement_t(with_padding, with_padding * 0.8, origins, block=24) > 10
-    assert improvement_t(baseline[:30], baseline[:30] * 0.5, origins[:30], block=24) == 0.0
+    assert improvement(with_padding, with_padding * 0.8, origins, block=24).t > 10
+    assert improvement(baseline[:30], baseline[:30] * 0.5, origins[:30], block=24).t == 0.0
 
 
 def test_a_gain_over_few_blocks_is_not_clear():
