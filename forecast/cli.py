@@ -232,6 +232,21 @@ def retrain(
         raise _fail(error, log_file) from None
 
 
+@app.command()
+def info(
+    model: Annotated[str, typer.Option(help="Model name or directory.", show_default=False)],
+    store: StoreOption = Path("models"),
+) -> None:
+    """Show what a saved model is: the kind kept, columns, data, validation scores, settings and versions."""
+    try:
+        from forecast.info import model_info
+        from forecast.store import resolve_model_path
+
+        typer.echo(model_info(resolve_model_path(model, store)))
+    except ForecastError as error:
+        raise _fail(error) from None
+
+
 models_app = typer.Typer(help="List and restore the versions of a model.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 

@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -402,3 +403,21 @@ def test_the_nightly_wrapper_logs_its_own_failures(copy):
     )
     assert result.returncode == 1 and "ValueError: boom" in result.stderr
     assert "forecast retrain stopped with exit code 1 (a crash or a kill): ValueError: boom" in log.read_text()
+
+
+def test_info_describes_the_model_without_loading_tensorflow(store):
+    import time
+
+    probe = (
+        "import sys, time; from typer.testing import CliRunner; from forecast.cli import app; start = time.perf_counter(); "
+        f"result = CliRunner().invoke(app, ['info', '--model', 'model', '--store', {str(store)!r}]); "
+        "assert result.exit_code == 0, result.output; print(result.output); "
+        "print(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert result.stdout.strip().endswith("[]"), result.stdout
+    assert "version 0001, linear" in result.stdout and "target: y" in result.stdout
+    assert "history (lstm): y, x1, x2, target_observed" in result.stdout and "validation MSE" in result.stdout
+    start = time.perf_counter()
+    run_forecast("info", "--model", "model", "--store", store)
+    assert time.perf_counter() - start < 5.0  # about a second on two quiet cores: pandas, no TensorFlow

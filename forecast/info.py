@@ -1,0 +1,65 @@
+"""What a saved model is, in a few lines, read from its JSON files alone (no TensorFlow, so it answers at once)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from forecast.store import SavedModel, current_version, describe_versions, read_metrics, read_saved
+from forecast.validation import describe_step
+
+
+def model_info(root: Path) -> str:
+    """A plain-text summary of the current version of the model at `root`: the model kind that was kept, its columns
+    and their roles, the data it was trained on, its validation scores next to Repeat, its settings and its versions."""
+    current = current_version(root)
+    saved = read_saved(current)
+    metrics = read_metrics(current)
+    lines = [f"{root}: version {current.name}, {metrics.get('model_kind', 'model kind not recorded')}"]
+    lines += _columns(saved)
+    lines += _data_range(saved)
+    lines += _scores(metrics)
+    config = saved.config
+    lines.append(
+        f"settings: lookback {config.lookback}, horizon {config.horizon}, batch {config.batch_size}, "
+        f"{'stateful, ' + str(config.stream_chunks) + ' chunks per stream' if config.stateful else 'stateless'}, "
+        f"units {config.units}, learning rate {config.learning_rate:g}, seed {config.seed}"
+    )
+    lines.append("forecast intervals: none (point forecasts only)")
+    lines.append("versions (* current): " + ", ".join(
+        f"{'*' if row['current'] else ''}{row['version']} ({row['created']}, {row['kind']})"
+        for row in describe_versions(root)
+    ))
+    return "\n".join(lines)
+
+
+def _columns(saved: SavedModel) -> list[str]:
+    config, layout = saved.config, saved.schema.layout
+    bounds = [f"{name.split('_')[1]} {value:g}" for name, value in
+              (("target_min", config.target_min), ("target_max", config.target_max)) if value is not None]
+    return [
+        f"target: {config.target}" + (f" (forecasts clipped: {', '.join(bounds)})" if bounds else ""),
+        f"history (lstm): {', '.join(layout.history)}",
+        f"known ahead (sim): {', '.join(layout.sim_columns) or 'none'}; calendar: {', '.join(layout.calendar) or 'none'}",
+        f"static (bg): {', '.join(layout.bg[: len(layout.bg) - len(layout.calendar)]) or 'none'}",
+    ]
+
+
+def _data_range(saved: SavedModel) -> list[str]:
+    schema = saved.schema
+    step = "1 business day" if schema.business_days else describe_step(schema.freq)
+    validation = f", validation to row {schema.val_end}" if schema.val_end is not None else ""
+    return [f"data: {schema.rows} rows of {step} up to {schema.last_time}; training rows 0-{schema.train_rows - 1}"
+            f"{validation}"]
+
+
+def _scores(metrics: dict) -> list[str]:
+    validation = metrics.get("validation", {})
+    model, repeat = validation.get("model"), validation.get("repeat")
+    if not (isinstance(model, dict) and isinstance(repeat, dict)):
+        return ["validation: not recorded"]
+    return [
+        f"validation MSE {model.get('mse', float('nan')):.4f} (Repeat {repeat.get('mse', float('nan')):.4f}), "
+        f"RMSE in the target's units {model.get('rmse_original', float('nan')):.4g} "
+        f"(Repeat {repeat.get('rmse_original', float('nan')):.4g}); weights of epoch {metrics.get('epochs', '?')} kept "
+        f"of {metrics.get('epochs_run', '?')} trained"
+    ]
