@@ -140,11 +140,7 @@ def _check_named_columns(columns: list[str], body: bytes, path: Path, config: Co
         below = next((index for index, line in enumerate(lines, start=2)
                       if column in (field.strip() for field in next(csv.reader([line]), []))), None)
         if below is not None:
-            line = validation.line_of(below - 2, config.skip_rows)
-            raise ForecastError(
-                f"{path}: column {column!r} is not in the header line; line {line} looks like the header, so the lines "
-                f"above it are not data: pass --skip-rows {line - 1} (skip_rows = {line - 1})"
-            )
+            raise _header_below_error(path, f"column {column!r} is not", validation.line_of(below - 2, config.skip_rows))
         raise ForecastError(f"{path}: column {column!r} not found; the file has: {validation.listing(columns)}")
 
 
@@ -290,14 +286,18 @@ def _find_time_column(frame: pd.DataFrame, path: Path, skip_rows: int = 0) -> st
                 return column
     header = _header_below(frame)
     if header is not None:
-        line = validation.line_of(header, skip_rows)
-        raise ForecastError(
-            f"{path}: no time column in the header line; line {line} looks like the header, so the lines above it are "
-            f"not data: pass --skip-rows {line - 1} (skip_rows = {line - 1})"
-        )
+        raise _header_below_error(path, "no time column is", validation.line_of(header, skip_rows))
     raise ForecastError(
         f"{path}: no time column found (looked for {', '.join(TIME_COLUMN_NAMES)} or a column of dates); "
         "name it with time_column or time_columns"
+    )
+
+
+def _header_below_error(path: Path, what: str, line: int) -> ForecastError:
+    """The error for a header found on file line `line`, below lines of metadata: `what` is missing from line 1."""
+    return ForecastError(
+        f"{path}: {what} in the header line; line {line} looks like the header, so the lines above it are not data: "
+        f"pass --skip-rows {line - 1} (skip_rows = {line - 1})"
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from forecast.store import SavedModel, current_version, describe_versions, read_metrics, read_saved
-from forecast.validation import describe_step
+from forecast.validation import describe_grid
 
 
 def model_info(root: Path) -> str:
@@ -46,7 +46,7 @@ def _columns(saved: SavedModel) -> list[str]:
 
 def _data_range(saved: SavedModel) -> list[str]:
     schema = saved.schema
-    step = "1 business day" if schema.business_days else describe_step(schema.freq)
+    step = describe_grid(schema.freq, schema.business_days)
     validation = f", validation to row {schema.val_end}" if schema.val_end is not None else ""
     return [f"data: {schema.rows} rows of {step} up to {schema.last_time}; training rows 0-{schema.train_rows - 1}"
             f"{validation}"]

@@ -13,7 +13,7 @@ from forecast.config import Config
 from forecast.data import Series, load_series
 from forecast.errors import ForecastError
 from forecast.features import Features, InputLayout, build_features
-from forecast.validation import describe_step, listing
+from forecast.validation import describe_grid, listing
 from forecast.store import Schema, current_version, read_saved, with_network
 
 
@@ -94,8 +94,8 @@ def check_compatible(series: Series, schema: Schema) -> None:
     before TensorFlow loads)."""
     if series.freq != schema.freq or series.business_days != schema.business_days:
         raise ForecastError(
-            f"{series.path}: the series steps by {_describe(series.freq, series.business_days)}, but the model was "
-            f"trained on steps of {_describe(schema.freq, schema.business_days)}"
+            f"{series.path}: the series steps by {describe_grid(series.freq, series.business_days)}, but the model was "
+            f"trained on steps of {describe_grid(schema.freq, schema.business_days)}"
         )
     if schema.columns and set(series.columns) != set(schema.columns):
         extra = sorted(set(series.columns) - set(schema.columns))
@@ -114,7 +114,3 @@ def check_compatible(series: Series, schema: Schema) -> None:
             f"{series.path}: the columns do not match the model (it needs history {', '.join(schema.layout.history[:-1])}"
             f"; sim {', '.join(schema.layout.sim_columns) or 'none'})"
         )
-
-
-def _describe(freq, business_days: bool) -> str:
-    return "1 business day" if business_days else describe_step(freq)

@@ -21,6 +21,11 @@ def line_of(row: int, skip_rows: int = 0) -> int:
     return row + 2 + skip_rows
 
 
+def describe_grid(freq: pd.Timedelta, business_days: bool) -> str:
+    """A series' step in words: "1 business day" on a business-day grid, else as `describe_step`."""
+    return "1 business day" if business_days else describe_step(freq)
+
+
 def describe_step(step: pd.Timedelta) -> str:
     """A time step as people write it: "1 h", "30 min", "1 day 6 h"."""
     parts = step.components
