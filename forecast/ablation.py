@@ -17,7 +17,8 @@ from __future__ import annotations
 import numpy as np
 
 from forecast.model import copy_model
-from forecast.windowing import WindowBatcher, batch_layout, origin_streams
+from forecast.sampler import OriginRange, batch_layout, rolling_streams
+from forecast.windowing import WindowBatcher
 
 # The LSTM's bias is laid out as the input, forget, cell and output gates, `units` each; a very negative output gate
 # bias makes the output gate exactly 0 in float32, so h = o * tanh(c) = 0 whatever the input.
@@ -47,26 +48,26 @@ def without_correction(model):
     return copy
 
 
-def rolling_forecasts(model, batcher: WindowBatcher, first: int, last: int, chunks: int, batch_size: int) -> np.ndarray:
-    """Scaled forecasts (n_origins, H) at every origin in [first, last], in order, each from a state warmed up over
-    the `chunks - 1` chunks before it (chunks = 1: a fresh state at every origin), as predict computes one. Near the
-    series' start, where fewer chunks of history exist, the missing chunks are fed the earliest window while predict
-    skips them (`windowing.origin_streams` against `prediction.warmup_origins`), so the two differ there."""
+def rolling_forecasts(model, batcher: WindowBatcher, ranges: tuple[OriginRange, ...], chunks: int, batch_size: int
+                      ) -> np.ndarray:
+    """Scaled forecasts (n_origins, H) at every origin of `ranges`, in order, each from a state warmed up over the
+    `chunks - 1` chunks before it (chunks = 1: a fresh state at every origin), exactly as predict computes one
+    (`sampler.rolling_streams`)."""
     from forecast.model import predict_batches
 
-    streams, scored = origin_streams(first, last, batcher.lookback, chunks, batcher.earliest_origin)
+    streams, scored = rolling_streams(ranges, batcher.lookback, chunks)
     origins, scored = batch_layout(streams, scored, batch_size, len(streams), None)
     forecast = predict_batches(model, (batcher.inputs(batch) for batch in origins), chunks)
     return forecast[scored.reshape(-1)]
 
 
-def ablation_forecasts(model, batcher: WindowBatcher, first: int, last: int, chunks: int, batch_size: int
+def ablation_forecasts(model, batcher: WindowBatcher, ranges: tuple[OriginRange, ...], chunks: int, batch_size: int
                        ) -> dict[str, np.ndarray]:
     """The scaled forecasts (n_origins, H) of each way, keyed "model", "state_reset" (absent for a stateless model,
     where it is the same as "model"), "lstm_zeroed" and "linear_only"."""
-    forecasts = {"model": rolling_forecasts(model, batcher, first, last, chunks, batch_size)}
+    forecasts = {"model": rolling_forecasts(model, batcher, ranges, chunks, batch_size)}
     if chunks > 1:
-        forecasts["state_reset"] = rolling_forecasts(model, batcher, first, last, 1, batch_size)
-    forecasts["lstm_zeroed"] = rolling_forecasts(zeroed_lstm(model), batcher, first, last, chunks, batch_size)
-    forecasts["linear_only"] = rolling_forecasts(without_correction(model), batcher, first, last, chunks, batch_size)
+        forecasts["state_reset"] = rolling_forecasts(model, batcher, ranges, 1, batch_size)
+    forecasts["lstm_zeroed"] = rolling_forecasts(zeroed_lstm(model), batcher, ranges, chunks, batch_size)
+    forecasts["linear_only"] = rolling_forecasts(without_correction(model), batcher, ranges, chunks, batch_size)
     return forecasts

@@ -80,6 +80,21 @@ def _listed(values: Optional[list[str]]) -> Optional[tuple[str, ...]]:
     return tuple(item.strip() for value in values for item in value.split(",") if item.strip())
 
 
+def _series_ids(value: Optional[str]) -> Optional[tuple[str, ...]]:
+    """Series ids given as a comma-separated list, or as a file that lists one id a line."""
+    if not value:
+        return None
+    path = Path(value)
+    if path.is_file():
+        return tuple(line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
+    return _listed([value])
+
+
+SeriesOption = Annotated[
+    Optional[str], typer.Option("--series", help="Only these series: ids (comma-separated) or a file of ids, one a line.")
+]
+
+
 @app.command()
 def train(
     data: DataArg,
@@ -96,6 +111,7 @@ def train(
     epochs: Annotated[Optional[int], typer.Option(help="Last epoch to train to.")] = None,
     initial_epoch: Annotated[Optional[int], typer.Option(help="Continue from the current version's weights, counting epochs from N.")] = None,
     stateful: Annotated[Optional[bool], typer.Option("--stateful/--stateless", help="Stateful streams or shuffled windows.")] = None,
+    stream_chunks: Annotated[Optional[int], typer.Option(help="Chunks of T steps a stateful stream walks before its state is reset.")] = None,
     learning_rate: Annotated[Optional[float], typer.Option(help="Adam learning rate.")] = None,
     patience: Annotated[Optional[int], typer.Option(help="Epochs without validation gain before stopping.")] = None,
     train_end: Annotated[Optional[str], typer.Option(help="Training rows: a row count or the last date to include.")] = None,
@@ -108,6 +124,10 @@ def train(
     skip_rows: Annotated[Optional[int], typer.Option(help="Lines before the header to skip (saved with the model).")] = None,
     target_min: Annotated[Optional[float], typer.Option("--min", help="Lowest forecast (default: 0 for a target never negative in training).")] = None,
     target_max: Annotated[Optional[float], typer.Option("--max", help="Highest forecast.")] = None,
+    id_column: Annotated[Optional[str], typer.Option(help="Long format: the column naming each row's series.")] = None,
+    static: Annotated[Optional[Path], typer.Option(help="CSV of static attributes, one row per series id (feeds bg).")] = None,
+    holdout_series: Annotated[Optional[str], typer.Option(help="Series kept out of training: ids (comma-separated) or a file of ids, one a line.")] = None,
+    scaling: Annotated[Optional[str], typer.Option(help="series: z-score each series on its own training rows; global: one scaler for all.")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from its last checkpoint.")] = False,
     log_file: Annotated[Optional[Path], typer.Option("--log", help="Also append timestamped log lines to this file.")] = None,
     model_dir: Annotated[Optional[str], typer.Option(help="Model name or directory (default: the data file's name).")] = None,
@@ -128,10 +148,11 @@ def train(
         config = base.replace(
             target=target, sim=_listed(sim), bg=_listed(bg), past=_listed(past), exclude=_listed(exclude),
             time_column=time_column, lookback=lookback, horizon=horizon, batch_size=batch_size, epochs=epochs,
-            initial_epoch=initial_epoch, stateful=stateful, learning_rate=learning_rate, patience=patience,
+            initial_epoch=initial_epoch, stateful=stateful, stream_chunks=stream_chunks, learning_rate=learning_rate, patience=patience,
             train_end=train_end, val_end=val_end, seed=seed, verbose=verbose,
             tensorboard_dir=str(tensorboard) if tensorboard else None, gaps=gaps, max_gap=max_gap,
-            skip_rows=skip_rows, target_min=target_min, target_max=target_max,
+            skip_rows=skip_rows, target_min=target_min, target_max=target_max, id_column=id_column,
+            static=str(static) if static else None, holdout_series=_series_ids(holdout_series), scaling=scaling,
         )
         # The lock is taken before TensorFlow loads, so that a second run stops at once; a model not yet in the
         # store gets its directory only once the data has passed its checks.
@@ -149,14 +170,15 @@ def predict(
     data: DataArg,
     model: Annotated[str, typer.Option(help="Model name or directory written by `forecast train`.", show_default=False)],
     output: Annotated[Optional[Path], typer.Option(help="Write the forecast CSV here (default: standard output).")] = None,
+    series: SeriesOption = None,
     store: StoreOption = Path("models"),
 ) -> None:
-    """Forecast the H steps after the last observed target in DATA."""
+    """Forecast the H steps after the last observed target in DATA (of each series, for a long file)."""
     try:
         from forecast.prediction import predict as run_prediction
         from forecast.store import resolve_model_path
 
-        forecast = run_prediction(data, resolve_model_path(model, store), _log)
+        forecast = run_prediction(data, resolve_model_path(model, store), _log, _series_ids(series))
     except ForecastError as error:
         raise _fail(error) from None
     if output is None:
@@ -175,7 +197,8 @@ def evaluate(
     start: Annotated[Optional[str], typer.Option(help="First target row (0-based) or date (default: after validation).")] = None,
     end: Annotated[Optional[str], typer.Option(help="Row count or last date of the range (default: the last row).")] = None,
     validation_rows: Annotated[bool, typer.Option("--validation-rows", help="Score the validation rows (flattering: they chose the model).")] = False,
-    output_dir: Annotated[Path, typer.Option(help="Where to write <model>.json and <model>_steps.csv.")] = Path("evaluation"),
+    output_dir: Annotated[Path, typer.Option(help="Where to write <model>.json, <model>_steps.csv and <model>_series.csv.")] = Path("evaluation"),
+    series: SeriesOption = None,
     store: StoreOption = Path("models"),
 ) -> None:
     """Score a model on every forecast origin of a range, next to the Repeat and seasonal-naive baselines."""
@@ -184,7 +207,7 @@ def evaluate(
         from forecast.store import resolve_model_path, write_json
 
         model_dir = resolve_model_path(model, store)
-        result = run_evaluation(data, model_dir, start, end, validation_rows, warn=_log)
+        result = run_evaluation(data, model_dir, start, end, validation_rows, warn=_log, series_ids=_series_ids(series))
     except ForecastError as error:
         raise _fail(error) from None
     if result.warning:
@@ -197,7 +220,8 @@ def evaluate(
     output_dir.mkdir(parents=True, exist_ok=True)
     write_json(output_dir / f"{model_dir.name}.json", result.to_json())
     result.per_step.to_csv(output_dir / f"{model_dir.name}_steps.csv", index=False)
-    _log(f"wrote {output_dir / model_dir.name}.json and {model_dir.name}_steps.csv")
+    result.per_series.to_csv(output_dir / f"{model_dir.name}_series.csv", index=False)
+    _log(f"wrote {output_dir / model_dir.name}.json, {model_dir.name}_steps.csv and {model_dir.name}_series.csv")
 
 
 @app.command()

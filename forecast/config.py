@@ -38,6 +38,10 @@ class Config:
     gaps: str = "refuse"
     max_gap: int = 24
     skip_rows: int = 0  # lines before the header (station metadata), saved so predict and retrain read the same way
+    id_column: str | None = None  # long format: the column naming the series each row belongs to
+    static: str | None = None  # CSV of static attributes per series, keyed by id_column; they feed bg
+    holdout_series: tuple[str, ...] = ()  # ids kept out of training entirely, to score on series never seen
+    scaling: str = "series"  # z-score each series on its own training rows, or all series with one "global" scaler
 
     lookback: int = 96
     horizon: int = 24
@@ -101,6 +105,10 @@ class Config:
             raise ForecastError(f"config: patience must be at least 0, got {self.patience}")
         if not 0 <= self.seed < 2**32:
             raise ForecastError(f"config: seed must be between 0 and {2**32 - 1}, got {self.seed}")
+        if self.scaling not in ("series", "global"):
+            raise ForecastError(f"config: scaling must be 'series' or 'global', got {self.scaling!r}")
+        if (self.static or self.holdout_series) and not self.id_column:
+            raise ForecastError("config: static and holdout_series need id_column, the column naming each row's series")
         if self.data_pipeline not in ("pydataset", "generator"):
             raise ForecastError(f"config: data_pipeline must be 'pydataset' or 'generator', got {self.data_pipeline!r}")
         if self.distribute not in ("none", "mirrored"):

@@ -54,6 +54,12 @@ class Series:
     columns: tuple[str, ...] = ()  # the file's named columns, time included, in file order
     left_out: tuple[tuple[str, str], ...] = ()  # (column, why) for every column that feeds no input
     business_days: bool = False  # steps are business days (freq is then one day): weekends are no gaps
+    id: str = ""  # the series' id in a long file; "" for the one series of a file without an id column
+
+    @property
+    def where(self) -> str:
+        """The series as messages name it: the file, and the series' id in a long file."""
+        return f"{self.path}: series {self.id!r}" if self.id else self.path
 
     @property
     def n_observed(self) -> int:
@@ -62,32 +68,116 @@ class Series:
         return int(observed[-1]) + 1 if observed.size else 0
 
 
+@dataclass(frozen=True)
+class Collection:
+    """The series of one file, in the order their ids first appear. A file without an id column is a collection of one
+    series, whose id is "": every command reads files this way, so one series and many take the same path."""
+
+    path: str
+    series: tuple[Series, ...]
+    id_name: str | None = None
+
+    @property
+    def ids(self) -> tuple[str, ...]:
+        return tuple(series.id for series in self.series)
+
+    @property
+    def first(self) -> Series:
+        return self.series[0]
+
+    def select(self, ids: tuple[str, ...] | None) -> Collection:
+        """The series named in `ids` (None: all), in this collection's order; an unknown id is an error."""
+        if ids is None:
+            return self
+        unknown = [name for name in ids if name not in self.ids]
+        if unknown:
+            raise ForecastError(
+                f"{self.path}: no series {unknown[0]!r} in column {self.id_name!r}; the file has {validation.listing(self.ids)}"
+            )
+        return Collection(self.path, tuple(series for series in self.series if series.id in ids), self.id_name)
+
+    def without(self, ids: tuple[str, ...]) -> Collection:
+        return Collection(self.path, tuple(series for series in self.series if series.id not in ids), self.id_name)
+
+
 def load_series(
     path: str | Path, config: Config, business_days: bool | None = None, warn: Callable[[str], None] | None = None
 ) -> Series:
+    """The one series of a file without an id column (see `load_collection`)."""
+    collection = load_collection(path, config, business_days, warn)
+    if len(collection.series) != 1:
+        raise ForecastError(f"{path}: holds {len(collection.series)} series; expected one")
+    return collection.first
+
+
+def load_collection(
+    path: str | Path, config: Config, business_days: bool | None = None, warn: Callable[[str], None] | None = None
+) -> Collection:
     """Reads `path`, finds the time axis, resolves the role of each column, and validates what the model will see.
 
-    `business_days` is the grid a saved model was trained on (its schema's); None detects it from the file. A last
-    line without a line end may still be being written: it is refused, or with `warn` (commands that only read, such
-    as predict), left out with a warning through it.
+    With `config.id_column` the file is in long format: the rows of each id form one series, with its own start, end
+    and gaps, all on one step. `business_days` is the grid a saved model was trained on (its schema's); None detects it
+    from the file. A last line without a line end may still be being written: it is refused, or with `warn` (commands
+    that only read, such as predict), left out with a warning through it.
     """
     path = Path(path)
-    skip = config.skip_rows
     frame = _read_csv(path, config, warn)
-    time, time_names = _time_axis(frame, path, config)
-    roles = resolve_roles(frame.drop(columns=list(time_names)), path, config)
-    values = validation.numeric_values(frame[list(roles.numeric)].reset_index(drop=True), path, skip)
-    validation.check_order(time, path, skip)
+    id_name = config.id_column
+    groups = _groups(frame, id_name, path, config.skip_rows)
+    time_names = _time_axis(frame.head(50), path, config)[1]
+    roles = resolve_roles(frame.drop(columns=[*time_names, *([id_name] if id_name else [])]), path, config)
+    left_out = _left_out(frame.drop(columns=[*time_names, *([id_name] if id_name else [])]), roles, config)
+    series = []
+    for series_id, (rows, lines) in groups.items():
+        part = frame.iloc[rows].reset_index(drop=True)
+        series.append(_one_series(part, series_id, lines, path, config, roles, time_names, business_days, left_out))
+    steps = {(item.freq, item.business_days) for item in series}
+    if len(steps) > 1:
+        described = {item.id: validation.describe_grid(item.freq, item.business_days) for item in series}
+        first, other = series[0], next(item for item in series if described[item.id] != described[series[0].id])
+        raise ForecastError(
+            f"{path}: series {first.id!r} steps by {described[first.id]} but series {other.id!r} by "
+            f"{described[other.id]}; one model forecasts series of one step"
+        )
+    return Collection(str(path), tuple(series), id_name)
+
+
+def _groups(frame: pd.DataFrame, id_name: str | None, path: Path, skip_rows: int) -> dict[str, tuple[np.ndarray, object]]:
+    """Each series' rows (positions in `frame`) and what locates them in the file for messages: `skip_rows` for a
+    file of one series, else the array of the rows' file lines."""
+    if id_name is None:
+        return {"": (np.arange(len(frame)), skip_rows)}
+    ids = frame[id_name]
+    empty = np.flatnonzero(ids.isna().to_numpy())
+    if empty.size:
+        raise ForecastError(
+            f"{path}: row {validation.line_of(int(empty[0]), skip_rows)}: column {id_name!r} is empty; every row needs "
+            "the id of its series"
+        )
+    ids = ids.astype(str).str.strip()
+    lines = np.arange(len(frame)) + 2 + skip_rows
+    return {
+        series_id: (rows, lines[rows])
+        for series_id, rows in ((name, np.flatnonzero(ids.to_numpy() == name)) for name in dict.fromkeys(ids))
+    }
+
+
+def _one_series(frame: pd.DataFrame, series_id: str, lines, path: Path, config: Config, roles: Roles,
+                time_names: tuple[str, ...], business_days: bool | None, left_out) -> Series:
+    """One series from its rows; `lines` locates them in the file (see `_groups`)."""
+    where = Path(f"{path}: series {series_id!r}") if series_id else path
+    time, _ = _time_axis(frame, where, config, lines)
+    values = validation.numeric_values(frame[list(roles.numeric)].reset_index(drop=True), where, lines)
+    validation.check_order(time, where, lines)
     business = validation.business_daily(time) if business_days is None else business_days
     if business:
-        validation.check_weekdays(time, path, skip)
-    time, values, freq = validation.regular_grid(time, values, path, config.gaps, config.max_gap, skip, business)
-    validation.check_target(values[roles.target], path)
+        validation.check_weekdays(time, where, lines)
+    time, values, freq = validation.regular_grid(time, values, where, config.gaps, config.max_gap, lines, business)
+    validation.check_target(values[roles.target], where)
     time_name = time_names[0] if len(time_names) == 1 else "time"
-    left_out = _left_out(frame.drop(columns=list(time_names)), roles, config)
     return Series(
         path=str(path), time=time, time_name=time_name, values=values, roles=roles, freq=freq,
-        columns=tuple(frame.columns), left_out=left_out, business_days=business,
+        columns=tuple(frame.columns), left_out=left_out, business_days=business, id=series_id,
     )
 
 
@@ -132,7 +222,8 @@ def _check_named_columns(columns: list[str], body: bytes, path: Path, config: Co
     is parsed. A name that stands on a later line instead means lines of metadata above the real header."""
     if config.target is None:
         raise ForecastError(f"{path}: no target column given; pass --target with one of: {validation.listing(columns)}")
-    named = [config.target, *config.sim, *config.bg, *(config.past or ()), *config.exclude]
+    named = [config.target, *config.sim, *config.bg, *(config.past or ()), *config.exclude,
+             *([config.id_column] if config.id_column else [])]
     for column in named:
         if column in columns:
             continue
@@ -174,7 +265,9 @@ def _read_csv(path: Path, config: Config, warn: Callable[[str], None] | None) ->
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             # index_col=False: rows with one field more than the header must not turn the first column into an index
-            frame = pd.read_csv(io.BytesIO(body), skipinitialspace=True, index_col=False)
+            # An id such as a gauge number 01013500 is a name, not a number: read as text, its leading zero stays.
+            frame = pd.read_csv(io.BytesIO(body), skipinitialspace=True, index_col=False,
+                                dtype={config.id_column: str} if config.id_column else None)
         if caught:
             first = str(caught[0].message).split(". ")[0].strip()
             if "Length of header" in first:
@@ -208,10 +301,12 @@ def _without_unnamed(frame: pd.DataFrame, header: list[str], path: Path) -> pd.D
     return frame.drop(columns=frame.columns[unnamed])
 
 
-def _time_axis(frame: pd.DataFrame, path: Path, config: Config) -> tuple[pd.DatetimeIndex, tuple[str, ...]]:
-    """Parses the time column (named in the config, found by name, or the first column of dates)."""
+def _time_axis(frame: pd.DataFrame, path: Path, config: Config, lines=None) -> tuple[pd.DatetimeIndex, tuple[str, ...]]:
+    """Parses the time column (named in the config, found by name, or the first column of dates); `lines` locates the
+    rows in the file for messages (default: `config.skip_rows`, see `validation.line_of`)."""
+    lines = config.skip_rows if lines is None else lines
     if config.time_columns:
-        return _split_time_axis(frame, path, config.time_columns, config.skip_rows), config.time_columns
+        return _split_time_axis(frame, path, config.time_columns, lines), config.time_columns
     column = config.time_column or _find_time_column(frame, path, config.skip_rows)
     if column not in frame.columns:
         raise ForecastError(f"{path}: time column {column!r} not found; the file has: {validation.listing(frame.columns)}")
@@ -222,7 +317,7 @@ def _time_axis(frame: pd.DataFrame, path: Path, config: Config) -> tuple[pd.Date
     bad = np.flatnonzero(time.isna().to_numpy())
     if bad.size:
         raise ForecastError(
-            f"{path}: row {validation.line_of(bad[0], config.skip_rows)}: cannot read {raw.iloc[bad[0]]!r} in column "
+            f"{path}: row {validation.line_of(bad[0], lines)}: cannot read {raw.iloc[bad[0]]!r} in column "
             f"{column!r} as a date; fix or remove the row"
         )
     return pd.DatetimeIndex(time), (column,)
@@ -257,7 +352,7 @@ def _parse_dates_as(raw: pd.Series, dayfirst: bool) -> pd.Series:
     return time
 
 
-def _split_time_axis(frame: pd.DataFrame, path: Path, names: tuple[str, ...], skip_rows: int) -> pd.DatetimeIndex:
+def _split_time_axis(frame: pd.DataFrame, path: Path, names: tuple[str, ...], skip_rows) -> pd.DatetimeIndex:
     """A time split over columns such as year, month, day, hour."""
     allowed = {"year", "month", "day", "hour", "minute", "second"}
     for name in names:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from forecast import backend
-from forecast.windowing import Batch, StreamPlan, WindowBatcher
+from forecast.sampler import StreamPlan
+from forecast.windowing import Batch, WindowBatcher
 
 keras = backend.keras()
 

@@ -17,10 +17,11 @@ import numpy as np
 import pandas as pd
 
 from forecast.errors import ForecastError
+from forecast.split import row_bound
 
 if TYPE_CHECKING:
     from forecast.data import Series
-    from forecast.store import Schema
+    from forecast.store import Schema, SeriesRecord
 
 
 def weighted_errors(forecast: np.ndarray, truth: np.ndarray, weight: np.ndarray) -> dict[str, float]:
@@ -167,23 +168,41 @@ def origin_errors(forecast: np.ndarray, target: np.ndarray, weight: np.ndarray) 
         return np.where(total > 0, ((forecast - target) ** 2 * weight).sum(axis=1) / total, np.nan)
 
 
-def scores(forecast, truth, weight, scaled_forecast, scaled_truth, mase_scale: float) -> dict[str, float]:
-    """All the metrics of one forecaster over the same origins and steps."""
+def scores(forecast, truth, weight, scaled_forecast, scaled_truth, mase_scale: np.ndarray) -> dict[str, float]:
+    """All the metrics of one forecaster over the same origins and steps; `mase_scale` (n_origins,) is the in-sample
+    seasonal-naive MAE of each origin's series, in the target's units."""
     scaled = weighted_errors(scaled_forecast, scaled_truth, weight)
     original = weighted_errors(forecast, truth, weight)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        scale = np.where(mase_scale > 0, mase_scale, np.nan)[:, None]
+        relative = weighted_errors(forecast / scale, truth / scale, np.where(np.isfinite(scale), weight, 0.0))
     return {
         "mse": scaled["mse"],
         "mae": scaled["mae"],
         "mae_original": original["mae"],
         "rmse_original": math.sqrt(original["mse"]),
-        "mase": original["mae"] / mase_scale if mase_scale > 0 else float("nan"),
+        "mase": relative["mae"],
         "nse": nse(forecast, truth, weight),
+    }
+
+
+def series_scores(forecast, truth, weight, scaled_forecast, scaled_truth) -> dict[str, float]:
+    """One series' headline metrics: MSE on z-scored values, MAE in its units, NSE overall and at the first and last
+    horizon step."""
+    return {
+        "mse": weighted_errors(scaled_forecast, scaled_truth, weight)["mse"],
+        "mae_original": weighted_errors(forecast, truth, weight)["mae"],
+        "mse_original": weighted_errors(forecast, truth, weight)["mse"],
+        "nse": nse(forecast, truth, weight),
+        "nse_first_step": nse(forecast[:, 0], truth[:, 0], weight[:, 0]),
+        "nse_last_step": nse(forecast[:, -1], truth[:, -1], weight[:, -1]),
     }
 
 
 @dataclass(frozen=True)
 class Evaluation:
-    """Metrics over a range: `summary` per forecaster, `per_step` per horizon step, and the range itself."""
+    """Metrics over a range: `summary` per forecaster (pooled over every origin of every series), `per_step` per
+    horizon step, `per_series` one row per series and forecaster, and the range itself."""
 
     summary: dict[str, dict[str, float]]
     per_step: pd.DataFrame
@@ -195,9 +214,20 @@ class Evaluation:
     season: Season | None = None
     notes: tuple[str, ...] = ()
     ablation: dict[str, Improvement] | None = None  # per variant: how surely the model as it runs beats it
+    per_series: pd.DataFrame | None = None
+
+    def over_series(self) -> pd.DataFrame:
+        """The median and mean over series of each forecaster's per-series metrics (the series held out of training
+        with --holdout-series apart), one row per (forecaster, group, statistic)."""
+        frame = self.per_series
+        metrics = ["nse", "nse_first_step", "nse_last_step", "mse"]
+        grouped = frame.groupby(["forecaster", "held_out"], sort=False)[metrics]
+        table = pd.concat({"median": grouped.median(), "mean": grouped.mean()}, names=["statistic"])
+        return table.reset_index()
 
     def table(self) -> str:
-        """A plain-text table, one row per forecaster, and the state ablation's t statistics below it."""
+        """A plain-text table, one row per forecaster, the state ablation's t statistics below it, and for many series
+        the median and mean over series of NSE at the first and last step."""
         columns = ("mse", "mae", "mae_original", "rmse_original", "mase", "nse")
         header = f"{'forecaster':<16}" + "".join(f"{name:>15}" for name in columns)
         rows = [
@@ -205,6 +235,17 @@ class Evaluation:
             for name, values in self.summary.items()
         ]
         rows += [f"model beats {variant}: {verdict.describe()}" for variant, verdict in (self.ablation or {}).items()]
+        if self.per_series is not None and self.per_series["series"].nunique() > 1:
+            rows += ["", f"over series (median / mean NSE){'':<6}{'step 1':>17}{'last step':>17}{'all steps':>17}"]
+            over = self.over_series()
+            for (forecaster, held_out), part in over.groupby(["forecaster", "held_out"], sort=False):
+                stats = part.set_index("statistic")
+                cells = "".join(f"{stats.loc['median', key]:>8.3f} /{stats.loc['mean', key]:>7.3f}"
+                                for key in ("nse_first_step", "nse_last_step", "nse"))
+                label = f"{forecaster}{' (held out)' if held_out else ''}"
+                count = int(np.count_nonzero((self.per_series["forecaster"] == forecaster)
+                                             & (self.per_series["held_out"] == held_out)))
+                rows.append(f"{label:<26}{count:>3} series   {cells}")
         return "\n".join([header, *rows])
 
     def to_json(self) -> dict:
@@ -222,6 +263,8 @@ class Evaluation:
                 variant: {"t": verdict.t, "blocks": verdict.blocks, "block": verdict.block}
                 for variant, verdict in (self.ablation or {}).items()
             },
+            "over_series": [] if self.per_series is None else self.over_series().to_dict(orient="records"),
+            "per_series": [] if self.per_series is None else self.per_series.to_dict(orient="records"),
         }
 
 
@@ -230,124 +273,235 @@ def evaluate(
     validation_rows: bool = False,
     warn: Callable[[str], None] | None = None,
     ablation: bool = True,
+    series_ids: tuple[str, ...] | None = None,
 ) -> Evaluation:
-    """Scores every origin whose whole horizon lies in rows [start, end).
+    """Scores every origin whose whole horizon lies in rows [start, end) of each series (or of those in `series_ids`).
 
     The default range is every row after the model's validation rows, which chose its inputs and stopped its training
-    and so cannot give an honest score; `validation_rows` scores exactly those, with a warning in the result. A last
-    line still being written is refused, or with `warn`, left out with a warning through it. With `ablation`, the
-    model is also scored with its state reset before every chunk and with its LSTM zeroed (see forecast.ablation).
+    and so cannot give an honest score; `validation_rows` scores exactly those, with a warning in the result. A series
+    the model was not trained on (held out) is scored from the rows after the validation rows' end date of the trained
+    series. A last line still being written is refused, or with `warn`, left out with a warning through it. With
+    `ablation`, the model is also scored with its state reset before every chunk and with its LSTM zeroed (see
+    forecast.ablation).
     """
     import time
 
-    from forecast.data import load_series
-    from forecast.features import build_features
-    from forecast.prediction import bounded, check_compatible, load_model_file
-    from forecast.store import current_version, read_saved, with_network
     from forecast.ablation import ablation_forecasts, rolling_forecasts
+    from forecast.data import load_collection
+    from forecast.prediction import bounded, check_compatible, collection_features, load_model_file, scalers_for
+    from forecast.sampler import origin_ranges
+    from forecast.store import current_version, read_saved, with_network
     from forecast.windowing import WindowBatcher
 
     began = time.perf_counter()
+    warn = warn or (lambda message: None)
     saved = read_saved(current_version(Path(model_dir)))
     config, schema = saved.config, saved.schema
-    series = load_series(csv_path, config, schema.business_days, warn)
-    check_compatible(series, schema)
+    collection = load_collection(csv_path, config, schema.business_days, warn).select(series_ids)
+    check_compatible(collection, schema, saved)
     horizon, lookback = config.horizon, config.lookback
-    first_row, end_row, warning = scored_rows(series, schema, start, end, validation_rows, horizon, model_dir)
-    first, last = max(first_row - 1, lookback - 1), end_row - horizon - 1
-    if last < first:
-        raise ForecastError(
-            f"{csv_path}: the range from row {first_row} to {end_row} holds no origin with {lookback} steps of history "
-            f"and {horizon} steps ahead; widen --start/--end"
-        )
+    rows, warning, left_out = _scored_rows(collection, schema, start, end, validation_rows, horizon, Path(model_dir))
+    collection = collection.select(tuple(rows))
     saved = with_network(saved, load_model_file)
-    features = build_features(series, saved.scaler, horizon, calendar=schema.layout.calendar)
+    scalers = scalers_for(collection, saved, {name: first for name, (first, _) in rows.items()}, warn)
+    features = collection_features(collection, saved, scalers, for_prediction=False)
+    lengths = np.diff(np.append(features.starts, features.n_rows))
+    ranges = origin_ranges(features.starts, lengths, [rows[series.id] for series in collection.series], lookback,
+                           horizon)
+    left_out += _check_ranges(collection, ranges, rows, lookback, horizon)
     batcher = WindowBatcher(features, lookback, horizon)
     chunks = config.chunks_per_stream
     if ablation:
-        models = ablation_forecasts(saved.model, batcher, first, last, chunks, config.batch_size)
+        models = ablation_forecasts(saved.model, batcher, ranges, chunks, config.batch_size)
     else:
-        models = {"model": rolling_forecasts(saved.model, batcher, first, last, chunks, config.batch_size)}
-    ends = np.arange(first, last + 1)
+        models = {"model": rolling_forecasts(saved.model, batcher, ranges, chunks, config.batch_size)}
+    ends = np.concatenate([np.arange(span.first, span.last + 1) for span in ranges])
+    series_index = features.series_of(ends)
     target, weight = batcher.targets(ends, np.ones(len(ends), dtype=bool))
-    name = series.roles.target
+    name = collection.first.roles.target
+    stats = np.array([scaler.mean_std(name) for scaler in scalers])[series_index]
+    mean, std = stats[:, :1], stats[:, 1:]
+
+    def in_units(values: np.ndarray) -> np.ndarray:
+        return values.astype("float64") * std + mean
+
     # The bounds in z-scored units: the scaling is increasing, so clipping there clips the forecast in its own units.
-    low, high = (None if bound is None else float(saved.scaler.transform((name,), np.array([[bound]]))[0, 0])
-                 for bound in (config.target_min, config.target_max))
+    low, high = (None if bound is None else (bound - mean) / std for bound in (config.target_min, config.target_max))
     models = {label: bounded(forecast, low, high) for label, forecast in models.items()}
     errors = {label: origin_errors(forecast, target, weight) for label, forecast in models.items()}
     verdicts = {label: improvement(errors[label], errors["model"], ends, horizon) for label in models if label != "model"}
-    training = series.values[name].to_numpy()[: schema.train_rows]
-    season = choose_season(
-        series.freq, series.time[schema.train_rows - 1] - series.time[0], training, horizon, series.business_days
-    )
     candidates = {**models, "repeat": repeat_forecast(batcher.last_values(ends), horizon)}
-    notes = [season.describe()]
-    if season.cycle is not None:
-        candidates["seasonal_naive"] = seasonal_naive_forecast(features.history[:, 0], ends, horizon, season.steps)
-        short = int(np.count_nonzero(np.isnan(candidates["seasonal_naive"]).any(axis=1)))
-        if short:
-            notes.append(f"seasonal naive: {short} of the first origins lack a season of history; their steps before "
-                         "the first row are not scored for it")
-    truth = saved.scaler.inverse(name, target.astype("float64"))
-    mase_scale = float(np.nanmean(np.abs(training[season.steps :] - training[: -season.steps])))
-    summary, per_step = {}, {"step": np.arange(1, horizon + 1)}
-    for label, scaled in candidates.items():
-        scored = np.where(np.isfinite(scaled), weight, 0.0)
-        values = saved.scaler.inverse(name, scaled.astype("float64"))
-        summary[label] = scores(values, truth, scored, scaled, target, mase_scale)
-        steps = range(horizon)
-        per_step[f"{label}_mse"] = [weighted_errors(scaled[:, k], target[:, k], scored[:, k])["mse"] for k in steps]
-        per_step[f"{label}_nse"] = [nse(values[:, k], truth[:, k], scored[:, k]) for k in steps]
+    naive, season, mase_scale, notes = _seasonal_naive(collection, schema, features, ranges, horizon)
+    notes += left_out
+    if naive is not None:
+        candidates["seasonal_naive"] = naive
+    summary, per_step, per_series = _score_candidates(
+        candidates, target, weight, in_units, mase_scale[series_index], series_index, ranges, collection, schema
+    )
     return Evaluation(
         summary=summary,
-        per_step=pd.DataFrame(per_step),
+        per_step=per_step,
         origins=len(ends),
-        first_time=str(series.time[first + 1]),
-        last_time=str(series.time[last + horizon]),
+        first_time=str(min(features.time[span.first + 1] for span in ranges)),
+        last_time=str(max(features.time[span.last + horizon] for span in ranges)),
         seconds=time.perf_counter() - began,
         warning=warning,
         season=season,
         notes=tuple(notes),
         ablation=verdicts if ablation else None,
+        per_series=per_series,
     )
 
 
-def scored_rows(series: Series, schema: Schema, start: str | None, end: str | None, validation_rows: bool, horizon: int,
+def _score_candidates(candidates: dict[str, np.ndarray], target: np.ndarray, weight: np.ndarray, in_units,
+                      mase_scale: np.ndarray, series_index: np.ndarray, ranges, collection, schema: Schema):
+    """Each forecaster's metrics pooled over all origins, per horizon step, and per series. `candidates` and `target`
+    are (n_origins, H) z-scored by each origin's series, `in_units` turns them into the target's units, `mase_scale`
+    and `series_index` are per origin; a NaN forecast step is not scored."""
+    horizon = target.shape[1]
+    truth = in_units(target)
+    summary, per_step, per_series = {}, {"step": np.arange(1, horizon + 1)}, []
+    for label, scaled in candidates.items():
+        scored = np.where(np.isfinite(scaled), weight, 0.0)
+        values = in_units(scaled)
+        summary[label] = scores(values, truth, scored, scaled, target, mase_scale)
+        steps = range(horizon)
+        per_step[f"{label}_mse"] = [weighted_errors(scaled[:, k], target[:, k], scored[:, k])["mse"] for k in steps]
+        per_step[f"{label}_nse"] = [nse(values[:, k], truth[:, k], scored[:, k]) for k in steps]
+        for span in ranges:
+            mine = series_index == span.series
+            series = collection.series[span.series]
+            per_series.append({
+                "series": series.id, "forecaster": label, "held_out": series.id in schema.holdout,
+                "origins": int(np.count_nonzero(mine)),
+                **series_scores(values[mine], truth[mine], scored[mine], scaled[mine], target[mine]),
+            })
+    return summary, pd.DataFrame(per_step), pd.DataFrame(per_series)
+
+
+def _check_ranges(collection, ranges, rows: dict[str, tuple[int, int]], lookback: int, horizon: int) -> list[str]:
+    """Notes naming the series without an origin to score; an error when no series has one."""
+    scored = {collection.series[span.series].id for span in ranges}
+    reasons = []
+    for series in collection.series:
+        if series.id not in scored:
+            first_row, end_row = rows[series.id]
+            reasons.append(
+                f"{series.where}: the range from row {first_row} to {end_row} holds no origin with {lookback} steps of "
+                f"history and {horizon} steps ahead; widen --start/--end"
+            )
+    if not ranges:
+        raise ForecastError(reasons[0])
+    return [f"left out: {reason}" for reason in reasons]
+
+
+def _seasonal_naive(collection, schema: Schema, features, ranges, horizon: int):
+    """The seasonal-naive forecasts (n_origins, H, z-scored; None when no series has a cycle covered twice), the
+    season of the first series, each series' MASE scale (in-sample seasonal-naive MAE of its training rows, target
+    units) and notes. Each series repeats its own season, chosen on its own training rows (all rows before the range
+    for a series the model was not trained on)."""
+    name = collection.first.roles.target
+    forecasts, scales, seasons, short = [], [], [], 0
+    for span in ranges:
+        series = collection.series[span.series]
+        record = schema.record(series.id)
+        train_rows = record.train_rows if record else span.first - features.bounds(span.series)[0] + 1
+        training = series.values[name].to_numpy()[:train_rows]
+        season = choose_season(series.freq, series.time[train_rows - 1] - series.time[0], training, horizon,
+                               series.business_days)
+        seasons.append(season)
+        scales.append(float(np.nanmean(np.abs(training[season.steps :] - training[: -season.steps]))))
+        start = features.bounds(span.series)[0]
+        origins = np.arange(span.first, span.last + 1) - start
+        values = features.history[start : features.bounds(span.series)[1], 0]
+        naive = (seasonal_naive_forecast(values, origins, horizon, season.steps) if season.cycle is not None
+                 else np.full((len(origins), horizon), np.nan))
+        short += int(np.count_nonzero(np.isnan(naive).any(axis=1))) if season.cycle is not None else 0
+        forecasts.append(naive)
+    scale = np.full(len(collection.series), np.nan)
+    for span, value in zip(ranges, scales):
+        scale[span.series] = value
+    notes = [seasons[0].describe()]
+    if len({season.steps for season in seasons}) > 1:
+        notes = ["seasonal naive: each series repeats the season that fits its own training rows best"]
+    if short:
+        notes.append(f"seasonal naive: {short} of the first origins lack a season of history; their steps before "
+                     "the first row are not scored for it")
+    if all(season.cycle is None for season in seasons):
+        return None, seasons[0], scale, notes
+    return np.concatenate(forecasts), seasons[0], scale, notes
+
+
+def _scored_rows(collection, schema: Schema, start: str | None, end: str | None, validation_rows: bool, horizon: int,
+                 model_dir: Path) -> tuple[dict[str, tuple[int, int]], str | None, list[str]]:
+    """Each series' scored rows [first, end), the first warning, and notes naming the series left out because they
+    have nothing to score (an error when that is every series). A series without a training record (held out, or too
+    short to train on) starts after the latest validation end of the trained series, unless --start says otherwise."""
+    rows, warnings, errors = {}, [], []
+    for series in collection.series:
+        try:
+            rows[series.id], warning = _series_rows(series, schema, start, end, validation_rows, horizon, model_dir)
+        except ForecastError as exc:
+            errors.append(exc)
+            continue
+        if warning:
+            warnings.append(warning)
+    if not rows:
+        raise errors[0]
+    return rows, (warnings[0] if warnings else None), [f"left out: {error}" for error in errors]
+
+
+def _series_rows(series, schema: Schema, start: str | None, end: str | None, validation_rows: bool, horizon: int,
+                 model_dir: Path) -> tuple[tuple[int, int], str | None]:
+    record = schema.record(series.id)
+    if record is not None:
+        first_row, end_row, warning = scored_rows(series, record, start, end, validation_rows, horizon, model_dir)
+        return (first_row, end_row), warning
+    latest = max((record.val_time for record in schema.series if record.val_time), default=None)
+    if start is not None:
+        first_row = row_bound(series, start, "start", first=True)
+    elif latest is None:
+        raise ForecastError(f"{series.where}: the model was not trained on this series and does not record "
+                            "where validation ends; pass --start")
+    else:
+        first_row = row_bound(series, latest, "end")  # the first row after the trained series' validation
+    end_row = min(row_bound(series, end, "end") if end else series.n_observed, series.n_observed)
+    return (first_row, end_row), None
+
+
+def scored_rows(series: Series, record: SeriesRecord, start: str | None, end: str | None, validation_rows: bool, horizon: int,
                 model_dir: Path) -> tuple[int, int, str | None]:
     """The rows [first, end) whose targets are scored (0-based row numbers, end exclusive), and a warning when they are
     the validation rows."""
-    from forecast.training import row_bound
-
     n_rows = series.n_observed
     end_row = min(row_bound(series, end, "end") if end else n_rows, n_rows)
     if start:
         if validation_rows:
             raise ForecastError("give --start or --validation-rows, not both")
         first_row = row_bound(series, start, "start", first=True)
-        seen = schema.val_end if schema.val_end is not None else schema.train_rows
+        seen = record.val_end if record.val_end is not None else record.train_rows
         warning = None
         if first_row < seen:
-            fitted = "training and validation" if first_row < schema.train_rows else "validation"
+            fitted = "training and validation" if first_row < record.train_rows else "validation"
             warning = (f"warning: rows {first_row} to {min(seen, end_row)} of this range are the model's {fitted} rows; "
                        "their scores flatter it")
         return first_row, end_row, warning
-    if schema.val_end is None:
+    if record.val_end is None:
         raise ForecastError(
             f"{model_dir}: the model does not record where its validation rows end (saved by an earlier version of "
             "forecast); pass --start with the first row or date to score"
         )
     if validation_rows:
-        end_row = min(end_row, schema.val_end) if end else min(schema.val_end, n_rows)
+        end_row = min(end_row, record.val_end) if end else min(record.val_end, n_rows)
         warning = (
-            f"warning: rows {schema.train_rows} to {schema.val_end} are the validation rows, which chose the linear "
+            f"warning: rows {record.train_rows} to {record.val_end} are the validation rows, which chose the linear "
             "inputs, stopped training and decided the kept model; these scores flatter it"
         )
-        return schema.train_rows, end_row, warning
-    if end_row - schema.val_end < horizon:
+        return record.train_rows, end_row, warning
+    if end_row - record.val_end < horizon:
         raise ForecastError(
-            f"{series.path}: no rows after the model's validation rows (they end at row {schema.val_end}, "
-            f"{series.time[schema.val_end - 1]}) to score {horizon} steps ahead; pass --start, or --validation-rows to "
+            f"{series.where}: no rows after the model's validation rows (they end at row {record.val_end}, "
+            f"{series.time[record.val_end - 1]}) to score {horizon} steps ahead; pass --start, or --validation-rows to "
             "score the validation rows (their scores flatter the model)"
         )
-    return schema.val_end, end_row, None
+    return record.val_end, end_row, None

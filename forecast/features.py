@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,10 +26,12 @@ class InputLayout:
     sim_columns: tuple[str, ...]
 
     @classmethod
-    def from_roles(cls, roles: Roles, freq: pd.Timedelta, span: pd.Timedelta | None = None) -> InputLayout:
-        """The layout for these roles; `span`, the training range's length, decides which calendar cycles enter."""
+    def from_roles(cls, roles: Roles, freq: pd.Timedelta, span: pd.Timedelta | None = None, static: tuple[str, ...] = ()
+                   ) -> InputLayout:
+        """The layout for these roles; `span`, the training range's length, decides which calendar cycles enter;
+        `static` names the series' attribute channels, which follow the bg columns."""
         return cls(
-            history=(*roles.history, OBSERVED_FLAG), sim=roles.sim, bg=roles.bg, sim_columns=roles.sim
+            history=(*roles.history, OBSERVED_FLAG), sim=roles.sim, bg=(*roles.bg, *static), sim_columns=roles.sim
         ).with_calendar(calendar_names(freq, span))
 
     def with_calendar(self, calendar: tuple[str, ...]) -> InputLayout:
@@ -55,11 +58,14 @@ class InputLayout:
 
 @dataclass(frozen=True)
 class Features:
-    """Scaled float32 arrays, one row per timestamp.
+    """Scaled float32 arrays, one row per timestamp, the series of a collection one after another.
 
-    `history`, `target` and `bg` cover the observed rows; `sim` and `time` also cover the rows after them that the last
-    forecast needs. Gaps in the inputs carry the last value forward (the observed flag marks target gaps); `target` keeps
-    its gaps as NaN so that they get sample weight 0 instead of a made-up value.
+    Series s holds rows [starts[s], starts[s + 1]) (the last up to the end); a window never crosses from one series to
+    the next because the origin sampler only picks origins with a whole window inside their series. Within a series the
+    rows are its observed rows, and for prediction the horizon's rows after them (whose target is NaN and whose history
+    repeats the last row; no origin reads them as history). Gaps in the inputs carry the last value forward (the
+    observed flag marks target gaps); `target` keeps its gaps as NaN so that they get sample weight 0 instead of a
+    made-up value.
     """
 
     history: np.ndarray
@@ -67,23 +73,69 @@ class Features:
     sim: np.ndarray
     bg: np.ndarray
     time: pd.DatetimeIndex
+    starts: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(1, dtype=np.int64))
 
     @property
     def n_rows(self) -> int:
         return len(self.target)
 
+    def bounds(self, index: int) -> tuple[int, int]:
+        """Rows [start, end) of series `index`."""
+        end = self.starts[index + 1] if index + 1 < len(self.starts) else self.n_rows
+        return int(self.starts[index]), int(end)
+
+    def series_of(self, rows: np.ndarray) -> np.ndarray:
+        """The index of the series each row belongs to."""
+        return np.searchsorted(self.starts, rows, side="right") - 1
+
+
+def stack(parts: list[Features]) -> Features:
+    """The features of several series as one collection (one contiguous float32 array per input, with offsets)."""
+    parts = [_padded(part) for part in parts]
+    lengths = np.array([part.n_rows for part in parts], dtype=np.int64)
+    return Features(
+        history=np.concatenate([part.history for part in parts]),
+        target=np.concatenate([part.target for part in parts]),
+        sim=np.concatenate([part.sim for part in parts]),
+        bg=np.concatenate([part.bg for part in parts]),
+        time=parts[0].time.append([part.time for part in parts[1:]]) if len(parts) > 1 else parts[0].time,
+        starts=np.concatenate([[0], np.cumsum(lengths)[:-1]]),
+    )
+
+
+def _padded(part: Features) -> Features:
+    """One series' features with history, target and bg as long as sim (for prediction, sim covers the horizon too)."""
+    extra = len(part.sim) - len(part.target)
+    if not extra:
+        return part
+    return dataclasses.replace(
+        part,
+        history=np.concatenate([part.history, np.repeat(part.history[-1:], extra, axis=0)]),
+        target=np.concatenate([part.target, np.full(extra, np.nan, dtype=part.target.dtype)]),
+        bg=np.concatenate([part.bg, np.repeat(part.bg[-1:], extra, axis=0)]),
+    )
+
 
 def fit_scaler(series: Series, train_rows: int) -> Scaler:
+    """The z-scoring of the role columns, fitted on rows [0, train_rows) of `series` (original units)."""
     columns = series.roles.numeric
     return Scaler.fit(columns, series.values[list(columns)].to_numpy()[:train_rows])
 
 
+def fit_pooled_scaler(parts: list[tuple[Series, int]]) -> Scaler:
+    """One z-scoring for all series, fitted on the training rows of each (series, train_rows) pooled."""
+    columns = parts[0][0].roles.numeric
+    return Scaler.fit(columns, np.vstack([series.values[list(columns)].to_numpy()[:rows] for series, rows in parts]))
+
+
 def build_features(
-    series: Series, scaler: Scaler, horizon: int, for_prediction: bool = False, calendar: tuple[str, ...] | None = None
+    series: Series, scaler: Scaler, horizon: int, for_prediction: bool = False, calendar: tuple[str, ...] | None = None,
+    static: np.ndarray | None = None,
 ) -> Features:
     """Arrays for the observed rows; with `for_prediction`, sim also covers the `horizon` rows after the last one.
 
     `calendar` names the calendar features (a model's `layout.calendar`); None gives every cycle the frequency has.
+    `static` (n_attributes,), the series' encoded attributes, is repeated in bg on every row, after the bg columns.
     """
     roles = series.roles
     calendar = calendar_names(series.freq) if calendar is None else calendar
@@ -94,7 +146,8 @@ def build_features(
     target = history[:, 0].copy()
     history = np.concatenate([carry_forward(history), observed], axis=1)
     bg = scaler.transform(roles.bg, values[list(roles.bg)].to_numpy()[:n_rows])
-    bg = np.concatenate([carry_forward(bg), calendar_features(series.time[:n_rows], calendar)], axis=1)
+    attributes = np.repeat(np.zeros((1, 0)) if static is None else static[None, :], n_rows, axis=0)
+    bg = np.concatenate([carry_forward(bg), attributes, calendar_features(series.time[:n_rows], calendar)], axis=1)
 
     sim_rows = n_rows + horizon if for_prediction else n_rows
     time = series.time[:sim_rows]

@@ -47,9 +47,19 @@ def _columns(saved: SavedModel) -> list[str]:
 def _data_range(saved: SavedModel) -> list[str]:
     schema = saved.schema
     step = describe_grid(schema.freq, schema.business_days)
-    validation = f", validation to row {schema.val_end}" if schema.val_end is not None else ""
-    return [f"data: {schema.rows} rows of {step} up to {schema.last_time}; training rows 0-{schema.train_rows - 1}"
-            f"{validation}"]
+    if len(schema.series) == 1:
+        record = schema.series[0]
+        validation = f", validation to row {record.val_end}" if record.val_end is not None else ""
+        return [f"data: {record.rows} rows of {step} up to {record.last_time}; training rows 0-{record.train_rows - 1}"
+                f"{validation}"]
+    rows = sum(record.rows for record in schema.series)
+    validation = max((record.val_time for record in schema.series if record.val_time), default=None)
+    lines = [f"data: {len(schema.series)} series ({saved.config.id_column}), {rows} rows of {step} up to "
+             f"{max(record.last_time for record in schema.series)}"
+             + (f"; validation up to {validation}" if validation else "")]
+    if schema.holdout:
+        lines.append(f"held out of training: {', '.join(schema.holdout)}")
+    return lines
 
 
 def _scores(metrics: dict) -> list[str]:

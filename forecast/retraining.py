@@ -16,7 +16,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from forecast.config import Config
-from forecast.data import Series, load_series
+import pandas as pd
+
+from forecast.data import Collection, Series, load_collection
 from forecast.errors import ForecastError, IncompatibleWeights
 from forecast.evaluation import evaluate
 from forecast.prediction import check_compatible, load_model_file
@@ -25,6 +27,7 @@ from forecast.store import (
     METRICS_FILE,
     VERSIONS,
     Schema,
+    SeriesRecord,
     current_version,
     locked,
     publish,
@@ -35,7 +38,7 @@ from forecast.store import (
     with_network,
     write_json,
 )
-from forecast.training import Log, train_series
+from forecast.training import Log, train_collection
 from forecast.validation import DIGEST_BLOCK, line_of, row_digests
 
 DECISIONS_FILE = "retrain.jsonl"
@@ -71,26 +74,45 @@ class Decision:
     reference_mse: float | None = None
 
 
-def check_appended(series: Series, schema: Schema, skip_rows: int = 0) -> int:
-    """The CSV must hold the rows the current model was trained on, unchanged, followed by new ones; returns how many
-    rows are new."""
-    if series.n_observed < schema.rows:
+def check_appended(collection: Collection, schema: Schema, skip_rows: int = 0) -> int:
+    """Each series the current model was trained on must still hold its training rows, unchanged, followed by new
+    ones (a series new to the file is all new); returns how many rows are new over all series."""
+    missing = [record.id for record in schema.series if record.id not in collection.ids]
+    if missing:
         raise ForecastError(
-            f"{series.path}: {series.n_observed} observed rows, fewer than the {schema.rows} the current model was "
+            f"{collection.path}: series {missing[0]!r}, which the current model was trained on, is not in the file; "
+            "check the file (or train a new model with `forecast train`)"
+        )
+    new_rows = 0
+    for series in collection.series:
+        record = schema.record(series.id)
+        if record is None:
+            new_rows += series.n_observed if series.id not in schema.holdout else 0
+            continue
+        _check_series_appended(series, record, None if collection.id_name else skip_rows)
+        new_rows += series.n_observed - record.rows
+    return new_rows
+
+
+def _check_series_appended(series: Series, record: SeriesRecord, skip_rows: int | None) -> None:
+    """`series` must begin with the `record.rows` rows the model was trained on, unchanged; `skip_rows` turns row
+    numbers into file lines (None in a long file, whose rows of one series are spread over it: times only)."""
+    if series.n_observed < record.rows:
+        raise ForecastError(
+            f"{series.where}: {series.n_observed} observed rows, fewer than the {record.rows} the current model was "
             "trained on; rows were removed, so check the file (or train a new model with `forecast train`)"
         )
-    digests = row_digests(series.time, series.values, schema.rows)
-    for block, (now, before) in enumerate(zip(digests, schema.digests)):
+    digests = row_digests(series.time, series.values, record.rows)
+    for block, (now, before) in enumerate(zip(digests, record.digests)):
         if now != before:
             first = block * DIGEST_BLOCK
-            last = min(first + DIGEST_BLOCK, schema.rows) - 1
+            last = min(first + DIGEST_BLOCK, record.rows) - 1
+            lines = f"rows {line_of(first, skip_rows)} to {line_of(last, skip_rows)} " if skip_rows is not None else ""
             raise ForecastError(
-                f"{series.path}: rows {line_of(first, skip_rows)} to {line_of(last, skip_rows)} ({series.time[first]} to "
-                f"{series.time[last]}) differ from "
+                f"{series.where}: {lines}({series.time[first]} to {series.time[last]}) differ from "
                 "the data the current model was trained on; history was rewritten, so check the file or train a new "
                 "model with `forecast train`"
             )
-    return series.n_observed - schema.rows
 
 
 def retrain(
@@ -106,40 +128,47 @@ def retrain(
         # The whole current version is checked first: it is what the candidate starts from and is scored against.
         saved = with_network(read_saved(current), load_model_file)
         config, schema = saved.config, saved.schema
-        series = load_series(csv_path, config, schema.business_days)
-        check_compatible(series, schema)
-        new_rows = check_appended(series, schema, config.skip_rows)
+        collection = load_collection(csv_path, config, schema.business_days)
+        check_compatible(collection, schema, saved)
+        new_rows = check_appended(collection, schema, config.skip_rows)
         if new_rows == 0:
-            log(f"{csv_path}: no new rows since {schema.last_time}; kept version {current.name}")
+            last_time = max(record.last_time for record in schema.series)
+            log(f"{csv_path}: no new rows since {last_time}; kept version {current.name}")
             return Decision(promoted=False, reason="no new rows")
         holdout = options.holdout or 4 * config.horizon
-        scored_from = series.n_observed - holdout
+        training = collection.without(schema.holdout)
+        latest = max(training.series, key=lambda series: series.time[series.n_observed - 1])
+        scored_from = latest.n_observed - holdout
         if scored_from < config.lookback + 2 * config.horizon:  # the candidate still needs training and validation rows
             raise ForecastError(f"{csv_path}: too little data for a holdout of {holdout} rows; lower --holdout")
-        candidate_config = _candidate_config(config, current, options, scored_from)
+        # The holdout is the newest `holdout` steps in time, the same stretch for every series.
+        cut = str(latest.time[scored_from - 1])
+        candidate_config = _candidate_config(config, current, options, cut)
         mode = "full retrain" if options.full else f"warm start at epoch {candidate_config.initial_epoch + 1}"
         log(f"{csv_path}: {new_rows} new rows; training a candidate ({mode}), holding out the last {holdout} rows")
         staging = staging_dir(root)
         try:
             try:
-                trained = train_series(
-                    series, candidate_config, root, log, verbose, extra_callbacks,
+                trained = train_collection(
+                    training, candidate_config, root, log, verbose, extra_callbacks,
                     start_from=None if options.full else current, purpose="retrain",
                 )
             except IncompatibleWeights as exc:
                 log(f"{exc}; training a fresh candidate instead")
                 options = dataclasses.replace(options, full=True)
-                candidate_config = _candidate_config(config, current, options, scored_from)
-                trained = train_series(series, candidate_config, root, log, verbose, extra_callbacks, purpose="retrain")
+                candidate_config = _candidate_config(config, current, options, cut)
+                trained = train_collection(training, candidate_config, root, log, verbose, extra_callbacks,
+                                           purpose="retrain")
             _keep_configured_epochs(trained.model_dir, config.epochs)
-            current_mse = _holdout_mse(csv_path, current, scored_from, series.n_observed)
-            candidate_mse = _holdout_mse(csv_path, trained.model_dir, scored_from, series.n_observed)
+            series_ids = training.ids if collection.id_name else None
+            current_mse = _holdout_mse(csv_path, current, cut, series_ids)
+            candidate_mse = _holdout_mse(csv_path, trained.model_dir, cut, series_ids)
             reference = reference_version(root, current)
             if reference is None:
                 log(f"{root}: the reference version of {current.name} is no longer kept; comparing with it alone")
                 reference = current
             reference_mse = (current_mse if reference == current
-                             else _holdout_mse(csv_path, reference, scored_from, series.n_observed))
+                             else _holdout_mse(csv_path, reference, cut, series_ids))
         except ForecastError:
             shutil.rmtree(staging, ignore_errors=True)
             raise
@@ -149,7 +178,7 @@ def retrain(
         promoted = not unchanged and candidate_mse <= current_mse * bound and candidate_mse <= reference_mse * bound
         record = {
             "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "data": str(csv_path), "rows": series.n_observed, "new_rows": new_rows, "holdout_rows": holdout,
+            "data": str(csv_path), "rows": sum(series.n_observed for series in collection.series), "new_rows": new_rows, "holdout_rows": holdout,
             "mode": "full" if options.full else "warm", "epochs": int(trained.metrics["last_epoch"]),
             "kept_start_weights": trained.metrics["kept_start_weights"], "gate": trained.metrics["gate"],
             "current_version": current.name, "current_mse": current_mse, "candidate_mse": candidate_mse,
@@ -192,9 +221,10 @@ def reference_version(root: Path, current: Path) -> Path | None:
     return root / VERSIONS / name
 
 
-def _candidate_config(config: Config, current: Path, options: RetrainOptions, scored_from: int) -> Config:
-    """The current configuration with the split moved to the grown data and the epochs continued (or restarted)."""
-    moved = dataclasses.replace(config, train_end=None, val_end=str(scored_from))
+def _candidate_config(config: Config, current: Path, options: RetrainOptions, cut: str) -> Config:
+    """The current configuration with the split moved to the grown data (validation ends at the time `cut`, the last
+    row before the holdout) and the epochs continued (or restarted)."""
+    moved = dataclasses.replace(config, train_end=None, val_end=cut)
     if options.full:
         return dataclasses.replace(moved, initial_epoch=0)
     last_epoch = _last_epoch(current / METRICS_FILE)
@@ -223,7 +253,10 @@ def _keep_configured_epochs(model_dir: Path, epochs: int) -> None:
     (model_dir / CONFIG_FILE).write_text(saved.to_json() + "\n", encoding="utf-8")
 
 
-def _holdout_mse(csv_path, model_dir: Path, first_row: int, end_row: int) -> float:
-    """MSE in the target's own units: a full retrain fits a new scaler, so z-scored errors would not compare."""
-    scored = evaluate(csv_path, model_dir, str(first_row), str(end_row), ablation=False)
-    return scored.summary["model"]["rmse_original"] ** 2
+def _holdout_mse(csv_path, model_dir: Path, cut: str, series_ids: tuple[str, ...] | None) -> float:
+    """The median over series of each one's holdout MSE (the rows after the time `cut`) in the target's own units: a
+    full retrain fits new scalers, so z-scored errors would not compare; for one series, its MSE."""
+    start = str(pd.Timestamp(cut) + pd.Timedelta(microseconds=1))
+    scored = evaluate(csv_path, model_dir, start, ablation=False, series_ids=series_ids)
+    per_series = scored.per_series[scored.per_series["forecaster"] == "model"]
+    return float(per_series["mse_original"].median())

@@ -47,6 +47,11 @@ class Scaler:
         index = [self.columns.index(column) for column in columns]
         return np.asarray(self.mean)[index], np.asarray(self.std)[index]
 
+    def mean_std(self, column: str) -> tuple[float, float]:
+        """The mean and spread of one column (its units)."""
+        mean, std = self._stats((column,))
+        return float(mean[0]), float(std[0])
+
     def transform(self, columns: tuple[str, ...], values: np.ndarray) -> np.ndarray:
         mean, std = self._stats(columns)
         return (values - mean) / std
@@ -71,3 +76,40 @@ class Scaler:
         missing = [column for column in columns if column not in self.columns]
         if missing:
             raise ForecastError(f"{path}: no mean and spread for column {missing[0]!r}; roll back or retrain the model")
+
+
+GLOBAL = "*"  # the key of the one scaler that scales every series (scaling = "global")
+
+
+@dataclass(frozen=True)
+class Scalers:
+    """The scaling of each series: one Scaler per id, fitted on that series' training rows, or one under GLOBAL for
+    all. Saved as one JSON file; a file written before series had ids holds one scaler, read as the id ""."""
+
+    by_id: dict[str, Scaler]
+
+    def get(self, series_id: str) -> Scaler | None:
+        """The series' scaler; None for a series the model was not trained on (it is scaled on its own rows)."""
+        return self.by_id.get(series_id, self.by_id.get(GLOBAL))
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {"series": {name: json.loads(scaler.to_json()) for name, scaler in self.by_id.items()}}, indent=2
+        )
+
+    @classmethod
+    def from_json(cls, path: Path) -> Scalers:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            records = data["series"] if "series" in data else {"": data}
+            return cls({
+                str(name): Scaler(tuple(map(str, record["columns"])), tuple(map(float, record["mean"])),
+                                  tuple(map(float, record["std"])))
+                for name, record in records.items()
+            })
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise ForecastError(f"{path}: cannot read the saved scaler ({exc}); roll back or retrain the model") from None
+
+    def check_covers(self, columns: tuple[str, ...], path: Path) -> None:
+        for scaler in self.by_id.values():
+            scaler.check_covers(columns, path)

@@ -8,7 +8,7 @@
 
 A model directory holds `model.keras` (loaded in Keras safe mode), `config.json` (the configuration train used, with
 the resolved column roles), `scaler.json`, `schema.json` (frequency, input channels, training range, data digests),
-`history.csv` and `metrics.json`. Nothing is pickled.
+`history.csv`, `metrics.json` and, for a model with static attributes, `statics.json`. Nothing is pickled.
 """
 
 from __future__ import annotations
@@ -31,39 +31,35 @@ import pandas as pd
 from forecast.config import Config
 from forecast.errors import ForecastError
 from forecast.features import InputLayout
-from forecast.scaling import Scaler
+from forecast.scaling import Scalers
+from forecast.statics import StaticEncoder
 from forecast.validation import DIGEST_BLOCK
 
 MODEL_FILE = "model.keras"
 CONFIG_FILE = "config.json"
 SCALER_FILE = "scaler.json"
 SCHEMA_FILE = "schema.json"
+STATICS_FILE = "statics.json"  # the attributes of each series, for a model trained with --static
 HISTORY_FILE = "history.csv"
 METRICS_FILE = "metrics.json"
 REQUIRED_FILES = (MODEL_FILE, CONFIG_FILE, SCALER_FILE, SCHEMA_FILE)
 
 
 @dataclass(frozen=True)
-class Schema:
-    """What the model expects of a CSV besides the configuration, and a fingerprint of the data it was trained on.
+class SeriesRecord:
+    """One series' share of the training data: `rows` observed rows up to `last_time`, rows [0, train_rows) trained on
+    and [train_rows, val_end) validated (val_end None in schemas saved before it was kept), and one fingerprint per
+    DIGEST_BLOCK of the `rows` rows, so that a retrain can tell grown data from rewritten history."""
 
-    `rows` observed rows were trained on, `train_rows` of them for training; `digests` holds one fingerprint per
-    DIGEST_BLOCK rows of them; `columns` is the training file's header (empty for models saved before it was kept).
-    """
-
-    freq: pd.Timedelta
-    layout: InputLayout
+    id: str
     train_rows: int
-    last_time: str
     rows: int
+    last_time: str
     digests: tuple[str, ...]
-    columns: tuple[str, ...] = ()
-    val_end: int | None = None  # rows [train_rows, val_end) validated the model; None in schemas saved before this
-    business_days: bool = False  # the steps are business days (freq is one day)
+    val_end: int | None = None
+    val_time: str | None = None  # the time of the last validation row
 
     def __post_init__(self) -> None:
-        if self.freq <= pd.Timedelta(0):
-            raise ValueError(f"freq must be positive, got {self.freq}")
         if not 0 < self.train_rows <= self.rows:
             raise ValueError(f"train_rows must be between 1 and rows ({self.rows}), got {self.train_rows}")
         if self.val_end is not None and not self.train_rows < self.val_end <= self.rows:
@@ -72,6 +68,48 @@ class Schema:
             raise ValueError(f"{len(self.digests)} digests for {self.rows} rows; expected one per {DIGEST_BLOCK} rows")
         if not all(re.fullmatch("[0-9a-f]{16}", digest) for digest in self.digests):
             raise ValueError("a digest is not 16 hexadecimal digits")
+
+    def to_dict(self) -> dict:
+        return {"id": self.id, "train_rows": self.train_rows, "val_end": self.val_end, "rows": self.rows,
+                "last_time": self.last_time, "val_time": self.val_time, "digests": self.digests}
+
+    @classmethod
+    def from_dict(cls, data: dict, series_id: str = "") -> SeriesRecord:
+        return cls(
+            str(data.get("id", series_id)), int(data["train_rows"]), int(data["rows"]), str(data["last_time"]),
+            tuple(data["digests"]), None if data.get("val_end") is None else int(data["val_end"]),
+            None if data.get("val_time") is None else str(data["val_time"]),
+        )
+
+
+@dataclass(frozen=True)
+class Schema:
+    """What the model expects of a CSV besides the configuration, and a fingerprint of the data it was trained on.
+
+    `series` holds a record per trained series (one, id "", for a file without an id column); `holdout` names the
+    series kept out of training; `columns` is the training file's header (empty for models saved before it was kept).
+    """
+
+    freq: pd.Timedelta
+    layout: InputLayout
+    series: tuple[SeriesRecord, ...]
+    columns: tuple[str, ...] = ()
+    business_days: bool = False  # the steps are business days (freq is one day)
+    holdout: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.freq <= pd.Timedelta(0):
+            raise ValueError(f"freq must be positive, got {self.freq}")
+        if not self.series:
+            raise ValueError("no series record")
+
+    def record(self, series_id: str) -> SeriesRecord | None:
+        """The training record of a series; None for one the model was not trained on."""
+        return next((record for record in self.series if record.id == series_id), None)
+
+    @property
+    def ids(self) -> tuple[str, ...]:
+        return tuple(record.id for record in self.series)
 
     def to_json(self) -> str:
         return json.dumps(
@@ -83,26 +121,26 @@ class Schema:
                     "bg": self.layout.bg,
                     "sim_columns": self.layout.sim_columns,
                 },
-                "train_rows": self.train_rows,
-                "last_time": self.last_time,
-                "rows": self.rows,
-                "digests": self.digests,
+                "series": [record.to_dict() for record in self.series],
                 "columns": self.columns,
-                "val_end": self.val_end,
                 "business_days": self.business_days,
+                "holdout": self.holdout,
             },
             indent=2,
         )
 
     @classmethod
     def from_json(cls, path: Path) -> Schema:
+        """Reads a schema; one saved before series had ids holds the one series' record at its top level."""
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
             layout = {key: tuple(value) for key, value in data["layout"].items()}
+            records = [SeriesRecord.from_dict(item) for item in data["series"]] if "series" in data else [
+                SeriesRecord.from_dict(data)
+            ]
             return cls(
-                pd.Timedelta(data["freq"]), InputLayout(**layout), int(data["train_rows"]), str(data["last_time"]),
-                int(data["rows"]), tuple(data["digests"]), tuple(data.get("columns", ())),
-                None if data.get("val_end") is None else int(data["val_end"]), bool(data.get("business_days", False)),
+                pd.Timedelta(data["freq"]), InputLayout(**layout), tuple(records), tuple(data.get("columns", ())),
+                bool(data.get("business_days", False)), tuple(map(str, data.get("holdout", ()))),
             )
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ForecastError(f"{path}: cannot read the saved schema ({exc}); roll back or retrain the model") from None
@@ -308,9 +346,10 @@ class SavedModel:
 
     path: Path
     config: Config
-    scaler: Scaler
+    scaler: Scalers
     schema: Schema
     model: Any = None
+    statics: StaticEncoder | None = None
 
 
 def check_model_dir(model_dir: Path) -> None:
@@ -325,9 +364,10 @@ def read_saved(model_dir: Path) -> SavedModel:
     """The configuration, scaler and schema of a model directory, without the network (light: no TensorFlow)."""
     check_model_dir(model_dir)
     config = Config.from_json(model_dir / CONFIG_FILE)
-    scaler = Scaler.from_json(model_dir / SCALER_FILE)
+    scaler = Scalers.from_json(model_dir / SCALER_FILE)
     scaler.check_covers((config.target, *(config.past or ()), *config.sim, *config.bg), model_dir / SCALER_FILE)
-    return SavedModel(model_dir, config, scaler, Schema.from_json(model_dir / SCHEMA_FILE))
+    statics = StaticEncoder.from_json(model_dir / STATICS_FILE) if (model_dir / STATICS_FILE).is_file() else None
+    return SavedModel(model_dir, config, scaler, Schema.from_json(model_dir / SCHEMA_FILE), statics=statics)
 
 
 def with_network(saved: SavedModel, loader: Callable[[Path], Any]) -> SavedModel:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import shutil
@@ -16,10 +15,11 @@ import pandas as pd
 
 from forecast import backend
 from forecast.config import Config
-from forecast.data import Series, describe_left_out, load_series
+from forecast.data import Collection, describe_left_out, load_collection
 from forecast.errors import ForecastError, IncompatibleWeights, ResumeRefused
+from forecast.split import Split, resolve_splits
 from forecast.evaluation import MIN_BLOCKS, improvement, origin_errors, repeat_forecast, weighted_errors
-from forecast.features import InputLayout, build_features, fit_scaler
+from forecast.features import Features, InputLayout, build_features, fit_pooled_scaler, fit_scaler, stack
 from forecast.linear_start import MAX_ORIGINS, LinearFit, fit_linear_start, freeze_linear_terms
 from forecast.store import (
     CONFIG_FILE,
@@ -28,10 +28,12 @@ from forecast.store import (
     MODEL_FILE,
     SCALER_FILE,
     SCHEMA_FILE,
+    STATICS_FILE,
     VERSIONS,
     read_metrics,
     read_saved,
     Schema,
+    SeriesRecord,
     checkpoint_dir,
     current_version,
     locked,
@@ -40,18 +42,13 @@ from forecast.store import (
     versions,
     write_json,
 )
+from forecast.sampler import StreamPlan, origin_ranges
+from forecast.scaling import GLOBAL, Scalers
+from forecast.statics import StaticEncoder, read_statics
 from forecast.validation import row_digests
-from forecast.windowing import StreamPlan, WindowBatcher, materialise, window_generator
+from forecast.windowing import WindowBatcher, materialise, window_generator
 
 Log = Callable[[str], None]
-
-
-@dataclass(frozen=True)
-class Split:
-    """Rows [0, train_end) train the model; rows [train_end, val_end) validate it. Both ends are exclusive."""
-
-    train_end: int
-    val_end: int
 
 
 @dataclass(frozen=True)
@@ -59,44 +56,6 @@ class TrainResult:
     model_dir: Path
     metrics: dict
     history: pd.DataFrame
-
-
-def resolve_split(series: Series, config: Config) -> Split:
-    """Turns train_end / val_end (a row count, or the last timestamp to include) into row counts."""
-    n_rows = series.n_observed
-    val_end = row_bound(series, config.val_end, "val_end") if config.val_end else n_rows
-    val_end = min(val_end, n_rows)
-    if config.train_end:
-        train_end = row_bound(series, config.train_end, "train_end")
-    else:
-        train_end = val_end - round(val_end * config.validation_fraction)
-    need_train = config.lookback + config.horizon
-    if train_end < need_train or val_end - train_end < config.horizon:
-        raise ForecastError(
-            f"{series.path}: too little data: {train_end} training rows and {val_end - train_end} validation rows, but "
-            f"lookback + horizon needs {need_train} training rows and horizon needs {config.horizon} validation rows; "
-            "add rows or lower --lookback/--horizon"
-        )
-    return Split(train_end=train_end, val_end=val_end)
-
-
-def row_bound(series: Series, value: str, name: str, first: bool = False) -> int:
-    """A row number for a range bound given as a row count or a date.
-
-    As an end (first=False), a date is the last time to include, as far as it is written: `2018-02-20` includes that
-    whole day, `2018-02-20 13:00` that minute; the bound is the count of rows up to it. As a start (first=True), it is
-    the first timestamp to include.
-    """
-    if value.isdigit():
-        return int(value)
-    try:
-        stamp = pd.Timestamp(value)
-    except ValueError:
-        raise ForecastError(f"{series.path}: {name} = {value!r} is neither a row number nor a date") from None
-    if not first and stamp.tzinfo is None:
-        with contextlib.suppress(ValueError):
-            stamp = pd.Period(value).end_time  # the last instant of the day (or minute, month) the value names
-    return int(series.time.searchsorted(stamp, side="left" if first else "right"))
 
 
 def train(
@@ -110,21 +69,23 @@ def train(
 ) -> TrainResult:
     """Trains a model on `csv_path` and publishes it as the current version of the model at `root`.
 
-    The previous version stays current until the new one is complete. With `resume`, continues an interrupted run from
-    its last epoch checkpoint. Holds the model's lock throughout, so a concurrent train or retrain stops at once.
+    The series named in `config.holdout_series` take no part. The previous version stays current until the new one is
+    complete. With `resume`, continues an interrupted run from its last epoch checkpoint. Holds the model's lock
+    throughout, so a concurrent train or retrain stops at once.
     """
     log = log or (lambda message: None)
     root = Path(root)
-    series = load_series(csv_path, config)
-    config = config.replace(past=series.roles.past)
-    resolve_split(series, config)  # too little data is a user error: report it before touching the store
+    collection = load_collection(csv_path, config)
+    config = config.replace(past=collection.first.roles.past)
+    training = training_series(collection, config.holdout_series)
+    resolve_splits(training, config, lambda message: None)  # too little data: report it before touching the store
     with locked(root):
         if resume:
             start_from = _resumed_start(root)
         else:
             start_from = current_version(root) if config.initial_epoch > 0 else None
         try:
-            result = train_series(series, config, root, log, verbose, extra_callbacks, resume, start_from)
+            result = train_collection(training, config, root, log, verbose, extra_callbacks, resume, start_from)
         except IncompatibleWeights as exc:
             raise ForecastError(f"{exc}; train without --initial-epoch to start afresh") from None
         except ResumeRefused:
@@ -143,8 +104,76 @@ def train(
     return TrainResult(model_dir=root / VERSIONS / version, metrics=result.metrics, history=result.history)
 
 
-def train_series(
-    series: Series,
+def training_series(collection: Collection, holdout: tuple[str, ...]) -> Collection:
+    """The series training uses: all but the held-out ones, each of which must be in the file."""
+    collection.select(holdout or None)  # an unknown id is refused
+    kept = collection.without(holdout)
+    if not kept.series:
+        raise ForecastError(f"{collection.path}: every series is held out; leave at least one to train on")
+    return kept
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """The series a run trains on, each z-scored and all stacked in one set of feature arrays (`features`, series in
+    `collection` order), with each series' split, the scalers, the attribute encoder and the model's input layout."""
+
+    collection: Collection
+    splits: tuple[Split, ...]
+    scalers: Scalers
+    statics: StaticEncoder | None
+    layout: InputLayout
+    features: Features
+
+    def ranges(self, lookback: int, horizon: int, validation: bool) -> tuple:
+        """The training (or validation) origins of every series (`sampler.OriginRange`s)."""
+        rows = [(split.train_end, split.val_end) if validation else (0, split.train_end) for split in self.splits]
+        lengths = np.diff(np.append(self.features.starts, self.features.n_rows))
+        return origin_ranges(self.features.starts, lengths, rows, lookback, horizon)
+
+    def target_units(self, origins: np.ndarray, values: np.ndarray) -> np.ndarray:
+        """`values` (n, H) forecast at `origins`, z-scored by each origin's series, in the target's own units."""
+        target = self.collection.first.roles.target
+        stats = np.array([self.scalers.get(series.id).mean_std(target) for series in self.collection.series])
+        mean, std = stats[:, 0], stats[:, 1]
+        series = self.features.series_of(np.where(origins < 0, 0, origins))
+        return values * std[series, None] + mean[series, None]
+
+
+def prepare(collection: Collection, config: Config, start_from: Path | None, log: Log) -> TrainingData:
+    """Splits, scales and stacks the series; a warm run (`start_from`) reuses that version's scalers, attributes and
+    layout (a series it does not know is scaled on its own training rows)."""
+    collection, splits = resolve_splits(collection, config, log)
+    if start_from is not None:
+        saved = read_saved(start_from)
+        known, statics, layout = saved.scaler, saved.statics, saved.schema.layout
+        scalers = known if GLOBAL in known.by_id else Scalers({
+            series.id: known.get(series.id) or fit_scaler(series, split.train_end)
+            for series, split in zip(collection.series, splits)
+        })
+    else:
+        scalers = _fit_scalers(collection, splits, config.scaling)
+        statics = (read_statics(config.static, config.id_column, collection.ids, log) if config.static else None)
+        span = max(series.time[split.train_end - 1] - series.time[0] for series, split in zip(collection.series, splits))
+        static = statics.channels if statics else ()
+        layout = InputLayout.from_roles(collection.first.roles, collection.first.freq, span, static)
+    parts = [
+        build_features(series, scalers.get(series.id), config.horizon, calendar=layout.calendar,
+                       static=statics.encode(series.id) if statics else None)
+        for series in collection.series
+    ]
+    return TrainingData(collection, splits, scalers, statics, layout, stack(parts))
+
+
+def _fit_scalers(collection: Collection, splits: tuple[Split, ...], scaling: str) -> Scalers:
+    """Each series z-scored on its own training rows, or (scaling = "global") all on their training rows pooled."""
+    if scaling == "global":
+        return Scalers({GLOBAL: fit_pooled_scaler([(s, split.train_end) for s, split in zip(collection.series, splits)])})
+    return Scalers({series.id: fit_scaler(series, split.train_end) for series, split in zip(collection.series, splits)})
+
+
+def train_collection(
+    collection: Collection,
     config: Config,
     root: Path,
     log: Log,
@@ -154,42 +183,77 @@ def train_series(
     start_from: Path | None = None,
     purpose: str = "train",
 ) -> TrainResult:
-    """Trains on `series` into the staging directory of `root` and returns it complete, but not yet published.
+    """Trains one model on all series of `collection` into the staging directory of `root` and returns it complete, but
+    not yet published.
 
-    `start_from` is a model directory whose weights (and scaler) training continues from, at `config.initial_epoch`.
+    `start_from` is a model directory whose weights (and scalers) training continues from, at `config.initial_epoch`.
     `purpose` ("train" or "retrain") is recorded in the checkpoints, so that only the same kind of run resumes them.
     """
-    split = resolve_split(series, config)
-    left_out = describe_left_out(series)
+    left_out = describe_left_out(collection.first)
     if left_out:
         log(left_out)
-    config = detect_bounds(config, series.values[series.roles.target].to_numpy()[: split.train_end], log)
-    keras = backend.keras()
-    from forecast import checkpoint
-    from forecast.model import (
-        SkipUnscoredBatches, build_model, compile_model, input_names, predict_batches, stacked_batches,
-    )
-
-    if start_from is not None:
-        saved = read_saved(start_from)
-        scaler, layout = saved.scaler, saved.schema.layout
-    else:
-        scaler = fit_scaler(series, split.train_end)
-        span = series.time[split.train_end - 1] - series.time[0]
-        layout = InputLayout.from_roles(series.roles, series.freq, span)
-    features = build_features(series, scaler, config.horizon, calendar=layout.calendar)
-    batcher = WindowBatcher(features, config.lookback, config.horizon)
+    data = prepare(collection, config, start_from, log)
+    training_target = np.concatenate([
+        series.values[series.roles.target].to_numpy()[: split.train_end]
+        for series, split in zip(data.collection.series, data.splits)
+    ])
+    config = detect_bounds(config, training_target, log)
+    batcher = WindowBatcher(data.features, config.lookback, config.horizon)
     chunks = config.chunks_per_stream
-    train_plan = StreamPlan(
-        batcher.earliest_origin, split.train_end - config.horizon - 1, config.lookback, chunks, config.batch_size,
-        shuffle=True, seed=config.seed,
+    train_plan = StreamPlan(data.ranges(config.lookback, config.horizon, False), config.lookback, chunks,
+                            config.batch_size, shuffle=True, seed=config.seed)
+    val_plan = StreamPlan(data.ranges(config.lookback, config.horizon, True), config.lookback, chunks,
+                          config.batch_size, shuffle=False)
+    if not val_plan.ranges:
+        raise ForecastError(f"{collection.path}: no validation origin in any series; add rows or lower --horizon")
+    model, state, start_weights, replicas = _set_up_model(
+        config, data.layout, batcher, train_plan, val_plan, root, start_from, resume, purpose, log
     )
-    val_plan = StreamPlan(
-        split.train_end - 1, split.val_end - config.horizon - 1, config.lookback, chunks, config.batch_size, shuffle=False
+    n_train, n_val = (len(batcher.scored_origins(plan.origins())) for plan in (train_plan, val_plan))
+    series_count = f" of {len(data.collection.series)} series" if len(data.collection.series) > 1 else ""
+    log(
+        f"training on {backend.device_name()}: {n_train} training and {n_val} validation "
+        f"origins{series_count}, {'stateful' if config.stateful else 'stateless'}, lookback {config.lookback}, "
+        f"horizon {config.horizon}, batch {config.batch_size}"
+        + (f" over {replicas} replicas" if replicas > 1 else "")
     )
+    history, validation = _fit(model, batcher, train_plan, val_plan, config, state, resume, start_weights,
+                               extra_callbacks, verbose, root)
+    if history.empty or not np.isfinite(history["loss"]).all():
+        raise ForecastError(f"{collection.path}: training diverged (loss is not finite); lower --learning-rate or check the data")
+    if replicas > 1:
+        from forecast.model import build_model
+
+        # Each replica's copy takes B / replicas rows; saved and scored is the same network at the global batch size.
+        single_device = build_model(config, data.layout, config.batch_size)
+        single_device.set_weights(model.get_weights())
+        model = single_device
+    metrics = _kept_model_metrics(model, validation, batcher, data, config, state, start_weights, start_from, log)
+    metrics.update(
+        epochs=_epochs_kept(history, metrics["kept_start_weights"], start_from),
+        epochs_run=len(history),
+        last_epoch=int(history["epoch"].iloc[-1]),
+        best_val_mse=float(np.nanmin(history["val_mse"])),
+        device=backend.device_name(),
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        split={"train_rows": sum(split.train_end for split in data.splits),
+               "val_rows": sum(split.val_end - split.train_end for split in data.splits)},
+        series=len(data.collection.series),
+    )
+    staging = staging_dir(root)
+    _write_version(staging, model, config, data, history, metrics, start_from)
+    shutil.rmtree(checkpoint_dir(root), ignore_errors=True)
+    return TrainResult(model_dir=staging, metrics=metrics, history=history)
+
+
+def _set_up_model(config: Config, layout: InputLayout, batcher: WindowBatcher, train_plan: StreamPlan,
+                  val_plan: StreamPlan, root: Path, start_from: Path | None, resume: bool, purpose: str, log: Log):
+    """The network to train (fresh with its linear start, continued from `start_from`, or resumed from the checkpoint),
+    the run's `ResumeState`, the weights the end of training compares with, and the replica count."""
+    from forecast import checkpoint
+    from forecast.model import build_model, compile_model
 
     _seed_everything(config.seed)
-    staging = staging_dir(root)
     checkpoints = checkpoint_dir(root)
     strategy, replicas = _strategy(config)
     with strategy.scope():
@@ -205,7 +269,7 @@ def train_series(
                 start_version=None if start_from is None else start_from.name,
             )
             model = build_model(config, layout, config.batch_size // replicas)
-            _start_staging(staging, start_from, model, config, log)
+            _start_staging(staging_dir(root), start_from, model, config, log)
             if config.linear_start:
                 fit = _linear_start(model, batcher, train_plan, val_plan, len(layout.calendar), start_from, log)
                 state.linear_start = asdict(fit) if fit else None
@@ -220,24 +284,27 @@ def train_series(
             checkpoint.save_start_weights(checkpoints, start_weights)
     else:
         start_weights = None
+    return model, state, start_weights, replicas
 
-    n_train, n_val = (len(batcher.scored_origins(plan.first, plan.last)) for plan in (train_plan, val_plan))
-    log(
-        f"training on {backend.device_name()}: {n_train} training and {n_val} validation "
-        f"origins, {'stateful' if config.stateful else 'stateless'}, lookback {config.lookback}, horizon {config.horizon}, "
-        f"batch {config.batch_size}"
-        + (f" over {replicas} replicas" if replicas > 1 else "")
-    )
+
+def _fit(model, batcher: WindowBatcher, train_plan: StreamPlan, val_plan: StreamPlan, config: Config, state,
+         resume: bool, start_weights, extra_callbacks: tuple, verbose: int, root: Path):
+    """Runs Keras' fit over the training streams; returns the per-epoch history and the validation set (inputs,
+    targets, weights and origins, in the stream order the model was validated in)."""
+    from forecast.model import SkipUnscoredBatches, input_names
+
+    keras = backend.keras()
     val_inputs, val_target, val_weight, val_origins = materialise(batcher, val_plan)
     validation = (
         [val_inputs[name] for name in input_names(model)], {"prediction": val_target}, {"prediction": val_weight}
     )
-    callbacks = _callbacks(keras, config, checkpoints, chunks, state, resume, start_weights) + list(extra_callbacks)
+    chunks = config.chunks_per_stream
+    callbacks = _callbacks(keras, config, checkpoint_dir(root), chunks, state, resume, start_weights)
+    callbacks += list(extra_callbacks)
     callbacks.append(SkipUnscoredBatches(lambda epoch: ~train_plan.batches(epoch)[1].any(axis=1)))
     first_epoch = state.epoch if resume else config.initial_epoch
-    data = _training_data(batcher, train_plan, config, first_epoch)
     model.fit(
-        data,
+        _training_data(batcher, train_plan, config, first_epoch),
         epochs=first_epoch if state.stopped else max(config.epochs, first_epoch),
         initial_epoch=first_epoch,
         steps_per_epoch=train_plan.n_batches,
@@ -248,51 +315,52 @@ def train_series(
         shuffle=False,  # the stateful layout is ordered; the plan shuffles whole streams itself
         verbose=verbose,
     )
-    history = pd.DataFrame(state.history)
-    if history.empty or not np.isfinite(history["loss"]).all():
-        raise ForecastError(f"{series.path}: training diverged (loss is not finite); lower --learning-rate or check the data")
+    return pd.DataFrame(state.history), (val_inputs, val_target, val_weight, val_origins)
 
-    if replicas > 1:
-        # Each replica's copy takes B / replicas rows; saved and scored is the same network at the global batch size.
-        single_device = build_model(config, layout, config.batch_size)
-        single_device.set_weights(model.get_weights())
-        model = single_device
-    forecast = predict_batches(model, stacked_batches(val_inputs, config.batch_size), chunks)
+
+def _kept_model_metrics(model, validation, batcher: WindowBatcher, data: TrainingData, config: Config, state,
+                        start_weights, start_from: Path | None, log: Log) -> dict:
+    """Keeps the trained network or the weights it started from (see `_keep_the_better`) and returns the kept
+    model's validation metrics, what kind of model it is and the comparison behind the choice."""
+    from forecast.model import predict_batches, stacked_batches
+
+    val_inputs, val_target, val_weight, val_origins = validation
+    forecast = predict_batches(model, stacked_batches(val_inputs, config.batch_size), config.chunks_per_stream)
     kept_start, verdict = False, None
     if start_weights is not None:
         start_label = "the current version's weights" if start_from is not None else "the linear start"
         forecast, kept_start, verdict = _keep_the_better(
             model, start_weights, forecast, val_inputs, val_target, val_weight, val_origins, config, log, start_label
         )
-    metrics = _validation_metrics(forecast, val_target, val_weight, batcher.last_values(val_origins), scaler, series)
+    metrics = _validation_metrics(forecast, val_target, val_weight, val_origins, batcher, data)
     metrics["kept_linear_start"] = kept_start and start_from is None
     metrics["kept_start_weights"] = kept_start
     metrics["gate"] = None if verdict is None else {"t": verdict.t, "blocks": verdict.blocks}
     metrics["linear_start"] = state.linear_start
     metrics["model_kind"] = _model_kind(state.linear_start, kept_start, verdict, start_from)
-    metrics.update(
-        epochs=_epochs_kept(history, kept_start, start_from),
-        epochs_run=len(history),
-        last_epoch=int(history["epoch"].iloc[-1]),
-        best_val_mse=float(np.nanmin(history["val_mse"])),
-        device=backend.device_name(),
-        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        split={"train_rows": split.train_end, "val_rows": split.val_end - split.train_end},
-    )
+    return metrics
+
+
+def _write_version(staging: Path, model, config: Config, data: TrainingData, history: pd.DataFrame, metrics: dict,
+                   start_from: Path | None) -> None:
+    """Writes the network and its JSON files into `staging`."""
     model.save(staging / MODEL_FILE)
     (staging / CONFIG_FILE).write_text(config.to_json() + "\n", encoding="utf-8")
-    (staging / SCALER_FILE).write_text(scaler.to_json() + "\n", encoding="utf-8")
-    schema = Schema(
-        series.freq, layout, split.train_end, str(series.time[series.n_observed - 1]), series.n_observed,
-        row_digests(series.time, series.values, series.n_observed), series.columns, split.val_end,
-        series.business_days,
+    (staging / SCALER_FILE).write_text(data.scalers.to_json() + "\n", encoding="utf-8")
+    if data.statics is not None:
+        (staging / STATICS_FILE).write_text(data.statics.to_json() + "\n", encoding="utf-8")
+    records = tuple(
+        SeriesRecord(series.id, split.train_end, series.n_observed, str(series.time[series.n_observed - 1]),
+                     row_digests(series.time, series.values, series.n_observed), split.val_end,
+                     str(series.time[split.val_end - 1]))
+        for series, split in zip(data.collection.series, data.splits)
     )
+    first = data.collection.first
+    schema = Schema(first.freq, data.layout, records, first.columns, first.business_days, config.holdout_series)
     (staging / SCHEMA_FILE).write_text(schema.to_json() + "\n", encoding="utf-8")
     earlier = [pd.read_csv(start_from / HISTORY_FILE)] if start_from and (start_from / HISTORY_FILE).is_file() else []
     pd.concat([*earlier, history]).to_csv(staging / HISTORY_FILE, index=False)
     write_json(staging / METRICS_FILE, metrics)
-    shutil.rmtree(checkpoints, ignore_errors=True)
-    return TrainResult(model_dir=staging, metrics=metrics, history=history)
 
 
 def detect_bounds(config: Config, training_target: np.ndarray, log: Log) -> Config:
@@ -387,17 +455,11 @@ def _linear_start(
     if start_from is not None:
         freeze_linear_terms(model)
         return None
-    fit = fit_linear_start(
-        model,
-        batcher,
-        np.arange(train_plan.first, train_plan.last + 1),
-        np.arange(val_plan.first, val_plan.last + 1),
-        n_calendar,
-    )
+    fit = fit_linear_start(model, batcher, train_plan.origins(), val_plan.origins(), n_calendar)
     if fit is None:
         log("linear start skipped: gaps leave no fully observed window; all terms train from zero")
         return None
-    scored = len(batcher.scored_origins(train_plan.first, train_plan.last))
+    scored = len(batcher.scored_origins(train_plan.origins()))
     log(
         f"linear start: ridge on {fit.windows} of the {scored} training origins (those whose whole horizon is observed"
         f"{f', at most {MAX_ORIGINS}' if scored > MAX_ORIGINS else ''}), history as {fit.history}, "
@@ -522,14 +584,15 @@ def _training_data(batcher: WindowBatcher, plan: StreamPlan, config: Config, fir
     )
 
 
-def _validation_metrics(forecast, target, weight, last_values, scaler, series: Series) -> dict:
-    """Validation errors of the model and of Repeat on the same steps, z-scored and in the target's own units."""
-    target_name = series.roles.target
-    repeat = repeat_forecast(last_values, target.shape[1])
+def _validation_metrics(forecast, target, weight, origins, batcher: WindowBatcher, data: TrainingData) -> dict:
+    """Validation errors (pooled over series) of the model and of Repeat on the same steps, z-scored and in the
+    target's own units."""
+    repeat = repeat_forecast(batcher.last_values(origins), target.shape[1])
+    truth = data.target_units(origins, target)
     scores = {}
     for name, values in (("model", forecast), ("repeat", repeat)):
         scaled = weighted_errors(values, target, weight)
-        original = weighted_errors(scaler.inverse(target_name, values), scaler.inverse(target_name, target), weight)
+        original = weighted_errors(data.target_units(origins, values), truth, weight)
         scores[name] = {"mse": scaled["mse"], "mae": scaled["mae"], "mae_original": original["mae"],
                         "rmse_original": math.sqrt(original["mse"])}
     return {"validation": scores, "origins": int(np.count_nonzero(weight.any(axis=1)))}

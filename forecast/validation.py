@@ -16,8 +16,14 @@ from forecast.errors import ForecastError
 from forecast.scaling import FLOAT32_MAX
 
 
-def line_of(row: int, skip_rows: int = 0) -> int:
-    """The file line of data row `row` (0-based), the header being line 1 after `skip_rows` lines before it."""
+def line_of(row: int, skip_rows: int | np.ndarray = 0) -> int:
+    """The file line of data row `row` (0-based), the header being line 1 after `skip_rows` lines before it.
+
+    For one series of a long file, whose rows are spread over the file, `skip_rows` is instead the array of each of
+    its rows' file lines.
+    """
+    if isinstance(skip_rows, np.ndarray):
+        return int(skip_rows[row])
     return row + 2 + skip_rows
 
 
@@ -85,7 +91,7 @@ def first_non_utf8_line(path: Path) -> int:
     return 1
 
 
-def check_order(time: pd.DatetimeIndex, path: Path, skip_rows: int = 0) -> None:
+def check_order(time: pd.DatetimeIndex, path: Path, skip_rows: int | np.ndarray = 0) -> None:
     steps = np.diff(time.asi8)
     bad = np.flatnonzero(steps <= 0)
     if not bad.size:
@@ -115,7 +121,7 @@ def business_daily(time: pd.DatetimeIndex) -> bool:
     return bool(weekend_skipped.any() and np.count_nonzero(days == 1) > len(days) / 2)
 
 
-def check_weekdays(time: pd.DatetimeIndex, path: Path, skip_rows: int = 0) -> None:
+def check_weekdays(time: pd.DatetimeIndex, path: Path, skip_rows: int | np.ndarray = 0) -> None:
     """A series read on business days has no row on a Saturday or Sunday."""
     weekend = np.flatnonzero(np.asarray(time.day_of_week) >= 5)
     if weekend.size:
@@ -127,7 +133,7 @@ def check_weekdays(time: pd.DatetimeIndex, path: Path, skip_rows: int = 0) -> No
 
 
 def regular_grid(
-    time: pd.DatetimeIndex, values: pd.DataFrame, path: Path, gaps: str, max_gap: int, skip_rows: int = 0,
+    time: pd.DatetimeIndex, values: pd.DataFrame, path: Path, gaps: str, max_gap: int, skip_rows: int | np.ndarray = 0,
     business_days: bool = False,
 ) -> tuple[pd.DatetimeIndex, pd.DataFrame, pd.Timedelta]:
     """The series on a regular grid at its most common step (with `business_days`, the business days: weekends are
@@ -187,13 +193,18 @@ def regular_grid(
     return grid, regular.reset_index(drop=True), freq
 
 
-def numeric_values(values: pd.DataFrame, path: Path, skip_rows: int = 0) -> pd.DataFrame:
+def numeric_values(values: pd.DataFrame, path: Path, skip_rows: int | np.ndarray = 0) -> pd.DataFrame:
     """The role columns as float64; text or an infinite value in one of them names its row and column."""
+    values = values.copy()
     for column in values.columns:
         series = values[column]
         if not pd.api.types.is_numeric_dtype(series):
+            # In a long file a column is text for every series when one cell of one series is: the others are numbers.
             numbers = pd.to_numeric(series, errors="coerce")
             bad = np.flatnonzero(numbers.isna().to_numpy() & series.notna().to_numpy())
+            if not bad.size:
+                values[column] = numbers
+                continue
             raise ForecastError(
                 f"{path}: row {line_of(int(bad[0]), skip_rows)}: column {column!r} holds {series.iloc[bad[0]]!r}, not a number; "
                 "fix the cell, or exclude the column or give it no numeric role"

@@ -20,6 +20,13 @@ FORECAST = Path(sys.executable).with_name("forecast")
 SYNTHETIC_ROWS = 1000
 
 
+def span(first: int, last: int, lookback: int) -> tuple:
+    """The origin ranges of a plan over origins first..last of a single series starting at row 0."""
+    from forecast.sampler import OriginRange
+
+    return (OriginRange(0, first, last, lookback - 1),)
+
+
 def head_csv(source: Path, rows: int, destination: Path) -> Path:
     """The header and the first `rows` rows of `source`, byte for byte."""
     with source.open(encoding="utf-8") as reader:

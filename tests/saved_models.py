@@ -7,7 +7,7 @@ def untrained_model(csv, config, root, train_rows: int, val_end: int | None, bus
     from forecast.data import load_series
     from forecast.features import InputLayout, fit_scaler
     from forecast.model import build_model
-    from forecast.store import Schema
+    from forecast.store import Schema, SeriesRecord
     from forecast.validation import row_digests
 
     series = load_series(csv, config, business_days)
@@ -18,7 +18,8 @@ def untrained_model(csv, config, root, train_rows: int, val_end: int | None, bus
     (root / "config.json").write_text(config.to_json())
     (root / "scaler.json").write_text(fit_scaler(series, train_rows).to_json())
     n = series.n_observed
-    schema = Schema(series.freq, layout, train_rows, str(series.time[n - 1]), n,
-                    row_digests(series.time, series.values, n), series.columns, val_end, series.business_days)
+    record = SeriesRecord("", train_rows, n, str(series.time[n - 1]), row_digests(series.time, series.values, n), val_end,
+                          None if val_end is None else str(series.time[val_end - 1]))
+    schema = Schema(series.freq, layout, (record,), series.columns, series.business_days)
     (root / "schema.json").write_text(schema.to_json())
     return root

@@ -44,7 +44,7 @@ def test_train_then_predict_on_etth1(tmp_path, ett_small):
     for name in ("model.keras", "config.json", "scaler.json", "schema.json", "history.csv", "metrics.json"):
         assert (version / name).is_file(), name
     assert not (model_dir / ".staging").exists()
-    assert json.loads((version / "schema.json").read_text())["val_end"] == 1500  # evaluate's default starts there
+    assert json.loads((version / "schema.json").read_text())["series"][0]["val_end"] == 1500  # evaluate's default starts there
     metrics = json.loads((version / "metrics.json").read_text())
     assert {"model", "repeat"} <= set(metrics["validation"]) and np.isfinite(metrics["validation"]["model"]["mse"])
     assert metrics["linear_start"]["history"] in ("lags", "means") and metrics["linear_start"]["val_mse"] > 0

@@ -77,7 +77,7 @@ def test_text_in_a_numeric_role_names_row_and_column(tmp_path):
 
 
 def test_split_bounds_as_rows_or_dates():
-    from forecast.training import resolve_split, row_bound
+    from forecast.split import resolve_split, row_bound
 
     series = load_series(CAMELS, Config(target="OBS_RUN"))
     assert row_bound(series, "1995-09-30", "train_end") == 5478  # rows 1980-10-01 .. 1995-09-30, both included

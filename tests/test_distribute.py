@@ -81,7 +81,8 @@ from forecast import backend
 from forecast.config import Config
 from forecast.features import Features
 from forecast.training import _training_data
-from forecast.windowing import StreamPlan, WindowBatcher
+from forecast.sampler import OriginRange, StreamPlan
+from forecast.windowing import WindowBatcher
 
 keras = backend.keras()
 from forecast.model import MaskedMSE
@@ -93,7 +94,7 @@ features = Features(
     time=pd.date_range("2020", periods=rows, freq="h"),
 )
 batcher = WindowBatcher(features, 6, 3)
-plan = StreamPlan(5, 180, 6, 3, batch_size=4, shuffle=True, seed=5)
+plan = StreamPlan((OriginRange(0, 5, 180, 5),), 6, 3, batch_size=4, shuffle=True, seed=5)
 expected = [batcher.batch(*[part[i] for part in plan.batches(epoch)])[1]["prediction"][:, 0].tolist()
             for epoch in (0, 1) for i in range(plan.n_batches)]
 strategy = tf.distribute.MirroredStrategy(devices=[device.name for device in tf.config.list_logical_devices("CPU")])

@@ -114,9 +114,12 @@ def test_a_schema_saved_before_val_end_loads_and_evaluate_asks_for_start(tmp_pat
 
     model = untrained_model(ett_600, SMALL, tmp_path / "m", train_rows=300, val_end=450)
     saved = json.loads((model / "schema.json").read_text())
-    del saved["val_end"]
-    (model / "schema.json").write_text(json.dumps(saved))
-    assert Schema.from_json(model / "schema.json").val_end is None
+    # The layout of a schema saved before series had ids and before val_end was kept: the record at the top level.
+    record = saved.pop("series")[0]
+    for key in ("id", "val_end", "val_time"):
+        del record[key]
+    (model / "schema.json").write_text(json.dumps(saved | record))
+    assert Schema.from_json(model / "schema.json").record("").val_end is None
     with pytest.raises(ForecastError, match="does not record where its validation rows end .*; pass --start"):
         evaluate(ett_600, model)
     assert evaluate(ett_600, model, start="300").origins == 300 - 6 + 1
@@ -144,7 +147,7 @@ def test_evaluate_names_the_season_and_skips_steps_before_the_first_row(tmp_path
 
 def test_a_date_only_end_includes_the_whole_day(ett_600):
     from forecast.data import load_series
-    from forecast.training import resolve_split, row_bound
+    from forecast.split import resolve_split, row_bound
 
     series = load_series(ett_600, SMALL)  # hourly from 2016-07-01 00:00
     assert row_bound(series, "2016-07-02", "end") == 48  # both days: up to 2016-07-02 23:00

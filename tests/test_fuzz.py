@@ -17,7 +17,8 @@ from forecast.cli import app
 from forecast.config import Config
 from forecast.data import load_series
 from forecast.errors import ForecastError
-from forecast.training import resolve_split, train
+from forecast.split import resolve_split
+from forecast.training import train
 
 from conftest import ETTH1, synthetic_lines
 

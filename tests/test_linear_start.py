@@ -12,7 +12,7 @@ from forecast.linear_start import LINEAR_TERMS, fit_linear_start, ridge_path
 from forecast.model import build_model, summary_spans
 from forecast.windowing import WindowBatcher
 
-from conftest import CAMELS, head_csv
+from conftest import span, CAMELS, head_csv
 
 
 def test_ridge_path_matches_sklearn_for_each_penalty():
@@ -92,7 +92,8 @@ def test_with_gaps_the_linear_start_scores_the_origins_and_steps_training_valida
     """One definition of a scored origin: its validation MSE is the one the end of training computes for the start."""
     from forecast.evaluation import weighted_errors
     from forecast.model import predict_batches, stacked_batches
-    from forecast.windowing import StreamPlan, materialise
+    from forecast.sampler import StreamPlan
+    from forecast.windowing import materialise
 
     from conftest import BEIJING
 
@@ -104,9 +105,9 @@ def test_with_gaps_the_linear_start_scores_the_origins_and_steps_training_valida
     batcher = WindowBatcher(features, config.lookback, config.horizon)
     model = build_model(config, layout, batch_size=8)
     fit = fit_linear_start(model, batcher, np.arange(23, 1393), np.arange(1399, 1993), len(layout.calendar))
-    scored = batcher.scored_origins(1399, 1992)
-    assert 0 < fit.windows < len(batcher.scored_origins(23, 1392))
-    val_plan = StreamPlan(1399, 1992, config.lookback, 2, 8, shuffle=False)
+    scored = batcher.scored_origins(np.arange(1399, 1993))
+    assert 0 < fit.windows < len(batcher.scored_origins(np.arange(23, 1393)))
+    val_plan = StreamPlan(span(1399, 1992, config.lookback), config.lookback, 2, 8, shuffle=False)
     inputs, target, weight, _ = materialise(batcher, val_plan)
     assert np.count_nonzero(weight.any(axis=1)) == len(scored)
     assert np.count_nonzero(weight.any(axis=1) & ~weight.all(axis=1)) > 5  # origins with a gap in their horizon

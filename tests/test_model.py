@@ -7,9 +7,10 @@ from forecast import backend
 from forecast.config import Config
 from forecast.data import load_series
 from forecast.features import InputLayout, build_features, fit_scaler
-from forecast.windowing import StreamPlan, WindowBatcher, materialise
+from forecast.sampler import StreamPlan
+from forecast.windowing import WindowBatcher, materialise
 
-from conftest import CAMELS, ETTH1, head_csv
+from conftest import span, CAMELS, ETTH1, head_csv
 
 keras = backend.keras()
 from forecast.model import (  # noqa: E402  (after the backend is pinned)
@@ -104,7 +105,7 @@ def test_batch_one_copy_matches_the_trained_model_for_the_same_state(setup):
     _, layout, batcher = setup
     model = build_model(CONFIG, layout, batch_size=4)
     compile_model(model, CONFIG)
-    plan = StreamPlan(23, 350, 24, 3, 4, shuffle=True, seed=0)
+    plan = StreamPlan(span(23, 350, 24), 24, 3, 4, shuffle=True, seed=0)
     origins, scored = plan.batches(0)
     model.fit(
         (batcher.batch(origins[i], scored[i]) for i in range(len(origins))), steps_per_epoch=len(origins),
@@ -124,7 +125,7 @@ def test_batch_one_copy_matches_the_trained_model_for_the_same_state(setup):
 
 def test_validation_arrays_follow_the_models_own_input_order(setup):
     _, layout, batcher = setup
-    plan = StreamPlan(399, 593, 24, 3, 4, shuffle=False)
+    plan = StreamPlan(span(399, 593, 24), 24, 3, 4, shuffle=False)
     inputs, target, weight, _ = materialise(batcher, plan)
     losses = []
     network = randomised(build_model(CONFIG, layout, batch_size=4))
@@ -148,8 +149,8 @@ def test_states_are_reset_at_epoch_start_stream_groups_and_before_validation(set
     _, layout, batcher = setup
     model = build_model(CONFIG, layout, batch_size=4)
     compile_model(model, CONFIG)
-    train_plan = StreamPlan(23, 350, 24, 3, 4, shuffle=True)
-    val_plan = StreamPlan(399, 593, 24, 3, 4, shuffle=False)
+    train_plan = StreamPlan(span(23, 350, 24), 24, 3, 4, shuffle=True)
+    val_plan = StreamPlan(span(399, 593, 24), 24, 3, 4, shuffle=False)
     inputs, target, weight, _ = materialise(batcher, val_plan)
     seen = []
 
@@ -206,8 +207,8 @@ def test_the_epoch_logs_carry_one_validation_number(setup, tmp_path):
     _, layout, batcher = setup
     model = build_model(CONFIG, layout, batch_size=4)
     compile_model(model, CONFIG)
-    train_plan = StreamPlan(23, 350, 24, 3, 4, shuffle=True)
-    inputs, target, weight, _ = materialise(batcher, StreamPlan(399, 593, 24, 3, 4, shuffle=False))
+    train_plan = StreamPlan(span(23, 350, 24), 24, 3, 4, shuffle=True)
+    inputs, target, weight, _ = materialise(batcher, StreamPlan(span(399, 593, 24), 24, 3, 4, shuffle=False))
     seen = []
 
     class Spy(keras.callbacks.Callback):

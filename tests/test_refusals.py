@@ -234,18 +234,18 @@ def edit_json(path: Path, change) -> None:
 
 
 def set_std(index: int, value: float):
-    return lambda data: data["std"].__setitem__(index, value)
+    return lambda data: data["series"][""]["std"].__setitem__(index, value)
 
 
 TAMPERED = {
     "zero spread": ("scaler.json", set_std(0, 0.0), "cannot read the saved scaler (column 'y' has mean"),
     "NaN spread": ("scaler.json", set_std(0, float("nan")), "both must be finite numbers within float32 range, the spread above 0"),
     "negative spread": ("scaler.json", set_std(0, -2.0), "both must be finite numbers within float32 range, the spread above 0"),
-    "huge mean": ("scaler.json", lambda data: data["mean"].__setitem__(0, 1e308), "both must be finite numbers within float32 range, the spread above 0"),
-    "shortened spreads": ("scaler.json", lambda data: data["std"].pop(), "3 columns, 3 means and 2 spreads"),
-    "target not scaled": ("scaler.json", lambda data: [data[key].pop(0) for key in ("columns", "mean", "std")],
+    "huge mean": ("scaler.json", lambda data: data["series"][""]["mean"].__setitem__(0, 1e308), "both must be finite numbers within float32 range, the spread above 0"),
+    "shortened spreads": ("scaler.json", lambda data: data["series"][""]["std"].pop(), "3 columns, 3 means and 2 spreads"),
+    "target not scaled": ("scaler.json", lambda data: [data["series"][""][key].pop(0) for key in ("columns", "mean", "std")],
                           "no mean and spread for column 'y'"),
-    "no digests": ("schema.json", lambda data: data.__setitem__("digests", []), "0 digests for 800 rows"),
+    "no digests": ("schema.json", lambda data: data["series"][0].__setitem__("digests", []), "0 digests for 800 rows"),
     "another lookback": ("config.json", lambda data: data.__setitem__("lookback", 48),
                          "the network's lstm input has shape (24, 4), but config.json and schema.json describe (48, 4)"),
     "another horizon": ("config.json", lambda data: data.__setitem__("horizon", 12), "the network's sim input has shape"),
@@ -360,13 +360,13 @@ def test_warm_retrains_keep_the_configured_epoch_budget(tmp_path):
     version = tmp_path / "0007"
     version.mkdir()
     (version / "metrics.json").write_text('{"last_epoch": 12}')  # six warm retrains of two epochs each
-    warm = _candidate_config(configured, version, RetrainOptions(epochs=2), 700)
+    warm = _candidate_config(configured, version, RetrainOptions(epochs=2), "2020-01-30 03:00:00")
     assert (warm.initial_epoch, warm.epochs) == (12, 14)
     (version / "config.json").write_text(warm.replace(target_min=0.0).to_json())  # as training wrote it
     _keep_configured_epochs(version, configured.epochs)
     saved = Config.from_json(version / "config.json")
-    assert (saved.epochs, saved.initial_epoch, saved.val_end, saved.target_min) == (2, 0, "700", 0.0)
-    full = _candidate_config(saved, version, RetrainOptions(full=True), 800)
+    assert (saved.epochs, saved.initial_epoch, saved.val_end, saved.target_min) == (2, 0, "2020-01-30 03:00:00", 0.0)
+    full = _candidate_config(saved, version, RetrainOptions(full=True), "2020-02-03 07:00:00")
     assert (full.initial_epoch, full.epochs) == (0, 2)
 
 

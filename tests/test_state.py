@@ -67,7 +67,8 @@ def test_the_batch_one_prediction_copy_carries_the_state_as_evaluation_does(trai
     from forecast.data import load_series
     from forecast.features import build_features
     from forecast.model import inference_copy
-    from forecast.prediction import forecast_at, load_model_file
+    from forecast.prediction import load_model_file, rolling_forecast
+    from forecast.sampler import OriginRange
     from forecast.store import read_saved, with_network
     from forecast.windowing import WindowBatcher
 
@@ -75,13 +76,10 @@ def test_the_batch_one_prediction_copy_carries_the_state_as_evaluation_does(trai
     saved = with_network(read_saved(models[True]), load_model_file)
     config = saved.config
     series = load_series(path, config)
-    features = build_features(series, saved.scaler, config.horizon, calendar=saved.schema.layout.calendar)
+    features = build_features(series, saved.scaler.get(""), config.horizon, calendar=saved.schema.layout.calendar)
     batcher = WindowBatcher(features, config.lookback, config.horizon)
-    origins = np.array([5000, 5333, 5800])
-    evaluated = np.concatenate(
-        [rolling_forecasts(saved.model, batcher, origin, origin, config.chunks_per_stream, config.batch_size)
-         for origin in origins]
-    )
-    single = inference_copy(saved.model)
-    predicted = np.stack([forecast_at(single, features, config, origin) for origin in origins])
+    # Two origins near the start, with fewer chunks of history than a stream warms up over, and three later ones.
+    ranges = tuple(OriginRange(0, origin, origin, config.lookback - 1) for origin in (30, 70, 5000, 5333, 5800))
+    evaluated = rolling_forecasts(saved.model, batcher, ranges, config.chunks_per_stream, config.batch_size)
+    predicted = rolling_forecast(inference_copy(saved.model), batcher, ranges, config.chunks_per_stream)
     np.testing.assert_allclose(predicted, evaluated, atol=1e-5)

@@ -1,0 +1,173 @@
+"""The origin sampler: which forecast origins train, validate, evaluate and predict, and how they are walked in streams.
+
+An origin `o` is the last row of history: the lstm input reads rows o-T+1..o, the target and sim rows o+1..o+H. The
+series of a collection lie one after another in the feature arrays (`Features.starts`); an origin is valid only when
+its whole window lies inside its own series, so a range of origins is always one series' (`OriginRange`), and a stream
+never crosses from one series to another. Where to cut (this module) is kept apart from how to slice the arrays
+(`windowing.WindowBatcher`).
+
+A stateful model needs row i of batch k+1 to continue row i of batch k. Origins are therefore laid out as streams of
+K chunks, each chunk T steps after the one before. Training walks B streams in step for K batches, then resets the
+state; every origin ends exactly one chunk per epoch, and the chunk grid is shifted each epoch (a random phase) so
+that an origin meets different amounts of warm-up. Evaluation and prediction give each origin its own stream: the
+K - 1 chunks before it, then the origin. One rule covers the start of a series for all of them: a warm-up chunk
+before the series' first whole window repeats that first window.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+PADDING = -1  # a position after a stream's last origin: fed some window, weighted 0, its state discarded
+
+
+@dataclass(frozen=True)
+class OriginRange:
+    """Origins first..last (rows of the feature arrays, both included) of series `series`, whose first origin with a
+    whole window of history is `earliest`."""
+
+    series: int
+    first: int
+    last: int
+    earliest: int
+
+    @property
+    def size(self) -> int:
+        return max(self.last - self.first + 1, 0)
+
+
+def origin_ranges(starts: np.ndarray, lengths: np.ndarray, rows: list[tuple[int, int] | None], lookback: int,
+                  horizon: int) -> tuple[OriginRange, ...]:
+    """For each series with rows [starts[s], starts[s] + lengths[s]), the origins whose whole horizon lies in its rows
+    rows[s] = (lo, hi) (0-based within the series, hi exclusive; None: the series takes no part) and whose history is
+    whole. Series without such an origin are left out."""
+    ranges = []
+    for index, bounds in enumerate(rows):
+        if bounds is None:
+            continue
+        low, high = bounds
+        start = int(starts[index])
+        earliest = start + lookback - 1
+        first = max(start + low - 1, earliest)
+        last = start + min(high, int(lengths[index])) - horizon - 1
+        if last >= first:
+            ranges.append(OriginRange(index, first, last, earliest))
+    return tuple(ranges)
+
+
+def stream_layout(ranges: tuple[OriginRange, ...], chunk: int, chunks: int, phase: int) -> tuple[np.ndarray, np.ndarray]:
+    """Streams (n_streams, chunks) of origins that score every origin of `ranges` exactly once, and the mask of the
+    scored positions.
+
+    Within a stream consecutive origins are `chunk` steps apart. The first stream of each of the `chunk` residue
+    classes of a range starts `phase` chunks before the range's first origin (warm-up, weight 0); the last stream of a
+    class is padded at its end with PADDING.
+    """
+    streams, masks = [], []
+    for span in ranges:
+        for offset in range(min(chunk, span.size)):
+            scored = np.arange(span.first + offset, span.last + 1, chunk)
+            warmup = warm_up(scored[0] - chunk * np.arange(phase, 0, -1), span.earliest)
+            origins = np.concatenate([warmup, scored])
+            mask = np.concatenate([np.zeros(len(warmup), dtype=bool), np.ones(len(scored), dtype=bool)])
+            padding = -len(origins) % chunks
+            streams.append(np.pad(origins, (0, padding), constant_values=PADDING).reshape(-1, chunks))
+            masks.append(np.pad(mask, (0, padding), constant_values=False).reshape(-1, chunks))
+    if not streams:
+        return np.empty((0, chunks), dtype=np.int64), np.empty((0, chunks), dtype=bool)
+    origins, scored = np.concatenate(streams), np.concatenate(masks)
+    keep = scored.any(axis=1)
+    return origins[keep], scored[keep]
+
+
+def warm_up(origins: np.ndarray, earliest: int) -> np.ndarray:
+    """Warm-up origins, those before the series' first whole window (`earliest`) replaced by it."""
+    return np.maximum(origins, earliest)
+
+
+def max_streams(ranges: tuple[OriginRange, ...], chunk: int, chunks: int) -> int:
+    """An upper bound on the number of streams `stream_layout` returns for any phase, so an epoch has fixed length."""
+    total = 0
+    for span in ranges:
+        for offset in range(min(chunk, span.size)):
+            count = len(range(span.first + offset, span.last + 1, chunk))
+            total += math.ceil((count + chunks - 1) / chunks)
+    return total
+
+
+def rolling_streams(ranges: tuple[OriginRange, ...], chunk: int, chunks: int) -> tuple[np.ndarray, np.ndarray]:
+    """One stream per origin of `ranges`, in order: the chunks - 1 chunks before it, as predict warms up, then the
+    origin itself, the only scored position."""
+    if not ranges:
+        return np.empty((0, chunks), dtype=np.int64), np.empty((0, chunks), dtype=bool)
+    before = chunk * np.arange(chunks - 1, -1, -1)[None, :]
+    origins = np.concatenate([
+        warm_up(np.arange(span.first, span.last + 1)[:, None] - before, span.earliest) for span in ranges
+    ])
+    scored = np.zeros(origins.shape, dtype=bool)
+    scored[:, -1] = True
+    return origins, scored
+
+
+def batch_layout(origins: np.ndarray, scored: np.ndarray, batch_size: int, n_streams: int, rng: np.random.Generator | None
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Groups streams B at a time and walks each group in step: returns (n_batches, B) origins and scored masks.
+
+    Streams are shuffled when `rng` is given, so a batch mixes series, and padded to `n_streams` so that every epoch has
+    the same batch count. Batch g*K + k holds chunk k of the streams of group g.
+    """
+    order = rng.permutation(len(origins)) if rng is not None else np.arange(len(origins))
+    chunks = origins.shape[1]
+    groups = math.ceil(n_streams / batch_size)
+    padded_origins = np.full((groups * batch_size, chunks), PADDING, dtype=np.int64)
+    padded_scored = np.zeros((groups * batch_size, chunks), dtype=bool)
+    padded_origins[: len(order)] = origins[order]
+    padded_scored[: len(order)] = scored[order]
+
+    def walk(table: np.ndarray) -> np.ndarray:
+        return table.reshape(groups, batch_size, chunks).transpose(0, 2, 1).reshape(groups * chunks, batch_size)
+
+    return walk(padded_origins), walk(padded_scored)
+
+
+@dataclass(frozen=True)
+class StreamPlan:
+    """Which origins a purpose scores and how they are walked: the same plan for training, validation and evaluation."""
+
+    ranges: tuple[OriginRange, ...]
+    lookback: int
+    chunks: int
+    batch_size: int
+    shuffle: bool
+    seed: int = 0
+
+    @property
+    def n_streams(self) -> int:
+        """Fixed for every epoch: the bound over phases when shuffled, else the exact count (no empty batches)."""
+        if self.shuffle:
+            return max_streams(self.ranges, self.lookback, self.chunks)
+        return len(stream_layout(self.ranges, self.lookback, self.chunks, 0)[0])
+
+    @property
+    def n_batches(self) -> int:
+        return math.ceil(self.n_streams / self.batch_size) * self.chunks
+
+    @property
+    def n_origins(self) -> int:
+        return sum(span.size for span in self.ranges)
+
+    def origins(self) -> np.ndarray:
+        """Every origin of the plan, series after series."""
+        if not self.ranges:
+            return np.empty(0, dtype=np.int64)
+        return np.concatenate([np.arange(span.first, span.last + 1) for span in self.ranges])
+
+    def batches(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+        """(n_batches, B) origins and scored masks for one epoch; shuffled plans differ by epoch but not by run."""
+        rng = np.random.default_rng([self.seed, epoch]) if self.shuffle else None
+        phase = int(rng.integers(self.chunks)) if rng is not None else 0
+        origins, scored = stream_layout(self.ranges, self.lookback, self.chunks, phase)
+        return batch_layout(origins, scored, self.batch_size, self.n_streams, rng)
