@@ -2,7 +2,7 @@
 
 Every origin of the range gets its own forecast, from a state warmed up over the chunks before it exactly as
 `forecast predict` does. Errors on z-scored values (the literature's MSE/MAE) use the model's own scaler, fitted on its
-training rows; MAE, RMSE, MASE and NSE are in the target's own units.
+training rows; MAE, RMSE, MASE and NSE are in the target's own units, as are the intervals' widths and scores.
 """
 
 from __future__ import annotations
@@ -17,10 +17,12 @@ import numpy as np
 import pandas as pd
 
 from forecast.errors import ForecastError
+from forecast.intervals import IntervalScores, score_intervals
 
 if TYPE_CHECKING:
     from forecast.data import Series
-    from forecast.store import Schema
+    from forecast.features import Features
+    from forecast.store import SavedModel, Schema
 
 
 def weighted_errors(forecast: np.ndarray, truth: np.ndarray, weight: np.ndarray) -> dict[str, float]:
@@ -195,6 +197,7 @@ class Evaluation:
     season: Season | None = None
     notes: tuple[str, ...] = ()
     ablation: dict[str, Improvement] | None = None  # per variant: how surely the model as it runs beats it
+    intervals: dict[str, IntervalScores] | None = None  # "model" and "naive" (Repeat's); None without a calibration
 
     def table(self) -> str:
         """A plain-text table, one row per forecaster, and the state ablation's t statistics below it."""
@@ -205,7 +208,24 @@ class Evaluation:
             for name, values in self.summary.items()
         ]
         rows += [f"model beats {variant}: {verdict.describe()}" for variant, verdict in (self.ablation or {}).items()]
-        return "\n".join([header, *rows])
+        return "\n".join([header, *rows, *self.interval_table()])
+
+    def interval_table(self) -> list[str]:
+        """Coverage, mean width and Winkler score of each interval, and the mean pinball loss, for the model and the
+        naive interval (Repeat plus the quantiles of its validation errors); widths and scores in the target's units."""
+        if not self.intervals:
+            return []
+        rows = ["", f"{'interval':<16}{'nominal':>10}{'coverage':>10}{'min step':>10}{'max step':>10}{'width':>12}"
+                f"{'winkler':>12}{'pinball':>12}"]
+        for label, scored in self.intervals.items():
+            for name, values in scored.intervals.items():
+                by_step = scored.coverage_by_step[name]
+                rows.append(
+                    f"{label + ' ' + name:<16}{values['nominal']:>10.3f}{values['coverage']:>10.3f}"
+                    f"{np.nanmin(by_step):>10.3f}{np.nanmax(by_step):>10.3f}{values['width']:>12.4g}"
+                    f"{values['winkler']:>12.4g}{scored.pinball:>12.4g}"
+                )
+        return rows
 
     def to_json(self) -> dict:
         return {
@@ -222,32 +242,40 @@ class Evaluation:
                 variant: {"t": verdict.t, "blocks": verdict.blocks, "block": verdict.block}
                 for variant, verdict in (self.ablation or {}).items()
             },
+            "intervals": {
+                label: {"pinball": scored.pinball, **scored.intervals} for label, scored in (self.intervals or {}).items()
+            },
         }
 
 
-def evaluate(
+@dataclass(frozen=True)
+class RangeForecasts:
+    """A saved model's forecasts at every origin `ends` (n,) of a range: `models` maps each way of running it (see
+    forecast.ablation) to its z-scored forecasts (n, H), clipped to the target's bounds; `target` and `weight` (n, H)
+    are the z-scored truth (gaps 0) and 1 where it is observed."""
+
+    saved: SavedModel
+    series: Series
+    features: Features
+    ends: np.ndarray
+    models: dict[str, np.ndarray]
+    target: np.ndarray
+    weight: np.ndarray
+    warning: str | None
+
+
+def range_forecasts(
     csv_path: str | Path, model_dir: str | Path, start: str | None = None, end: str | None = None,
-    validation_rows: bool = False,
-    warn: Callable[[str], None] | None = None,
-    ablation: bool = True,
-) -> Evaluation:
-    """Scores every origin whose whole horizon lies in rows [start, end).
-
-    The default range is every row after the model's validation rows, which chose its inputs and stopped its training
-    and so cannot give an honest score; `validation_rows` scores exactly those, with a warning in the result. A last
-    line still being written is refused, or with `warn`, left out with a warning through it. With `ablation`, the
-    model is also scored with its state reset before every chunk and with its LSTM zeroed (see forecast.ablation).
-    """
-    import time
-
+    validation_rows: bool = False, warn: Callable[[str], None] | None = None, ablation: bool = True,
+) -> RangeForecasts:
+    """The forecasts `evaluate` scores (its arguments are described there), before any scoring."""
+    from forecast.ablation import ablation_forecasts, rolling_forecasts
     from forecast.data import load_series
     from forecast.features import build_features
-    from forecast.prediction import bounded, check_compatible, load_model_file
+    from forecast.prediction import bounded, check_compatible, load_model_file, scaled_bounds
     from forecast.store import current_version, read_saved, with_network
-    from forecast.ablation import ablation_forecasts, rolling_forecasts
     from forecast.windowing import WindowBatcher
 
-    began = time.perf_counter()
     saved = read_saved(current_version(Path(model_dir)))
     config, schema = saved.config, saved.schema
     series = load_series(csv_path, config, schema.business_days, warn)
@@ -270,18 +298,40 @@ def evaluate(
         models = {"model": rolling_forecasts(saved.model, batcher, first, last, chunks, config.batch_size)}
     ends = np.arange(first, last + 1)
     target, weight = batcher.targets(ends, np.ones(len(ends), dtype=bool))
-    name = series.roles.target
-    # The bounds in z-scored units: the scaling is increasing, so clipping there clips the forecast in its own units.
-    low, high = (None if bound is None else float(saved.scaler.transform((name,), np.array([[bound]]))[0, 0])
-                 for bound in (config.target_min, config.target_max))
+    low, high = scaled_bounds(saved.scaler, config)
     models = {label: bounded(forecast, low, high) for label, forecast in models.items()}
+    return RangeForecasts(saved, series, features, ends, models, target, weight, warning)
+
+
+def evaluate(
+    csv_path: str | Path, model_dir: str | Path, start: str | None = None, end: str | None = None,
+    validation_rows: bool = False,
+    warn: Callable[[str], None] | None = None,
+    ablation: bool = True,
+) -> Evaluation:
+    """Scores every origin whose whole horizon lies in rows [start, end).
+
+    The default range is every row after the model's validation rows, which chose its inputs and stopped its training
+    and so cannot give an honest score; `validation_rows` scores exactly those, with a warning in the result. A last
+    line still being written is refused, or with `warn`, left out with a warning through it. With `ablation`, the
+    model is also scored with its state reset before every chunk and with its LSTM zeroed (see forecast.ablation).
+    A model with an interval calibration also gets its intervals scored next to the naive interval's.
+    """
+    import time
+
+    began = time.perf_counter()
+    ranged = range_forecasts(csv_path, model_dir, start, end, validation_rows, warn, ablation)
+    saved, series, features, ends = ranged.saved, ranged.series, ranged.features, ranged.ends
+    models, target, weight = ranged.models, ranged.target, ranged.weight
+    schema, horizon = saved.schema, saved.config.horizon
     errors = {label: origin_errors(forecast, target, weight) for label, forecast in models.items()}
     verdicts = {label: improvement(errors[label], errors["model"], ends, horizon) for label in models if label != "model"}
+    name = series.roles.target
     training = series.values[name].to_numpy()[: schema.train_rows]
     season = choose_season(
         series.freq, series.time[schema.train_rows - 1] - series.time[0], training, horizon, series.business_days
     )
-    candidates = {**models, "repeat": repeat_forecast(batcher.last_values(ends), horizon)}
+    candidates = {**models, "repeat": repeat_forecast(features.history[ends, 0], horizon)}
     notes = [season.describe()]
     if season.cycle is not None:
         candidates["seasonal_naive"] = seasonal_naive_forecast(features.history[:, 0], ends, horizon, season.steps)
@@ -299,18 +349,44 @@ def evaluate(
         steps = range(horizon)
         per_step[f"{label}_mse"] = [weighted_errors(scaled[:, k], target[:, k], scored[:, k])["mse"] for k in steps]
         per_step[f"{label}_nse"] = [nse(values[:, k], truth[:, k], scored[:, k]) for k in steps]
+    intervals = None
+    if saved.intervals is not None:
+        intervals = interval_scores(saved, features.history[:, 0], ends, models["model"], candidates["repeat"], truth,
+                                    weight)
+        for label, scored_intervals in intervals.items():
+            for interval, coverage in scored_intervals.coverage_by_step.items():
+                per_step[f"{label}_coverage_{interval}"] = coverage
     return Evaluation(
         summary=summary,
         per_step=pd.DataFrame(per_step),
         origins=len(ends),
-        first_time=str(series.time[first + 1]),
-        last_time=str(series.time[last + horizon]),
+        first_time=str(series.time[ends[0] + 1]),
+        last_time=str(series.time[ends[-1] + horizon]),
         seconds=time.perf_counter() - began,
-        warning=warning,
+        warning=ranged.warning,
         season=season,
         notes=tuple(notes),
         ablation=verdicts if ablation else None,
+        intervals=intervals,
     )
+
+
+def interval_scores(saved: SavedModel, history: np.ndarray, ends: np.ndarray, forecast: np.ndarray, repeat: np.ndarray,
+                    truth: np.ndarray, weight: np.ndarray) -> dict[str, IntervalScores]:
+    """The model's intervals around its z-scored `forecast` (n, H) at `ends` (n,), and the naive interval around
+    Repeat's (n, H), each clipped to the target's bounds and scored against `truth` (n, H, the target's units) where
+    `weight` > 0; `history` is the z-scored target of every row (the recent scale reads it)."""
+    from forecast.prediction import bounded
+
+    calibration, config = saved.intervals, saved.config
+    bounds = {"model": calibration.bounds(forecast, history, ends), "naive": calibration.naive_bounds(repeat)}
+    return {
+        label: score_intervals(
+            bounded(saved.scaler.inverse(config.target, values), config.target_min, config.target_max), truth, weight,
+            calibration.quantiles,
+        )
+        for label, values in bounds.items()
+    }
 
 
 def scored_rows(series: Series, schema: Schema, start: str | None, end: str | None, validation_rows: bool, horizon: int,

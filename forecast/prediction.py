@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +14,10 @@ from forecast.config import Config
 from forecast.data import Series, load_series
 from forecast.errors import ForecastError
 from forecast.features import Features, InputLayout, build_features
+from forecast.intervals import quantile_columns
+from forecast.scaling import Scaler
+from forecast.store import SavedModel, Schema, current_version, read_saved, with_network
 from forecast.validation import describe_grid, listing
-from forecast.store import Schema, current_version, read_saved, with_network
 
 
 def load_model_file(path: Path):
@@ -52,15 +55,39 @@ def forecast_at(single, features: Features, config: Config, origin: int) -> np.n
     return np.asarray(output["prediction"])[0]
 
 
+@dataclass(frozen=True)
+class Forecast:
+    """A forecast at one origin and what a picture of it needs: `frame` holds the times, steps, point forecast and one
+    column per quantile (the target's units); `origin` is the row of the last observation it starts from."""
+
+    frame: pd.DataFrame
+    series: Series
+    origin: int
+    saved: SavedModel
+
+    @property
+    def quantile_columns(self) -> list[str]:
+        return [] if self.saved.intervals is None else quantile_columns(self.series.roles.target,
+                                                                        self.saved.intervals.quantiles)
+
+
 def predict(csv_path: str | Path, model_dir: str | Path, log: Callable[[str], None] | None = None) -> pd.DataFrame:
     """Forecasts the H steps after the last observed target of `csv_path` with the current version of the model at
-    `model_dir`; returns timestamps, steps and values (the target's units). A last line still being written is left
-    out, with a warning through `log`."""
+    `model_dir`; returns timestamps, steps, values and one column per quantile (the target's units). A last line still
+    being written is left out, with a warning through `log`."""
+    return forecast_from(csv_path, model_dir, None, log).frame
+
+
+def forecast_from(csv_path: str | Path, model_dir: str | Path, origin: str | None = None,
+                  log: Callable[[str], None] | None = None) -> Forecast:
+    """The forecast of the H steps after `origin` (a row number or the last date to include, as in `--end`; None: the
+    last observed target) with the current version of the model at `model_dir`, with its quantiles."""
     saved = read_saved(current_version(Path(model_dir)))
     config, schema = saved.config, saved.schema
     series = load_series(csv_path, config, schema.business_days, warn=log or (lambda message: None))
     check_compatible(series, schema)
-    if series.n_observed < config.lookback:
+    row = series.n_observed - 1 if origin is None else origin_row(series, origin, config.lookback)
+    if row < config.lookback - 1:
         raise ForecastError(
             f"{csv_path}: {series.n_observed} observed rows, but the model looks back {config.lookback} steps; add history"
         )
@@ -69,18 +96,45 @@ def predict(csv_path: str | Path, model_dir: str | Path, log: Callable[[str], No
 
     features = build_features(series, saved.scaler, config.horizon, for_prediction=True, calendar=schema.layout.calendar)
     single = inference_copy(saved.model)
-    scaled = forecast_at(single, features, config, series.n_observed - 1)
+    scaled = forecast_at(single, features, config, row)
     if not np.isfinite(scaled).all():
         raise ForecastError(
             f"{csv_path}: the forecast is not finite: the last {config.lookback} rows lie far outside the values the "
             "model was trained on; check them"
         )
-    values = saved.scaler.inverse(series.roles.target, scaled.astype("float64"))
-    values = bounded(values, config.target_min, config.target_max)
-    time = features.time[series.n_observed :]
-    return pd.DataFrame(
-        {series.time_name: time, "step": np.arange(1, config.horizon + 1), series.roles.target: values}
-    )
+    target = series.roles.target
+    low, high = scaled_bounds(saved.scaler, config)
+    scaled = bounded(scaled.astype("float64"), low, high)[None]  # (1, H): the one origin
+    columns = {target: bounded(saved.scaler.inverse(target, scaled)[0], config.target_min, config.target_max)}
+    if saved.intervals is not None:
+        quantiles = saved.intervals.bounds(scaled, features.history[:, 0], np.array([row]))[0]  # (Q, H)
+        values = bounded(saved.scaler.inverse(target, quantiles), config.target_min, config.target_max)
+        columns.update(zip(quantile_columns(target, saved.intervals.quantiles), values))
+    elif log is not None:
+        log(f"{saved.path}: no interval calibration (saved before intervals, or quantiles = []); point forecasts only")
+    time = features.time[row + 1 : row + 1 + config.horizon]
+    frame = pd.DataFrame({series.time_name: time, "step": np.arange(1, config.horizon + 1), **columns})
+    return Forecast(frame, series, row, saved)
+
+
+def origin_row(series: Series, origin: str, lookback: int) -> int:
+    """The row of the last observation a forecast starts from: `origin` is a row number or the last date to include."""
+    from forecast.training import row_bound
+
+    row = row_bound(series, origin, "origin") - 1
+    if not lookback - 1 <= row < series.n_observed:
+        raise ForecastError(
+            f"{series.path}: origin {origin} is row {row}, but a forecast needs {lookback} rows of history before it "
+            f"and an observed target at it (rows {lookback - 1} to {series.n_observed - 1}, "
+            f"{series.time[min(lookback - 1, series.n_observed - 1)]} to {series.time[series.n_observed - 1]})"
+        )
+    return row
+
+
+def scaled_bounds(scaler: Scaler, config: Config) -> tuple[float | None, float | None]:
+    """target_min and target_max in z-units: the scaling is increasing, so clipping there clips in the target's units."""
+    return tuple(None if bound is None else float(scaler.transform((config.target,), np.array([[bound]]))[0, 0])
+                 for bound in (config.target_min, config.target_max))
 
 
 def bounded(values: np.ndarray, low: float | None, high: float | None) -> np.ndarray:

@@ -18,10 +18,12 @@ from pathlib import Path
 from forecast.config import Config
 from forecast.data import Series, load_series
 from forecast.errors import ForecastError, IncompatibleWeights
-from forecast.evaluation import evaluate
+from forecast.evaluation import evaluate, range_forecasts
+from forecast.intervals import Calibration, calibrate, candidate_spans
 from forecast.prediction import check_compatible, load_model_file
 from forecast.store import (
     CONFIG_FILE,
+    INTERVALS_FILE,
     METRICS_FILE,
     VERSIONS,
     Schema,
@@ -160,6 +162,10 @@ def retrain(
             # A warm candidate keeps its line's fixed reference; a full retrain starts a new line (it is its own).
             metrics = {**trained.metrics, "holdout": record,
                        "reference_version": None if options.full else reference.name}
+            calibration = recalibrate(csv_path, trained.model_dir)
+            if calibration is not None:
+                metrics["intervals"] = calibration.summary()
+                log(f"recalibrated on the validation and holdout rows: {calibration.describe()}")
             write_json(trained.model_dir / METRICS_FILE, metrics)
             version = publish(trained.model_dir, root, config.keep_versions)
             record["version"] = version
@@ -221,6 +227,23 @@ def _keep_configured_epochs(model_dir: Path, epochs: int) -> None:
     as the first training did, however many warm starts came between."""
     saved = dataclasses.replace(Config.from_json(model_dir / CONFIG_FILE), epochs=epochs, initial_epoch=0)
     (model_dir / CONFIG_FILE).write_text(saved.to_json() + "\n", encoding="utf-8")
+
+
+def recalibrate(csv_path, model_dir: Path, end: str | None = None) -> Calibration | None:
+    """Calibrates the intervals of the model at `model_dir` again on every origin after its training rows, up to row
+    `end` (a row count; None: the newest row): in a retrain, its validation rows and the holdout, which no part of it
+    was fitted on, so that the intervals follow the newest errors. Writes intervals.json; None (and nothing written)
+    for a model without quantiles."""
+    saved = read_saved(model_dir)
+    if not saved.config.quantiles:
+        return None
+    ranged = range_forecasts(csv_path, model_dir, str(saved.schema.train_rows), end, ablation=False)
+    calibration = calibrate(
+        ranged.models["model"], ranged.target, ranged.weight, ranged.features.history[:, 0], ranged.ends,
+        saved.config.quantiles, candidate_spans(saved.config.lookback, saved.config.horizon),
+    )
+    (model_dir / INTERVALS_FILE).write_text(calibration.to_json() + "\n", encoding="utf-8")
+    return calibration
 
 
 def _holdout_mse(csv_path, model_dir: Path, first_row: int, end_row: int) -> float:

@@ -8,7 +8,8 @@
 
 A model directory holds `model.keras` (loaded in Keras safe mode), `config.json` (the configuration train used, with
 the resolved column roles), `scaler.json`, `schema.json` (frequency, input channels, training range, data digests),
-`history.csv` and `metrics.json`. Nothing is pickled.
+`history.csv`, `metrics.json`, `intervals.json` (the interval calibration, see intervals.py) and `training.png`. Nothing
+is pickled.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import pandas as pd
 from forecast.config import Config
 from forecast.errors import ForecastError
 from forecast.features import InputLayout
+from forecast.intervals import Calibration
 from forecast.scaling import Scaler
 from forecast.validation import DIGEST_BLOCK
 
@@ -40,6 +42,8 @@ SCALER_FILE = "scaler.json"
 SCHEMA_FILE = "schema.json"
 HISTORY_FILE = "history.csv"
 METRICS_FILE = "metrics.json"
+INTERVALS_FILE = "intervals.json"
+TRAINING_PLOT = "training.png"
 REQUIRED_FILES = (MODEL_FILE, CONFIG_FILE, SCALER_FILE, SCHEMA_FILE)
 
 
@@ -238,7 +242,7 @@ def prune(root: Path, keep: int) -> None:
 
 # The entries of metrics.json that listings, pruning and retrains read, and the types they must have.
 METRIC_TYPES = {"reference_version": (str, type(None)), "model_kind": str, "created": str, "epochs": int,
-                "last_epoch": int, "validation": dict, "holdout": dict}
+                "last_epoch": int, "validation": dict, "holdout": dict, "intervals": dict}
 
 
 def read_metrics(model_dir: Path) -> dict:
@@ -311,6 +315,7 @@ class SavedModel:
     scaler: Scaler
     schema: Schema
     model: Any = None
+    intervals: Calibration | None = None  # None: a model saved without intervals (quantiles = [], or before them)
 
 
 def check_model_dir(model_dir: Path) -> None:
@@ -322,12 +327,21 @@ def check_model_dir(model_dir: Path) -> None:
 
 
 def read_saved(model_dir: Path) -> SavedModel:
-    """The configuration, scaler and schema of a model directory, without the network (light: no TensorFlow)."""
+    """The configuration, scaler, schema and interval calibration of a model directory, without the network (light: no
+    TensorFlow)."""
     check_model_dir(model_dir)
     config = Config.from_json(model_dir / CONFIG_FILE)
     scaler = Scaler.from_json(model_dir / SCALER_FILE)
     scaler.check_covers((config.target, *(config.past or ()), *config.sim, *config.bg), model_dir / SCALER_FILE)
-    return SavedModel(model_dir, config, scaler, Schema.from_json(model_dir / SCHEMA_FILE))
+    intervals = None
+    if (model_dir / INTERVALS_FILE).is_file():
+        intervals = Calibration.from_json(model_dir / INTERVALS_FILE, config.horizon)
+        if intervals.quantiles != config.quantiles:
+            raise ForecastError(
+                f"{model_dir / INTERVALS_FILE}: calibrated for quantiles {list(intervals.quantiles)}, but config.json "
+                f"asks for {list(config.quantiles)}; the files were changed after training: roll back or retrain"
+            )
+    return SavedModel(model_dir, config, scaler, Schema.from_json(model_dir / SCHEMA_FILE), intervals=intervals)
 
 
 def with_network(saved: SavedModel, loader: Callable[[Path], Any]) -> SavedModel:

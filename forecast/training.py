@@ -24,10 +24,12 @@ from forecast.linear_start import MAX_ORIGINS, LinearFit, fit_linear_start, free
 from forecast.store import (
     CONFIG_FILE,
     HISTORY_FILE,
+    INTERVALS_FILE,
     METRICS_FILE,
     MODEL_FILE,
     SCALER_FILE,
     SCHEMA_FILE,
+    TRAINING_PLOT,
     VERSIONS,
     read_metrics,
     read_saved,
@@ -279,6 +281,11 @@ def train_series(
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         split={"train_rows": split.train_end, "val_rows": split.val_end - split.train_end},
     )
+    if config.quantiles:
+        calibration = _calibrate_intervals(forecast, val_target, val_weight, val_origins, batcher, scaler, config)
+        (staging / INTERVALS_FILE).write_text(calibration.to_json() + "\n", encoding="utf-8")
+        metrics["intervals"] = calibration.summary()
+        log(calibration.describe())
     model.save(staging / MODEL_FILE)
     (staging / CONFIG_FILE).write_text(config.to_json() + "\n", encoding="utf-8")
     (staging / SCALER_FILE).write_text(scaler.to_json() + "\n", encoding="utf-8")
@@ -289,10 +296,25 @@ def train_series(
     )
     (staging / SCHEMA_FILE).write_text(schema.to_json() + "\n", encoding="utf-8")
     earlier = [pd.read_csv(start_from / HISTORY_FILE)] if start_from and (start_from / HISTORY_FILE).is_file() else []
-    pd.concat([*earlier, history]).to_csv(staging / HISTORY_FILE, index=False)
+    full_history = pd.concat([*earlier, history])
+    full_history.to_csv(staging / HISTORY_FILE, index=False)
     write_json(staging / METRICS_FILE, metrics)
+    from forecast.plots import plot_training
+
+    plot_training(full_history, metrics, staging / TRAINING_PLOT)
     shutil.rmtree(checkpoints, ignore_errors=True)
     return TrainResult(model_dir=staging, metrics=metrics, history=history)
+
+
+def _calibrate_intervals(forecast, target, weight, origins, batcher: WindowBatcher, scaler, config: Config):
+    """The interval calibration (intervals.Calibration) of the kept model's validation forecasts (n, H, z-units),
+    clipped to the target's bounds as predict clips them; `origins` (n,) may hold padding, which weight 0 leaves out."""
+    from forecast.intervals import calibrate, candidate_spans
+    from forecast.prediction import bounded, scaled_bounds
+
+    low, high = scaled_bounds(scaler, config)
+    return calibrate(bounded(forecast, low, high), target, weight, batcher.features.history[:, 0], origins,
+                     config.quantiles, candidate_spans(config.lookback, config.horizon))
 
 
 def detect_bounds(config: Config, training_target: np.ndarray, log: Log) -> Config:
