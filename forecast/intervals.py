@@ -165,8 +165,8 @@ class Calibration:
             raise ForecastError(f"{path}: cannot read the interval calibration ({exc}); roll back or retrain the "
                                 "model") from None
         if calibration.horizon != horizon:
-            raise ForecastError(f"{path}: calibrated for {calibration.horizon} steps, but the model forecasts "
-                                f"{horizon}; roll back or retrain the model")
+            raise ForecastError(f"{path}: calibrated for {calibration.horizon} steps, but config.json says the model "
+                                f"forecasts {horizon}; the files were changed after training: roll back or retrain")
         return calibration
 
 

@@ -101,8 +101,15 @@ def test_a_worse_candidate_is_not_promoted(store, tmp_path, monkeypatch):
 def test_rollback_restores_the_previous_version(store, tmp_path):
     root = store / "ett"
     # --full: a fresh candidate is a new model; a warm one that keeps the current weights is not promoted
-    run_forecast("retrain", grown(tmp_path, 24), "--model", "ett", "--store", store, "--full", "--tolerance", "1000")
+    result = run_forecast("retrain", grown(tmp_path, 24), "--model", "ett", "--store", store, "--full", "--tolerance",
+                          "1000")
     assert current(root) == "versions/0002"
+    # The promoted candidate's intervals are calibrated again on every origin after its training rows: its validation
+    # rows and the holdout, up to the newest row.
+    schema = json.loads((root / "current" / "schema.json").read_text())
+    calibration = json.loads((root / "current" / "intervals.json").read_text())
+    assert calibration["origins"] == metrics(root)["intervals"]["origins"] == schema["rows"] - schema["train_rows"] - 11
+    assert "recalibrated on the validation and holdout rows" in result.stderr
     run_forecast("models", "rollback", "--model", "ett", "--store", store)
     assert current(root) == "versions/0001"
 
