@@ -94,7 +94,9 @@ def forecast_from(csv_path: str | Path, model_dir: str | Path, origin: str | Non
     saved = with_network(saved, load_model_file)
     from forecast.model import inference_copy
 
-    features = build_features(series, saved.scaler, config.horizon, for_prediction=True, calendar=schema.layout.calendar)
+    # Only a horizon that reaches past the last observation needs (and checks) the sim rows appended after it.
+    beyond = row + config.horizon >= series.n_observed
+    features = build_features(series, saved.scaler, config.horizon, beyond, schema.layout.calendar)
     single = inference_copy(saved.model)
     scaled = forecast_at(single, features, config, row)
     if not np.isfinite(scaled).all():

@@ -238,6 +238,8 @@ def recalibrate(csv_path, model_dir: Path, end: str | None = None) -> Calibratio
     if not saved.config.quantiles:
         return None
     ranged = range_forecasts(csv_path, model_dir, str(saved.schema.train_rows), end, ablation=False)
+    if not ranged.weight.any():
+        return None  # no observed target after the training rows: the calibration from training stays
     calibration = calibrate(
         ranged.models["model"], ranged.target, ranged.weight, ranged.features.history[:, 0], ranged.ends,
         saved.config.quantiles, candidate_spans(saved.config.lookback, saved.config.horizon),

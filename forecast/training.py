@@ -281,7 +281,9 @@ def train_series(
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         split={"train_rows": split.train_end, "val_rows": split.val_end - split.train_end},
     )
-    if config.quantiles:
+    if config.quantiles and not val_weight.any():
+        log("no observed target in the validation rows: no forecast intervals to calibrate; point forecasts only")
+    elif config.quantiles:
         calibration = _calibrate_intervals(forecast, val_target, val_weight, val_origins, batcher, scaler, config)
         (staging / INTERVALS_FILE).write_text(calibration.to_json() + "\n", encoding="utf-8")
         metrics["intervals"] = calibration.summary()

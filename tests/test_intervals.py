@@ -14,7 +14,7 @@ from forecast.config import Config
 from forecast.errors import ForecastError
 from forecast.intervals import Calibration, calibrate, candidate_spans, conformal_quantile, fit, score_intervals
 
-from conftest import CAMELS, ETTH1, assert_png, head_csv, run_forecast
+from conftest import CAMELS, ETTH1, assert_png, head_csv
 from saved_models import untrained_model
 
 SMALL = Config(target="OT", past=(), lookback=24, horizon=6, batch_size=8, units=4, head_units=4)
@@ -149,19 +149,28 @@ def test_every_picture_is_a_png_of_its_size(tmp_path, ett_600):
         plot_steps(steps, "steps", tmp_path / "steps.jpg")
 
 
-def test_a_sim_driven_forecast_draws_the_sim_below_through_the_command(tmp_path):
+def test_a_sim_driven_forecast_draws_the_sim_below_through_the_commands(tmp_path):
+    from typer.testing import CliRunner
+
+    from forecast.cli import app
+
     frame = pd.read_csv(CAMELS).iloc[-400:]
     frame.loc[frame.index[-7:], "OBS_RUN"] = np.nan  # the simulation known for the next week, the flow not yet
     data = tmp_path / "camels.csv"
     frame.to_csv(data, index=False)
     config = Config(target="OBS_RUN", sim=("MOD_RUN",), lookback=30, horizon=7, batch_size=8, units=4, head_units=4)
     calibrated_model(data, config, tmp_path / "store" / "camels", train_rows=200, val_end=393)
-    drawn = run_forecast("plot", data, "--model", "camels", "--store", tmp_path / "store", "--origin", "2010-12-01",
-                         "--output", tmp_path / "inside.png")
-    assert "drew the forecast from 2010-12-01 00:00:00 in" in drawn.stderr
+    model = ["--model", "camels", "--store", str(tmp_path / "store")]
+    # In process, as the installed command runs (TensorFlow is loaded once for the module).
+    drawn = CliRunner().invoke(app, ["plot", str(data), *model, "--origin", "2010-12-01", "--output",
+                                     str(tmp_path / "inside.png")])
+    assert drawn.exit_code == 0 and "drew the forecast from 2010-12-01 00:00:00 in" in drawn.output, drawn.output
     assert_png(tmp_path / "inside.png", (1000, 650))
-    predicted = run_forecast("predict", data, "--model", "camels", "--store", tmp_path / "store", "--plot",
-                             tmp_path / "predict.png")
+    predicted = CliRunner().invoke(app, ["predict", str(data), *model, "--plot", str(tmp_path / "predict.png"),
+                                         "--output", str(tmp_path / "forecast.csv")])
+    assert predicted.exit_code == 0, predicted.output
     assert_png(tmp_path / "predict.png", (1000, 650))
-    forecast = pd.read_csv(pd.io.common.StringIO(predicted.stdout))
+    forecast = pd.read_csv(tmp_path / "forecast.csv")
     assert (forecast["OBS_RUN_q0.1"] >= 0).all() and (forecast["OBS_RUN_q0.1"] <= forecast["OBS_RUN_q0.9"]).all()
+    refused = CliRunner().invoke(app, ["plot", str(data), *model, "--output", str(tmp_path / "forecast.svg")])
+    assert refused.exit_code == 1 and "pictures are written as PNG" in refused.output
