@@ -53,7 +53,8 @@ def interval_rows(name: str, csv: Path, config, test: tuple[str, str], model_dir
 
         plots.mkdir(parents=True, exist_ok=True)
         plot_steps(result.per_step, f"{name}: test rows", plots / f"{model_dir.name}_steps.png")
-        plot_forecast(forecast_from(csv, model_dir, test[1]), plots / f"{model_dir.name}_forecast.png")
+        # The first test forecast: inside the data, so the truth is drawn (the file's last row has no sim after it).
+        plot_forecast(forecast_from(csv, model_dir, result.first_time), plots / f"{model_dir.name}_forecast.png")
     return rows
 
 
