@@ -93,6 +93,16 @@ def _series_ids(value: Optional[str]) -> Optional[tuple[str, ...]]:
 SeriesOption = Annotated[
     Optional[str], typer.Option("--series", help="Only these series: ids (comma-separated) or a file of ids, one a line.")
 ]
+def _levels(value: Optional[str]) -> Optional[tuple[float, ...]]:
+    """`--quantiles 0.1,0.9` as numbers; 'none' for no intervals; None when not given."""
+    if value is None:
+        return None
+    if value.strip().lower() == "none":
+        return ()
+    try:
+        return tuple(float(item) for item in value.split(",") if item.strip())
+    except ValueError:
+        raise ForecastError(f"--quantiles: {value!r} is not a comma-separated list of numbers such as 0.1,0.9") from None
 
 
 @app.command()
@@ -128,6 +138,7 @@ def train(
     static: Annotated[Optional[Path], typer.Option(help="CSV of static attributes, one row per series id (feeds bg).")] = None,
     holdout_series: Annotated[Optional[str], typer.Option(help="Series kept out of training: ids (comma-separated) or a file of ids, one a line.")] = None,
     scaling: Annotated[Optional[str], typer.Option(help="series: z-score each series on its own training rows; global: one scaler for all.")] = None,
+    quantiles: Annotated[Optional[str], typer.Option(help="Quantile levels of the forecast intervals, e.g. 0.1,0.5,0.9 (default 0.1,0.9; 'none' for none).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from its last checkpoint.")] = False,
     log_file: Annotated[Optional[Path], typer.Option("--log", help="Also append timestamped log lines to this file.")] = None,
     model_dir: Annotated[Optional[str], typer.Option(help="Model name or directory (default: the data file's name).")] = None,
@@ -153,6 +164,7 @@ def train(
             tensorboard_dir=str(tensorboard) if tensorboard else None, gaps=gaps, max_gap=max_gap,
             skip_rows=skip_rows, target_min=target_min, target_max=target_max, id_column=id_column,
             static=str(static) if static else None, holdout_series=_series_ids(holdout_series), scaling=scaling,
+            quantiles=_levels(quantiles),
         )
         # The lock is taken before TensorFlow loads, so that a second run stops at once; a model not yet in the
         # store gets its directory only once the data has passed its checks.
@@ -170,15 +182,24 @@ def predict(
     data: DataArg,
     model: Annotated[str, typer.Option(help="Model name or directory written by `forecast train`.", show_default=False)],
     output: Annotated[Optional[Path], typer.Option(help="Write the forecast CSV here (default: standard output).")] = None,
+    plot: Annotated[Optional[Path], typer.Option(help="Also draw the forecast with its intervals into this PNG file (one series).")] = None,
     series: SeriesOption = None,
     store: StoreOption = Path("models"),
 ) -> None:
-    """Forecast the H steps after the last observed target in DATA (of each series, for a long file)."""
+    """Forecast the H steps after the last observed target in DATA (of each series, for a long file), with one column
+    per quantile."""
     try:
-        from forecast.prediction import predict as run_prediction
+        from forecast.prediction import forecast_from, predict as run_prediction
         from forecast.store import resolve_model_path
 
-        forecast = run_prediction(data, resolve_model_path(model, store), _log, _series_ids(series))
+        model_dir = resolve_model_path(model, store)
+        forecast = run_prediction(data, model_dir, _log, _series_ids(series))
+        if plot is not None:
+            from forecast.plots import plot_forecast
+
+            ids = _series_ids(series)
+            result = forecast_from(data, model_dir, None, _log, ids[0] if ids else None)
+            _log(f"drew the forecast in {plot_forecast(result, plot)}")
     except ForecastError as error:
         raise _fail(error) from None
     if output is None:
@@ -191,13 +212,36 @@ def predict(
 
 
 @app.command()
+def plot(
+    data: DataArg,
+    model: Annotated[str, typer.Option(help="Model name or directory written by `forecast train`.", show_default=False)],
+    origin: Annotated[Optional[str], typer.Option(help="The forecast's last observed row: a row count or date (default: the last observation); inside the data, the truth is drawn too.")] = None,
+    output: Annotated[Path, typer.Option(help="The PNG file to write.")] = Path("forecast.png"),
+    series: Annotated[Optional[str], typer.Option("--series", help="The series to draw (for a file of many).")] = None,
+    store: StoreOption = Path("models"),
+) -> None:
+    """Draw a forecast: the last stretch of history, the forecast with its interval bands, the sim input over the
+    horizon, and the truth where DATA holds it."""
+    try:
+        from forecast.plots import plot_forecast
+        from forecast.prediction import forecast_from
+        from forecast.store import resolve_model_path
+
+        result = forecast_from(data, resolve_model_path(model, store), origin, _log, series)
+        _log(f"drew the forecast from {result.series.time[result.origin]} in {plot_forecast(result, output)}")
+    except ForecastError as error:
+        raise _fail(error) from None
+
+
+@app.command()
 def evaluate(
     data: DataArg,
     model: Annotated[str, typer.Option(help="Model name or directory written by `forecast train`.", show_default=False)],
     start: Annotated[Optional[str], typer.Option(help="First target row (0-based) or date (default: after validation).")] = None,
     end: Annotated[Optional[str], typer.Option(help="Row count or last date of the range (default: the last row).")] = None,
     validation_rows: Annotated[bool, typer.Option("--validation-rows", help="Score the validation rows (flattering: they chose the model).")] = False,
-    output_dir: Annotated[Path, typer.Option(help="Where to write <model>.json, <model>_steps.csv and <model>_series.csv.")] = Path("evaluation"),
+    output_dir: Annotated[Path, typer.Option(help="Where to write <model>.json, <model>_steps.csv, <model>_series.csv and <model>_steps.png.")] = Path("evaluation"),
+    plot: Annotated[Optional[Path], typer.Option(help="Draw the error per step here instead of <model>_steps.png.")] = None,
     series: SeriesOption = None,
     store: StoreOption = Path("models"),
 ) -> None:
@@ -221,7 +265,15 @@ def evaluate(
     write_json(output_dir / f"{model_dir.name}.json", result.to_json())
     result.per_step.to_csv(output_dir / f"{model_dir.name}_steps.csv", index=False)
     result.per_series.to_csv(output_dir / f"{model_dir.name}_series.csv", index=False)
-    _log(f"wrote {output_dir / model_dir.name}.json, {model_dir.name}_steps.csv and {model_dir.name}_series.csv")
+    try:
+        from forecast.plots import plot_steps
+
+        picture = plot_steps(result.per_step, f"{model_dir.name}: {result.origins} origins, targets "
+                             f"{result.first_time} to {result.last_time}", plot or output_dir / f"{model_dir.name}_steps.png")
+    except ForecastError as error:
+        raise _fail(error) from None
+    _log(f"wrote {output_dir / model_dir.name}.json, {model_dir.name}_steps.csv, {model_dir.name}_series.csv and "
+         f"{picture}")
 
 
 @app.command()

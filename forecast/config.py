@@ -35,6 +35,7 @@ class Config:
     sim_in_history: bool = True
     target_min: float | None = None  # forecasts are clipped to [target_min, target_max] in the target's units
     target_max: float | None = None
+    quantiles: tuple[float, ...] = (0.1, 0.9)  # levels of the forecast intervals (forecast.intervals); () for none
     gaps: str = "refuse"
     max_gap: int = 24
     skip_rows: int = 0  # lines before the header (station metadata), saved so predict and retrain read the same way
@@ -95,6 +96,7 @@ class Config:
                 raise ForecastError(f"config: {name} must be a number (or {allowed} for no bound), got {bound}")
         if self.target_min is not None and self.target_max is not None and self.target_min >= self.target_max:
             raise ForecastError(f"config: target_min ({self.target_min}) must be below target_max ({self.target_max})")
+        object.__setattr__(self, "quantiles", check_quantiles(self.quantiles))
         if self.skip_rows < 0:
             raise ForecastError(f"config: skip_rows must be at least 0, got {self.skip_rows}")
         if self.max_gap < 0:
@@ -174,6 +176,15 @@ class Config:
         return cls.from_dict(values, str(path))
 
 
+def check_quantiles(quantiles: tuple[float, ...], source: str = "config") -> tuple[float, ...]:
+    """The quantile levels, ascending; each strictly between 0 and 1 and given once."""
+    if any(not 0.0 < q < 1.0 for q in quantiles):
+        raise ForecastError(f"{source}: quantiles must lie strictly between 0 and 1, got {list(quantiles)}")
+    if len(set(quantiles)) != len(quantiles):
+        raise ForecastError(f"{source}: a quantile is given twice in {list(quantiles)}")
+    return tuple(sorted(float(q) for q in quantiles))
+
+
 def _normalised(values: dict[str, Any]) -> dict[str, Any]:
     """Lists become tuples so that the frozen config stays hashable and compares equal after a JSON round trip."""
     return {key: tuple(value) if isinstance(value, list) else value for key, value in values.items()}
@@ -195,7 +206,7 @@ def _matches(value: Any, hint: Any) -> bool:
     if hint is type(None):
         return value is None
     if origin is tuple:
-        return isinstance(value, tuple) and all(isinstance(item, str) for item in value)
+        return isinstance(value, tuple) and all(_matches(item, typing.get_args(hint)[0]) for item in value)
     if hint is float:
         return isinstance(value, (int, float)) and not isinstance(value, bool)
     if hint is int:

@@ -2,7 +2,7 @@
 
 Every origin of the range gets its own forecast, from a state warmed up over the chunks before it exactly as
 `forecast predict` does. Errors on z-scored values (the literature's MSE/MAE) use the model's own scaler, fitted on its
-training rows; MAE, RMSE, MASE and NSE are in the target's own units.
+training rows; MAE, RMSE, MASE and NSE are in the target's own units, as are the intervals' widths and scores.
 """
 
 from __future__ import annotations
@@ -17,11 +17,14 @@ import numpy as np
 import pandas as pd
 
 from forecast.errors import ForecastError
+from forecast.intervals import IntervalScores, score_intervals
 from forecast.split import row_bound
 
 if TYPE_CHECKING:
     from forecast.data import Series
-    from forecast.store import Schema, SeriesRecord
+    from forecast.data import Collection
+    from forecast.features import Features
+    from forecast.store import SavedModel, Schema, SeriesRecord
 
 
 def weighted_errors(forecast: np.ndarray, truth: np.ndarray, weight: np.ndarray) -> dict[str, float]:
@@ -215,6 +218,7 @@ class Evaluation:
     notes: tuple[str, ...] = ()
     ablation: dict[str, Improvement] | None = None  # per variant: how surely the model as it runs beats it
     per_series: pd.DataFrame | None = None
+    intervals: dict[str, IntervalScores] | None = None  # "model" and "naive" (Repeat's); None without a calibration
 
     def over_series(self) -> pd.DataFrame:
         """The median and mean over series of each forecaster's per-series metrics (the series held out of training
@@ -246,7 +250,24 @@ class Evaluation:
                 count = int(np.count_nonzero((self.per_series["forecaster"] == forecaster)
                                              & (self.per_series["held_out"] == held_out)))
                 rows.append(f"{label:<26}{count:>3} series   {cells}")
-        return "\n".join([header, *rows])
+        return "\n".join([header, *rows, *self.interval_table()])
+
+    def interval_table(self) -> list[str]:
+        """Coverage, mean width and Winkler score of each interval, and the mean pinball loss, for the model and the
+        naive interval (Repeat plus the quantiles of its validation errors); widths and scores in the target's units."""
+        if not self.intervals:
+            return []
+        rows = ["", f"{'interval':<16}{'nominal':>10}{'coverage':>10}{'min step':>10}{'max step':>10}{'width':>12}"
+                f"{'winkler':>12}{'pinball':>12}"]
+        for label, scored in self.intervals.items():
+            for name, values in scored.intervals.items():
+                by_step = scored.coverage_by_step[name]
+                rows.append(
+                    f"{label + ' ' + name:<16}{values['nominal']:>10.3f}{values['coverage']:>10.3f}"
+                    f"{np.nanmin(by_step):>10.3f}{np.nanmax(by_step):>10.3f}{values['width']:>12.4g}"
+                    f"{values['winkler']:>12.4g}{scored.pinball:>12.4g}"
+                )
+        return rows
 
     def to_json(self) -> dict:
         return {
@@ -265,27 +286,45 @@ class Evaluation:
             },
             "over_series": [] if self.per_series is None else self.over_series().to_dict(orient="records"),
             "per_series": [] if self.per_series is None else self.per_series.to_dict(orient="records"),
+            "intervals": {
+                label: {"pinball": scored.pinball, **scored.intervals} for label, scored in (self.intervals or {}).items()
+            },
         }
 
 
-def evaluate(
+@dataclass(frozen=True)
+class RangeForecasts:
+    """A saved model's forecasts at every origin `ends` (n,) of a range, series after series (`series_index` (n,)
+    names each origin's series in `collection`): `models` maps each way of running it (see forecast.ablation) to its
+    forecasts (n, H), z-scored by each origin's series and clipped to the target's bounds; `target` and `weight`
+    (n, H) are the z-scored truth (gaps 0) and 1 where it is observed; `mean` and `std` (n, 1) turn z-scores of each
+    origin's series into the target's units."""
+
+    saved: SavedModel
+    collection: Collection
+    features: Features
+    ranges: tuple
+    ends: np.ndarray
+    series_index: np.ndarray
+    models: dict[str, np.ndarray]
+    target: np.ndarray
+    weight: np.ndarray
+    mean: np.ndarray
+    std: np.ndarray
+    warning: str | None
+    left_out: tuple[str, ...]
+
+    def in_units(self, values: np.ndarray) -> np.ndarray:
+        return values.astype("float64") * self.std + self.mean
+
+
+def range_forecasts(
     csv_path: str | Path, model_dir: str | Path, start: str | None = None, end: str | None = None,
-    validation_rows: bool = False,
-    warn: Callable[[str], None] | None = None,
-    ablation: bool = True,
-    series_ids: tuple[str, ...] | None = None,
-) -> Evaluation:
-    """Scores every origin whose whole horizon lies in rows [start, end) of each series (or of those in `series_ids`).
-
-    The default range is every row after the model's validation rows, which chose its inputs and stopped its training
-    and so cannot give an honest score; `validation_rows` scores exactly those, with a warning in the result. A series
-    the model was not trained on (held out) is scored from the rows after the validation rows' end date of the trained
-    series. A last line still being written is refused, or with `warn`, left out with a warning through it. With
-    `ablation`, the model is also scored with its state reset before every chunk and with its LSTM zeroed (see
-    forecast.ablation).
-    """
-    import time
-
+    validation_rows: bool = False, warn: Callable[[str], None] | None = None, ablation: bool = True,
+    series_ids: tuple[str, ...] | None = None, after_training: bool = False,
+) -> RangeForecasts:
+    """The forecasts `evaluate` scores (its arguments are described there), before any scoring; `after_training`
+    takes each trained series from the end of its training rows instead (its validation rows and all after them)."""
     from forecast.ablation import ablation_forecasts, rolling_forecasts
     from forecast.data import load_collection
     from forecast.prediction import bounded, check_compatible, collection_features, load_model_file, scalers_for
@@ -293,14 +332,14 @@ def evaluate(
     from forecast.store import current_version, read_saved, with_network
     from forecast.windowing import WindowBatcher
 
-    began = time.perf_counter()
     warn = warn or (lambda message: None)
     saved = read_saved(current_version(Path(model_dir)))
     config, schema = saved.config, saved.schema
     collection = load_collection(csv_path, config, schema.business_days, warn).select(series_ids)
     check_compatible(collection, schema, saved)
     horizon, lookback = config.horizon, config.lookback
-    rows, warning, left_out = _scored_rows(collection, schema, start, end, validation_rows, horizon, Path(model_dir))
+    rows, warning, left_out = _scored_rows(collection, schema, start, end, validation_rows, horizon, Path(model_dir),
+                                           after_training)
     collection = collection.select(tuple(rows))
     saved = with_network(saved, load_model_file)
     scalers = scalers_for(collection, saved, {name: first for name, (first, _) in rows.items()}, warn)
@@ -318,26 +357,56 @@ def evaluate(
     ends = np.concatenate([np.arange(span.first, span.last + 1) for span in ranges])
     series_index = features.series_of(ends)
     target, weight = batcher.targets(ends, np.ones(len(ends), dtype=bool))
-    name = collection.first.roles.target
-    stats = np.array([scaler.mean_std(name) for scaler in scalers])[series_index]
+    stats = np.array([scaler.mean_std(collection.first.roles.target) for scaler in scalers])[series_index]
     mean, std = stats[:, :1], stats[:, 1:]
-
-    def in_units(values: np.ndarray) -> np.ndarray:
-        return values.astype("float64") * std + mean
-
     # The bounds in z-scored units: the scaling is increasing, so clipping there clips the forecast in its own units.
     low, high = (None if bound is None else (bound - mean) / std for bound in (config.target_min, config.target_max))
     models = {label: bounded(forecast, low, high) for label, forecast in models.items()}
+    return RangeForecasts(saved, collection, features, ranges, ends, series_index, models, target, weight, mean, std,
+                          warning, tuple(left_out))
+
+
+def evaluate(
+    csv_path: str | Path, model_dir: str | Path, start: str | None = None, end: str | None = None,
+    validation_rows: bool = False,
+    warn: Callable[[str], None] | None = None,
+    ablation: bool = True,
+    series_ids: tuple[str, ...] | None = None,
+) -> Evaluation:
+    """Scores every origin whose whole horizon lies in rows [start, end) of each series (or of those in `series_ids`).
+
+    The default range is every row after the model's validation rows, which chose its inputs and stopped its training
+    and so cannot give an honest score; `validation_rows` scores exactly those, with a warning in the result. A series
+    the model was not trained on (held out) is scored from the rows after the validation rows' end date of the trained
+    series. A last line still being written is refused, or with `warn`, left out with a warning through it. With
+    `ablation`, the model is also scored with its state reset before every chunk and with its LSTM zeroed (see
+    forecast.ablation). A model with an interval calibration also gets its intervals scored next to the naive
+    interval's.
+    """
+    import time
+
+    began = time.perf_counter()
+    ranged = range_forecasts(csv_path, model_dir, start, end, validation_rows, warn, ablation, series_ids)
+    saved, collection, features, ranges, ends = ranged.saved, ranged.collection, ranged.features, ranged.ranges, \
+        ranged.ends
+    models, target, weight, horizon = ranged.models, ranged.target, ranged.weight, saved.config.horizon
     errors = {label: origin_errors(forecast, target, weight) for label, forecast in models.items()}
     verdicts = {label: improvement(errors[label], errors["model"], ends, horizon) for label in models if label != "model"}
-    candidates = {**models, "repeat": repeat_forecast(batcher.last_values(ends), horizon)}
-    naive, season, mase_scale, notes = _seasonal_naive(collection, schema, features, ranges, horizon)
-    notes += left_out
+    candidates = {**models, "repeat": repeat_forecast(features.history[ends, 0], horizon)}
+    naive, season, mase_scale, notes = _seasonal_naive(collection, saved.schema, features, ranges, horizon)
+    notes += ranged.left_out
     if naive is not None:
         candidates["seasonal_naive"] = naive
     summary, per_step, per_series = _score_candidates(
-        candidates, target, weight, in_units, mase_scale[series_index], series_index, ranges, collection, schema
+        candidates, target, weight, ranged.in_units, mase_scale[ranged.series_index], ranged.series_index, ranges,
+        collection, saved.schema
     )
+    intervals = None
+    if saved.intervals is not None:
+        intervals = interval_scores(ranged, candidates["repeat"])
+        for label, scored_intervals in intervals.items():
+            for interval, coverage in scored_intervals.coverage_by_step.items():
+                per_step[f"{label}_coverage_{interval}"] = coverage
     return Evaluation(
         summary=summary,
         per_step=per_step,
@@ -345,12 +414,31 @@ def evaluate(
         first_time=str(min(features.time[span.first + 1] for span in ranges)),
         last_time=str(max(features.time[span.last + horizon] for span in ranges)),
         seconds=time.perf_counter() - began,
-        warning=warning,
+        warning=ranged.warning,
         season=season,
         notes=tuple(notes),
         ablation=verdicts if ablation else None,
         per_series=per_series,
+        intervals=intervals,
     )
+
+
+def interval_scores(ranged: RangeForecasts, repeat: np.ndarray) -> dict[str, IntervalScores]:
+    """The model's intervals around its forecasts, and the naive interval around Repeat's (n, H, z-scored), each
+    clipped to the target's bounds and scored against the truth in the target's units where it is observed."""
+    from forecast.prediction import bounded
+
+    calibration, config = ranged.saved.intervals, ranged.saved.config
+    history = ranged.features.history[:, 0]
+    bounds = {"model": calibration.bounds(ranged.models["model"], history, ranged.ends),
+              "naive": calibration.naive_bounds(repeat)}
+    truth = ranged.in_units(ranged.target)
+    mean, std = ranged.mean[:, :, None], ranged.std[:, :, None]  # (n, 1, 1): over the Q levels and H steps
+    return {
+        label: score_intervals(bounded(values * std + mean, config.target_min, config.target_max), truth,
+                               ranged.weight, calibration.quantiles)
+        for label, values in bounds.items()
+    }
 
 
 def _score_candidates(candidates: dict[str, np.ndarray], target: np.ndarray, weight: np.ndarray, in_units,
@@ -433,14 +521,15 @@ def _seasonal_naive(collection, schema: Schema, features, ranges, horizon: int):
 
 
 def _scored_rows(collection, schema: Schema, start: str | None, end: str | None, validation_rows: bool, horizon: int,
-                 model_dir: Path) -> tuple[dict[str, tuple[int, int]], str | None, list[str]]:
+                 model_dir: Path, after_training: bool = False) -> tuple[dict[str, tuple[int, int]], str | None, list[str]]:
     """Each series' scored rows [first, end), the first warning, and notes naming the series left out because they
     have nothing to score (an error when that is every series). A series without a training record (held out, or too
     short to train on) starts after the latest validation end of the trained series, unless --start says otherwise."""
     rows, warnings, errors = {}, [], []
     for series in collection.series:
         try:
-            rows[series.id], warning = _series_rows(series, schema, start, end, validation_rows, horizon, model_dir)
+            rows[series.id], warning = _series_rows(series, schema, start, end, validation_rows, horizon, model_dir,
+                                                    after_training)
         except ForecastError as exc:
             errors.append(exc)
             continue
@@ -452,21 +541,27 @@ def _scored_rows(collection, schema: Schema, start: str | None, end: str | None,
 
 
 def _series_rows(series, schema: Schema, start: str | None, end: str | None, validation_rows: bool, horizon: int,
-                 model_dir: Path) -> tuple[tuple[int, int], str | None]:
+                 model_dir: Path, after_training: bool = False) -> tuple[tuple[int, int], str | None]:
     record = schema.record(series.id)
+    if record is not None and after_training:
+        return (record.train_rows, min(row_bound(series, end, "end") if end else series.n_observed,
+                                       series.n_observed)), None
     if record is not None:
         first_row, end_row, warning = scored_rows(series, record, start, end, validation_rows, horizon, model_dir)
         return (first_row, end_row), warning
     latest = max((record.val_time for record in schema.series if record.val_time), default=None)
+    end_row = min(row_bound(series, end, "end") if end else series.n_observed, series.n_observed)
     if start is not None:
-        first_row = row_bound(series, start, "start", first=True)
-    elif latest is None:
+        return (row_bound(series, start, "start", first=True), end_row), None
+    if latest is None:
         raise ForecastError(f"{series.where}: the model was not trained on this series and does not record "
                             "where validation ends; pass --start")
-    else:
-        first_row = row_bound(series, latest, "end")  # the first row after the trained series' validation
-    end_row = min(row_bound(series, end, "end") if end else series.n_observed, series.n_observed)
-    return (first_row, end_row), None
+    if validation_rows:  # the dates the trained series validated on
+        trained = max((record.train_time for record in schema.series if record.train_time), default=None)
+        if trained is None:
+            raise ForecastError(f"{series.where}: the model does not record where training ends; pass --start")
+        return (row_bound(series, trained, "end"), min(end_row, row_bound(series, latest, "end"))), None
+    return (row_bound(series, latest, "end"), end_row), None  # the first row after the trained series' validation
 
 
 def scored_rows(series: Series, record: SeriesRecord, start: str | None, end: str | None, validation_rows: bool, horizon: int,

@@ -10,7 +10,8 @@ from forecast.validation import describe_grid
 
 def model_info(root: Path) -> str:
     """A plain-text summary of the current version of the model at `root`: the model kind that was kept, its columns
-    and their roles, the data it was trained on, its validation scores next to Repeat, its settings and its versions."""
+    and their roles, the data it was trained on, its validation scores next to Repeat, its settings, its interval
+    calibration and its versions."""
     current = current_version(root)
     saved = read_saved(current)
     metrics = read_metrics(current)
@@ -24,7 +25,8 @@ def model_info(root: Path) -> str:
         f"{'stateful, ' + str(config.stream_chunks) + ' chunks per stream' if config.stateful else 'stateless'}, "
         f"units {config.units}, learning rate {config.learning_rate:g}, seed {config.seed}"
     )
-    lines.append("forecast intervals: none (point forecasts only)")
+    lines.append(saved.intervals.describe() if saved.intervals is not None
+                 else "forecast intervals: none (saved without quantiles, or before intervals; point forecasts only)")
     lines.append("versions (* current): " + ", ".join(
         f"{'*' if row['current'] else ''}{row['version']} ({row['created']}, {row['kind']})"
         for row in describe_versions(root)

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from forecast import backend
-from forecast.config import Config
-from forecast.data import Collection, load_collection
+from forecast.data import Collection, Series, load_collection
 from forecast.errors import ForecastError
 from forecast.features import Features, InputLayout, build_features, fit_scaler, stack
+from forecast.intervals import quantile_columns
 from forecast.sampler import OriginRange, rolling_streams
 from forecast.scaling import Scaler
+from forecast.split import row_bound
 from forecast.store import SavedModel, Schema, current_version, read_saved, with_network
 from forecast.validation import describe_grid, listing
 
@@ -78,19 +80,59 @@ def rolling_forecast(single, batcher, ranges: tuple[OriginRange, ...], chunks: i
     return np.array(forecasts)
 
 
+@dataclass(frozen=True)
+class Forecast:
+    """A forecast at one origin of one series and what a picture of it needs: `frame` holds the times, steps, point
+    forecast and one column per quantile (the target's units); `origin` is the row of the series' last observation
+    it starts from."""
+
+    frame: pd.DataFrame
+    series: Series
+    origin: int
+    saved: SavedModel
+
+    @property
+    def quantile_columns(self) -> list[str]:
+        return [] if self.saved.intervals is None else quantile_columns(self.series.roles.target,
+                                                                        self.saved.intervals.quantiles)
+
+
 def predict(csv_path: str | Path, model_dir: str | Path, log: Callable[[str], None] | None = None,
             series_ids: tuple[str, ...] | None = None) -> pd.DataFrame:
     """Forecasts the H steps after the last observed target of each series of `csv_path` (or of those in
     `series_ids`) with the current version of the model at `model_dir`; returns, in long format, the id (for a file with
-    an id column), timestamps, steps and values (the target's units). A last line still being written is left out,
-    with a warning through `log`."""
+    an id column), timestamps, steps, values and one column per quantile (the target's units). A last line still being
+    written is left out, with a warning through `log`."""
     log = log or (lambda message: None)
     saved = read_saved(current_version(Path(model_dir)))
-    config, schema = saved.config, saved.schema
-    collection = load_collection(csv_path, config, schema.business_days, warn=log).select(series_ids)
-    check_compatible(collection, schema, saved)
-    for series in collection.series:
-        if series.n_observed < config.lookback:
+    collection = load_collection(csv_path, saved.config, saved.schema.business_days, warn=log).select(series_ids)
+    check_compatible(collection, saved.schema, saved)
+    return _forecasts(collection, saved, [series.n_observed - 1 for series in collection.series], log)
+
+
+def forecast_from(csv_path: str | Path, model_dir: str | Path, origin: str | None = None,
+                  log: Callable[[str], None] | None = None, series_id: str | None = None) -> Forecast:
+    """The forecast of one series (`series_id`; needed for a file of many) for the H steps after `origin` (a row
+    number or the last date to include, as in `--end`; None: the last observed target), with its quantiles."""
+    log = log or (lambda message: None)
+    saved = read_saved(current_version(Path(model_dir)))
+    collection = load_collection(csv_path, saved.config, saved.schema.business_days, warn=log)
+    if series_id is None and len(collection.series) > 1:
+        raise ForecastError(f"{csv_path}: holds {len(collection.series)} series; name one with --series")
+    collection = collection.select(None if series_id is None else (series_id,))
+    check_compatible(collection, saved.schema, saved)
+    series = collection.first
+    row = series.n_observed - 1 if origin is None else origin_row(series, origin, saved.config.lookback)
+    frame = _forecasts(collection, saved, [row], log)
+    return Forecast(frame.drop(columns=[collection.id_name] if collection.id_name else []), series, row, saved)
+
+
+def _forecasts(collection: Collection, saved: SavedModel, rows: list[int], log: Callable[[str], None]) -> pd.DataFrame:
+    """The forecasts of each series of `collection` from its row `rows[s]` (the origin, 0-based within the series),
+    in long format (see `predict`)."""
+    config = saved.config
+    for series, row in zip(collection.series, rows):
+        if row < config.lookback - 1:
             raise ForecastError(f"{series.where}: {series.n_observed} observed rows, but the model looks back "
                                 f"{config.lookback} steps; add history")
     saved = with_network(saved, load_model_file)
@@ -98,32 +140,59 @@ def predict(csv_path: str | Path, model_dir: str | Path, log: Callable[[str], No
     from forecast.windowing import WindowBatcher
 
     scalers = scalers_for(collection, saved, {series.id: series.n_observed for series in collection.series}, log)
-    features = collection_features(collection, saved, scalers, for_prediction=True)
-    origins = [features.bounds(index)[0] + series.n_observed - 1 for index, series in enumerate(collection.series)]
+    # Only a horizon that reaches past the last observation needs (and checks) the sim rows appended after it.
+    beyond = any(row + config.horizon >= series.n_observed for series, row in zip(collection.series, rows))
+    features = collection_features(collection, saved, scalers, for_prediction=beyond)
+    origins = [features.bounds(index)[0] + row for index, row in enumerate(rows)]
     ranges = tuple(OriginRange(index, origin, origin, features.bounds(index)[0] + config.lookback - 1)
                    for index, origin in enumerate(origins))
     batcher = WindowBatcher(features, config.lookback, config.horizon)
     scaled = rolling_forecast(inference_copy(saved.model), batcher, ranges, config.chunks_per_stream)
-    return _forecast_table(collection, scalers, features, origins, scaled, config)
+    if saved.intervals is None:
+        log(f"{saved.path}: no interval calibration (saved before intervals, or quantiles = []); point forecasts only")
+    return _forecast_table(collection, saved, scalers, features, np.array(origins), scaled)
 
 
-def _forecast_table(collection: Collection, scalers: list[Scaler], features: Features, origins: list[int],
-                    scaled: np.ndarray, config: Config) -> pd.DataFrame:
-    """The forecasts (n_series, H, z-scored) in the target's units, bounded, one row per series and step."""
+def origin_row(series: Series, origin: str, lookback: int) -> int:
+    """The row of the last observation a forecast starts from: `origin` is a row number or the last date to include."""
+    row = row_bound(series, origin, "origin") - 1
+    if not lookback - 1 <= row < series.n_observed:
+        raise ForecastError(
+            f"{series.where}: origin {origin} is row {row}, but a forecast needs {lookback} rows of history before it "
+            f"and an observed target at it (rows {lookback - 1} to {series.n_observed - 1}, "
+            f"{series.time[min(lookback - 1, series.n_observed - 1)]} to {series.time[series.n_observed - 1]})"
+        )
+    return row
+
+
+def _forecast_table(collection: Collection, saved: SavedModel, scalers: list[Scaler], features: Features,
+                    origins: np.ndarray, scaled: np.ndarray) -> pd.DataFrame:
+    """The forecasts (n_series, H, z-scored by each series) in the target's units, bounded, with their quantiles,
+    one row per series and step."""
+    config = saved.config
     if not np.isfinite(scaled).all():
         where = collection.series[int(np.flatnonzero(~np.isfinite(scaled).all(axis=1))[0])].where
         raise ForecastError(
             f"{where}: the forecast is not finite: the last {config.lookback} rows lie far outside the values the "
             "model was trained on; check them"
         )
-    first = collection.first
+    target = collection.first.roles.target
+    stats = np.array([scaler.mean_std(target) for scaler in scalers])
+    mean, std = stats[:, :1], stats[:, 1:]
+    low, high = (None if bound is None else (bound - mean) / std for bound in (config.target_min, config.target_max))
+    scaled = bounded(scaled.astype("float64"), low, high)
+    quantiles = None
+    if saved.intervals is not None:  # (n_series, Q, H) in the target's units
+        bounds = saved.intervals.bounds(scaled, features.history[:, 0], origins)
+        quantiles = bounded(bounds * std[:, :, None] + mean[:, :, None], config.target_min, config.target_max)
     tables = []
-    for index, (series, scaler, origin) in enumerate(zip(collection.series, scalers, origins)):
-        values = bounded(scaler.inverse(first.roles.target, scaled[index].astype("float64")), config.target_min,
-                         config.target_max)
+    for index, (series, origin) in enumerate(zip(collection.series, origins)):
         columns = {collection.id_name: series.id} if collection.id_name else {}
-        columns |= {first.time_name: features.time[origin + 1 : origin + 1 + config.horizon],
-                    "step": np.arange(1, config.horizon + 1), first.roles.target: values}
+        columns |= {collection.first.time_name: features.time[origin + 1 : origin + 1 + config.horizon],
+                    "step": np.arange(1, config.horizon + 1),
+                    target: bounded(scaled[index] * std[index] + mean[index], config.target_min, config.target_max)}
+        if quantiles is not None:
+            columns.update(zip(quantile_columns(target, saved.intervals.quantiles), quantiles[index]))
         tables.append(pd.DataFrame(columns))
     return pd.concat(tables, ignore_index=True)
 

@@ -20,10 +20,12 @@ import pandas as pd
 
 from forecast.data import Collection, Series, load_collection
 from forecast.errors import ForecastError, IncompatibleWeights
-from forecast.evaluation import evaluate
+from forecast.evaluation import evaluate, range_forecasts
+from forecast.intervals import Calibration, calibrate, candidate_spans
 from forecast.prediction import check_compatible, load_model_file
 from forecast.store import (
     CONFIG_FILE,
+    INTERVALS_FILE,
     METRICS_FILE,
     VERSIONS,
     Schema,
@@ -189,6 +191,10 @@ def retrain(
             # A warm candidate keeps its line's fixed reference; a full retrain starts a new line (it is its own).
             metrics = {**trained.metrics, "holdout": record,
                        "reference_version": None if options.full else reference.name}
+            calibration = recalibrate(csv_path, trained.model_dir, series_ids)
+            if calibration is not None:
+                metrics["intervals"] = calibration.summary()
+                log(f"recalibrated on the validation and holdout rows: {calibration.describe()}")
             write_json(trained.model_dir / METRICS_FILE, metrics)
             version = publish(trained.model_dir, root, config.keep_versions)
             record["version"] = version
@@ -260,3 +266,21 @@ def _holdout_mse(csv_path, model_dir: Path, cut: str, series_ids: tuple[str, ...
     scored = evaluate(csv_path, model_dir, start, ablation=False, series_ids=series_ids)
     per_series = scored.per_series[scored.per_series["forecaster"] == "model"]
     return float(per_series["mse_original"].median())
+def recalibrate(csv_path, model_dir: Path, series_ids: tuple[str, ...] | None = None, end: str | None = None
+                ) -> Calibration | None:
+    """Calibrates the intervals of the model at `model_dir` again on every origin after each series' training rows,
+    up to `end` (a row count or the last date to include; None: the newest row): in a retrain, its validation rows and
+    the holdout, which no part of it was fitted on, so that the intervals follow the newest errors. Writes
+    intervals.json; None (and nothing written) for a model without quantiles."""
+    saved = read_saved(model_dir)
+    if not saved.config.quantiles:
+        return None
+    ranged = range_forecasts(csv_path, model_dir, end=end, ablation=False, series_ids=series_ids, after_training=True)
+    if not ranged.weight.any():
+        return None  # no observed target after the training rows: the calibration from training stays
+    calibration = calibrate(
+        ranged.models["model"], ranged.target, ranged.weight, ranged.features.history[:, 0], ranged.ends,
+        saved.config.quantiles, candidate_spans(saved.config.lookback, saved.config.horizon),
+    )
+    (model_dir / INTERVALS_FILE).write_text(calibration.to_json() + "\n", encoding="utf-8")
+    return calibration

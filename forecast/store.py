@@ -8,7 +8,8 @@
 
 A model directory holds `model.keras` (loaded in Keras safe mode), `config.json` (the configuration train used, with
 the resolved column roles), `scaler.json`, `schema.json` (frequency, input channels, training range, data digests),
-`history.csv`, `metrics.json` and, for a model with static attributes, `statics.json`. Nothing is pickled.
+`history.csv`, `metrics.json`, `intervals.json` (the interval calibration, see intervals.py), `training.png` and, for a
+model with static attributes, `statics.json`. Nothing is pickled.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import pandas as pd
 from forecast.config import Config
 from forecast.errors import ForecastError
 from forecast.features import InputLayout
+from forecast.intervals import Calibration
 from forecast.scaling import Scalers
 from forecast.statics import StaticEncoder
 from forecast.validation import DIGEST_BLOCK
@@ -42,6 +44,8 @@ SCHEMA_FILE = "schema.json"
 STATICS_FILE = "statics.json"  # the attributes of each series, for a model trained with --static
 HISTORY_FILE = "history.csv"
 METRICS_FILE = "metrics.json"
+INTERVALS_FILE = "intervals.json"
+TRAINING_PLOT = "training.png"
 REQUIRED_FILES = (MODEL_FILE, CONFIG_FILE, SCALER_FILE, SCHEMA_FILE)
 
 
@@ -58,6 +62,7 @@ class SeriesRecord:
     digests: tuple[str, ...]
     val_end: int | None = None
     val_time: str | None = None  # the time of the last validation row
+    train_time: str | None = None  # the time of the last training row
 
     def __post_init__(self) -> None:
         if not 0 < self.train_rows <= self.rows:
@@ -71,7 +76,8 @@ class SeriesRecord:
 
     def to_dict(self) -> dict:
         return {"id": self.id, "train_rows": self.train_rows, "val_end": self.val_end, "rows": self.rows,
-                "last_time": self.last_time, "val_time": self.val_time, "digests": self.digests}
+                "last_time": self.last_time, "train_time": self.train_time, "val_time": self.val_time,
+                "digests": self.digests}
 
     @classmethod
     def from_dict(cls, data: dict, series_id: str = "") -> SeriesRecord:
@@ -79,6 +85,7 @@ class SeriesRecord:
             str(data.get("id", series_id)), int(data["train_rows"]), int(data["rows"]), str(data["last_time"]),
             tuple(data["digests"]), None if data.get("val_end") is None else int(data["val_end"]),
             None if data.get("val_time") is None else str(data["val_time"]),
+            None if data.get("train_time") is None else str(data["train_time"]),
         )
 
 
@@ -276,7 +283,7 @@ def prune(root: Path, keep: int) -> None:
 
 # The entries of metrics.json that listings, pruning and retrains read, and the types they must have.
 METRIC_TYPES = {"reference_version": (str, type(None)), "model_kind": str, "created": str, "epochs": int,
-                "last_epoch": int, "validation": dict, "holdout": dict}
+                "last_epoch": int, "validation": dict, "holdout": dict, "intervals": dict}
 
 
 def read_metrics(model_dir: Path) -> dict:
@@ -350,6 +357,7 @@ class SavedModel:
     schema: Schema
     model: Any = None
     statics: StaticEncoder | None = None
+    intervals: Calibration | None = None  # None: a model saved without intervals (quantiles = [], or before them)
 
 
 def check_model_dir(model_dir: Path) -> None:
@@ -361,13 +369,23 @@ def check_model_dir(model_dir: Path) -> None:
 
 
 def read_saved(model_dir: Path) -> SavedModel:
-    """The configuration, scaler and schema of a model directory, without the network (light: no TensorFlow)."""
+    """The configuration, scaler, schema and interval calibration of a model directory, without the network (light: no
+    TensorFlow)."""
     check_model_dir(model_dir)
     config = Config.from_json(model_dir / CONFIG_FILE)
     scaler = Scalers.from_json(model_dir / SCALER_FILE)
     scaler.check_covers((config.target, *(config.past or ()), *config.sim, *config.bg), model_dir / SCALER_FILE)
     statics = StaticEncoder.from_json(model_dir / STATICS_FILE) if (model_dir / STATICS_FILE).is_file() else None
-    return SavedModel(model_dir, config, scaler, Schema.from_json(model_dir / SCHEMA_FILE), statics=statics)
+    intervals = None
+    if (model_dir / INTERVALS_FILE).is_file():
+        intervals = Calibration.from_json(model_dir / INTERVALS_FILE, config.horizon)
+        if intervals.quantiles != config.quantiles:
+            raise ForecastError(
+                f"{model_dir / INTERVALS_FILE}: calibrated for quantiles {list(intervals.quantiles)}, but config.json "
+                f"asks for {list(config.quantiles)}; the files were changed after training: roll back or retrain"
+            )
+    return SavedModel(model_dir, config, scaler, Schema.from_json(model_dir / SCHEMA_FILE), statics=statics,
+                      intervals=intervals)
 
 
 def with_network(saved: SavedModel, loader: Callable[[Path], Any]) -> SavedModel:

@@ -24,11 +24,13 @@ from forecast.linear_start import MAX_ORIGINS, LinearFit, fit_linear_start, free
 from forecast.store import (
     CONFIG_FILE,
     HISTORY_FILE,
+    INTERVALS_FILE,
     METRICS_FILE,
     MODEL_FILE,
     SCALER_FILE,
     SCHEMA_FILE,
     STATICS_FILE,
+    TRAINING_PLOT,
     VERSIONS,
     read_metrics,
     read_saved,
@@ -131,13 +133,23 @@ class TrainingData:
         lengths = np.diff(np.append(self.features.starts, self.features.n_rows))
         return origin_ranges(self.features.starts, lengths, rows, lookback, horizon)
 
-    def target_units(self, origins: np.ndarray, values: np.ndarray) -> np.ndarray:
-        """`values` (n, H) forecast at `origins`, z-scored by each origin's series, in the target's own units."""
+    def z_bounds(self, origins: np.ndarray, low: float | None, high: float | None):
+        """The target's bounds (its units; None: none) in each origin's z-units, (n, 1) each: the scaling is
+        increasing, so clipping there clips the forecast in its own units."""
+        mean, std = self._target_stats(origins)
+        return tuple(None if bound is None else (bound - mean) / std for bound in (low, high))
+
+    def _target_stats(self, origins: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The mean and spread (n, 1) of the target in the series of each origin (PADDING: the first series')."""
         target = self.collection.first.roles.target
         stats = np.array([self.scalers.get(series.id).mean_std(target) for series in self.collection.series])
-        mean, std = stats[:, 0], stats[:, 1]
         series = self.features.series_of(np.where(origins < 0, 0, origins))
-        return values * std[series, None] + mean[series, None]
+        return stats[series, :1], stats[series, 1:]
+
+    def target_units(self, origins: np.ndarray, values: np.ndarray) -> np.ndarray:
+        """`values` (n, H) forecast at `origins`, z-scored by each origin's series, in the target's own units."""
+        mean, std = self._target_stats(origins)
+        return values * std + mean
 
 
 def prepare(collection: Collection, config: Config, start_from: Path | None, log: Log) -> TrainingData:
@@ -228,7 +240,8 @@ def train_collection(
         single_device = build_model(config, data.layout, config.batch_size)
         single_device.set_weights(model.get_weights())
         model = single_device
-    metrics = _kept_model_metrics(model, validation, batcher, data, config, state, start_weights, start_from, log)
+    metrics, forecast = _kept_model_metrics(model, validation, batcher, data, config, state, start_weights,
+                                            start_from, log)
     metrics.update(
         epochs=_epochs_kept(history, metrics["kept_start_weights"], start_from),
         epochs_run=len(history),
@@ -240,8 +253,11 @@ def train_collection(
                "val_rows": sum(split.val_end - split.train_end for split in data.splits)},
         series=len(data.collection.series),
     )
+    calibration = _intervals(forecast, validation, batcher, data, config, log)
+    if calibration is not None:
+        metrics["intervals"] = calibration.summary()
     staging = staging_dir(root)
-    _write_version(staging, model, config, data, history, metrics, start_from)
+    _write_version(staging, model, config, data, history, metrics, start_from, calibration)
     shutil.rmtree(checkpoint_dir(root), ignore_errors=True)
     return TrainResult(model_dir=staging, metrics=metrics, history=history)
 
@@ -319,9 +335,10 @@ def _fit(model, batcher: WindowBatcher, train_plan: StreamPlan, val_plan: Stream
 
 
 def _kept_model_metrics(model, validation, batcher: WindowBatcher, data: TrainingData, config: Config, state,
-                        start_weights, start_from: Path | None, log: Log) -> dict:
+                        start_weights, start_from: Path | None, log: Log) -> tuple[dict, np.ndarray]:
     """Keeps the trained network or the weights it started from (see `_keep_the_better`) and returns the kept
-    model's validation metrics, what kind of model it is and the comparison behind the choice."""
+    model's validation metrics, what kind of model it is and the comparison behind the choice, and its validation
+    forecast (n, H, z-units)."""
     from forecast.model import predict_batches, stacked_batches
 
     val_inputs, val_target, val_weight, val_origins = validation
@@ -338,13 +355,16 @@ def _kept_model_metrics(model, validation, batcher: WindowBatcher, data: Trainin
     metrics["gate"] = None if verdict is None else {"t": verdict.t, "blocks": verdict.blocks}
     metrics["linear_start"] = state.linear_start
     metrics["model_kind"] = _model_kind(state.linear_start, kept_start, verdict, start_from)
-    return metrics
+    return metrics, forecast
 
 
 def _write_version(staging: Path, model, config: Config, data: TrainingData, history: pd.DataFrame, metrics: dict,
-                   start_from: Path | None) -> None:
-    """Writes the network and its JSON files into `staging`."""
+                   start_from: Path | None, calibration) -> None:
+    """Writes the network, its JSON files (the interval `calibration` too, where there is one) and the training
+    picture into `staging`."""
     model.save(staging / MODEL_FILE)
+    if calibration is not None:
+        (staging / INTERVALS_FILE).write_text(calibration.to_json() + "\n", encoding="utf-8")
     (staging / CONFIG_FILE).write_text(config.to_json() + "\n", encoding="utf-8")
     (staging / SCALER_FILE).write_text(data.scalers.to_json() + "\n", encoding="utf-8")
     if data.statics is not None:
@@ -352,15 +372,45 @@ def _write_version(staging: Path, model, config: Config, data: TrainingData, his
     records = tuple(
         SeriesRecord(series.id, split.train_end, series.n_observed, str(series.time[series.n_observed - 1]),
                      row_digests(series.time, series.values, series.n_observed), split.val_end,
-                     str(series.time[split.val_end - 1]))
+                     str(series.time[split.val_end - 1]), str(series.time[split.train_end - 1]))
         for series, split in zip(data.collection.series, data.splits)
     )
     first = data.collection.first
     schema = Schema(first.freq, data.layout, records, first.columns, first.business_days, config.holdout_series)
     (staging / SCHEMA_FILE).write_text(schema.to_json() + "\n", encoding="utf-8")
     earlier = [pd.read_csv(start_from / HISTORY_FILE)] if start_from and (start_from / HISTORY_FILE).is_file() else []
-    pd.concat([*earlier, history]).to_csv(staging / HISTORY_FILE, index=False)
+    full_history = pd.concat([*earlier, history])
+    full_history.to_csv(staging / HISTORY_FILE, index=False)
     write_json(staging / METRICS_FILE, metrics)
+    from forecast.plots import plot_training
+
+    plot_training(full_history, metrics, staging / TRAINING_PLOT)
+
+
+def _intervals(forecast, validation, batcher: WindowBatcher, data: TrainingData, config: Config, log: Log):
+    """The interval calibration of the kept model, or None where none is asked for or possible."""
+    _, target, weight, origins = validation
+    if not config.quantiles:
+        return None
+    if not weight.any():
+        log("no observed target in the validation rows: no forecast intervals to calibrate; point forecasts only")
+        return None
+    calibration = _calibrate_intervals(forecast, target, weight, origins, batcher, data, config)
+    log(calibration.describe())
+    return calibration
+
+
+def _calibrate_intervals(forecast, target, weight, origins, batcher: WindowBatcher, data: TrainingData,
+                         config: Config):
+    """The interval calibration (intervals.Calibration) of the kept model's validation forecasts (n, H, z-units of each
+    origin's series, pooled over series), clipped to the target's bounds as predict clips them; `origins` (n,) may
+    hold padding, which weight 0 leaves out."""
+    from forecast.intervals import calibrate, candidate_spans
+    from forecast.prediction import bounded
+
+    low, high = data.z_bounds(origins, config.target_min, config.target_max)
+    return calibrate(bounded(forecast, low, high), target, weight, batcher.features.history[:, 0], origins,
+                     config.quantiles, candidate_spans(config.lookback, config.horizon))
 
 
 def detect_bounds(config: Config, training_target: np.ndarray, log: Log) -> Config:

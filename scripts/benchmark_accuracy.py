@@ -29,6 +29,11 @@ from forecast.training import train
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 ETTH1, CAMELS = SHARED / "ETTh1.csv", SHARED / "camels_13331500_seed05.csv"
+# The protocols' settings (../shared/BENCHMARKS.md); B's horizon is set per run.
+CONFIG_A = Config(target="OT", past=(), lookback=96, horizon=24, train_end="8640", val_end="11520")
+CONFIG_B = Config(target="OBS_RUN", sim=("MOD_RUN",), past=("PRCP", "TAIR", "PET"), lookback=365,
+                  train_end="1995-09-30", val_end="2000-09-30")
+TEST_A, TEST_B = ("11520", "14400"), ("2000-10-01", "2010-12-31")
 
 
 def ridge_nlinear(series, config: Config, train_end: int, val_end: int, test_end: int) -> dict[str, float]:
@@ -82,13 +87,12 @@ def ablation_rows(label: str, metrics: dict, validation, test, score) -> list[st
 
 def protocol_a(store: Path, epochs: int | None) -> list[str]:
     rows = ["| setting | model | val MSE | test MSE | t, as run beats it (test) |", "|---|---|---|---|---|"]
-    config = Config(target="OT", past=(), lookback=96, horizon=24, train_end="8640", val_end="11520")
-    config = config.replace(epochs=epochs) if epochs else config
+    config = CONFIG_A.replace(epochs=epochs) if epochs else CONFIG_A
     series = load_series(ETTH1, config)
     ridge = ridge_nlinear(series, config, 8640, 11520, 14400)
     metrics, per_epoch = trained(ETTH1, config, store / "A")
     validation = evaluate(ETTH1, store / "A", validation_rows=True)
-    test = evaluate(ETTH1, store / "A", "11520", "14400")
+    test = evaluate(ETTH1, store / "A", *TEST_A)
     rows += ablation_rows("L=96, H=24", metrics, validation, test,
                           lambda result, variant: f"{result.summary[variant]['mse']:.4f}")
     rows.append(f"| L=96, H=24 | ridge NLinear fitted here (alpha {ridge['alpha']}) | {ridge['val_mse']:.4f} | "
@@ -99,14 +103,12 @@ def protocol_a(store: Path, epochs: int | None) -> list[str]:
 
 def protocol_b(store: Path, epochs: int | None) -> list[str]:
     rows = ["| horizon | model | val NSE | test NSE | t, as run beats it (test, all steps) |", "|---|---|---|---|---|"]
-    base = Config(target="OBS_RUN", sim=("MOD_RUN",), past=("PRCP", "TAIR", "PET"), lookback=365,
-                  train_end="1995-09-30", val_end="2000-09-30")
-    base = base.replace(epochs=epochs) if epochs else base
+    base = CONFIG_B.replace(epochs=epochs) if epochs else CONFIG_B
     for horizon in (1, 7):
         model_dir = store / f"B_{horizon}"
         metrics, per_epoch = trained(CAMELS, base.replace(horizon=horizon), model_dir)
         validation = evaluate(CAMELS, model_dir, validation_rows=True)
-        test = evaluate(CAMELS, model_dir, "2000-10-01", "2010-12-31")
+        test = evaluate(CAMELS, model_dir, *TEST_B)
         rows += ablation_rows(f"day {horizon}", metrics, validation, test,
                               lambda result, variant: f"{result.per_step[f'{variant}_nse'].iloc[horizon - 1]:.3f}")
         rows.append(f"| day {horizon} | {per_epoch:.0f} s per epoch, {metrics['epochs_run']} epochs | | | |")
@@ -117,7 +119,7 @@ def protocol_b(store: Path, epochs: int | None) -> list[str]:
     for index, (name, config) in enumerate(memories):
         metrics, per_epoch = trained(CAMELS, config, store / f"B_memory_{index}")
         validation = evaluate(CAMELS, store / f"B_memory_{index}", validation_rows=True)
-        test = evaluate(CAMELS, store / f"B_memory_{index}", "2000-10-01", "2010-12-31")
+        test = evaluate(CAMELS, store / f"B_memory_{index}", *TEST_B)
         rows.append(f"| day 7 | {name} | {validation.per_step['model_nse'].iloc[6]:.3f} | "
                     f"{test.per_step['model_nse'].iloc[6]:.3f} | {per_epoch:.0f} | {metrics['model_kind']} |")
     series = load_series(CAMELS, Config(target="OBS_RUN", sim=("MOD_RUN",)))

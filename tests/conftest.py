@@ -48,6 +48,16 @@ def synthetic_lines(rows: int) -> list[str]:
     return pd.concat([time, values], axis=1).to_csv(index=False).splitlines(keepends=True)[: rows + 1]
 
 
+def assert_png(path: Path, size: tuple[int, int]) -> None:
+    """`path` is a complete PNG image (decoded to its last byte) of `size` = (width, height) pixels."""
+    from PIL import Image
+
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", path
+    with Image.open(path) as image:
+        assert image.format == "PNG" and image.size == size, (path, image.format, image.size)
+        image.load()
+
+
 def run_forecast(*args: str, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
     """Runs the installed `forecast` command as a user would."""
     result = subprocess.run([str(FORECAST), *map(str, args)], capture_output=True, text=True, **kwargs)

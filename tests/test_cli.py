@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import BEIJING, CAMELS, ETTH1, FORECAST, head_csv, run_forecast
+from conftest import BEIJING, CAMELS, ETTH1, FORECAST, assert_png, head_csv, run_forecast
 
 TINY = ["--lookback", "48", "--horizon", "12", "--batch-size", "16", "--epochs", "2"]
 
@@ -41,8 +41,10 @@ def test_train_then_predict_on_etth1(tmp_path, ett_small):
     assert trained.stdout.count("val_mse") == 2  # no terminal: one line per epoch
     version = model_dir / "current"
     assert version.resolve() == model_dir / "versions" / "0001"
-    for name in ("model.keras", "config.json", "scaler.json", "schema.json", "history.csv", "metrics.json"):
+    for name in ("model.keras", "config.json", "scaler.json", "schema.json", "history.csv", "metrics.json",
+                 "intervals.json"):
         assert (version / name).is_file(), name
+    assert_png(version / "training.png", (1000, 500))
     assert not (model_dir / ".staging").exists()
     assert json.loads((version / "schema.json").read_text())["series"][0]["val_end"] == 1500  # evaluate's default starts there
     metrics = json.loads((version / "metrics.json").read_text())
@@ -58,7 +60,7 @@ def test_train_then_predict_on_etth1(tmp_path, ett_small):
     assert len(forecast) == 12 and list(forecast["step"]) == list(range(1, 13))
     last = pd.read_csv(ett_small, parse_dates=["date"])["date"].iloc[-1]
     assert list(forecast["date"]) == list(pd.date_range(last + pd.Timedelta(hours=1), periods=12, freq="h"))
-    assert np.isfinite(forecast["OT"]).all()
+    assert np.isfinite(forecast["OT"]).all() and (forecast["OT_q0.1"] <= forecast["OT_q0.9"]).all()
 
 
 @pytest.mark.slow

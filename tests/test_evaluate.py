@@ -9,7 +9,7 @@ import pytest
 from forecast.config import Config
 from forecast.evaluation import choose_season, nse, repeat_forecast, seasonal_naive_forecast, weighted_errors
 
-from conftest import ETTH1, run_forecast
+from conftest import ETTH1, assert_png, run_forecast
 from saved_models import untrained_model
 
 
@@ -131,6 +131,7 @@ def test_the_cli_prints_the_validation_warning_above_the_table(tmp_path, ett_600
                           "--output-dir", tmp_path / "evaluation")
     assert result.stdout.startswith("warning: rows 300 to 450 are the validation rows")
     assert result.stdout.splitlines()[1].startswith("145 origins")
+    assert_png(tmp_path / "evaluation" / "m_steps.png", (1000, 500))  # no intervals: the error panel alone
 
 
 def test_evaluate_names_the_season_and_skips_steps_before_the_first_row(tmp_path, ett_600):

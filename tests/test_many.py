@@ -168,10 +168,11 @@ def test_a_global_model_on_three_basins_forecasts_all_four_and_writes_per_series
     forecast = tmp_path / "forecast.csv"
     cli("predict", path, "--model", "basins", "--store", store, "--output", forecast)
     table = pd.read_csv(forecast, dtype={"basin": str})
-    assert list(table.columns) == ["basin", "date", "step", "QObs"] and tuple(table.basin.unique()) == IDS
+    assert list(table.columns) == ["basin", "date", "step", "QObs", "QObs_q0.1", "QObs_q0.9"]
+    assert tuple(table.basin.unique()) == IDS
     assert table.groupby("basin").date.first()[IDS[2]] == "2002-07-01"  # each series after its own last row
     assert table.groupby("basin").date.first()[IDS[0]] == "2002-10-01"
-    assert (table.QObs >= 0).all()
+    assert (table.QObs >= 0).all() and (table["QObs_q0.1"] <= table.QObs).all()
     output = tmp_path / "scores"
     shown = cli("evaluate", path, "--model", "basins", "--store", store, "--output-dir", output)
     assert "over series (median / mean NSE)" in shown and "model (held out)" in shown

@@ -248,7 +248,11 @@ TAMPERED = {
     "no digests": ("schema.json", lambda data: data["series"][0].__setitem__("digests", []), "0 digests for 800 rows"),
     "another lookback": ("config.json", lambda data: data.__setitem__("lookback", 48),
                          "the network's lstm input has shape (24, 4), but config.json and schema.json describe (48, 4)"),
-    "another horizon": ("config.json", lambda data: data.__setitem__("horizon", 12), "the network's sim input has shape"),
+    # The interval calibration, read before the network, is the first to notice.
+    "another horizon": ("config.json", lambda data: data.__setitem__("horizon", 12),
+                        "intervals.json: calibrated for 6 steps, but config.json says the model forecasts 12"),
+    "crossing intervals": ("intervals.json", lambda data: data.__setitem__("offsets", data["offsets"][::-1]),
+                           "intervals.json: cannot read the interval calibration (offsets must be finite and ascending"),
 }
 
 
@@ -418,6 +422,7 @@ def test_info_describes_the_model_without_loading_tensorflow(store):
     assert result.stdout.strip().endswith("[]"), result.stdout
     assert "version 0001, linear" in result.stdout and "target: y" in result.stdout
     assert "history (lstm): y, x1, x2, target_observed" in result.stdout and "validation MSE" in result.stdout
+    assert "forecast intervals: quantiles 0.1, 0.9, split conformal per step" in result.stdout
     start = time.perf_counter()
     run_forecast("info", "--model", "model", "--store", store)
     assert time.perf_counter() - start < 5.0  # about a second on two quiet cores: pandas, no TensorFlow

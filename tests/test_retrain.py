@@ -81,15 +81,17 @@ def test_a_worse_candidate_is_not_promoted(store, tmp_path, monkeypatch):
     from forecast import retraining
     from forecast.retraining import RetrainOptions, retrain
 
-    original_train = retraining.train_series
+    original_train = retraining.train_collection
 
-    def train_on_shuffled_targets(series, config, *args, **kwargs):
+    def train_on_shuffled_targets(collection, config, *args, **kwargs):
+        series = collection.first
         values = series.values.copy()
         target = series.roles.target
         values[target] = np.random.default_rng(0).permutation(values[target].to_numpy())
-        return original_train(dataclasses.replace(series, values=values), config, *args, **kwargs)
+        shuffled = dataclasses.replace(collection, series=(dataclasses.replace(series, values=values),))
+        return original_train(shuffled, config, *args, **kwargs)
 
-    monkeypatch.setattr(retraining, "train_series", train_on_shuffled_targets)
+    monkeypatch.setattr(retraining, "train_collection", train_on_shuffled_targets)
     root = store / "ett"
     before = current(root)
     decision = retrain(grown(tmp_path, 24), root, RetrainOptions(epochs=2, full=True))
@@ -101,8 +103,15 @@ def test_a_worse_candidate_is_not_promoted(store, tmp_path, monkeypatch):
 def test_rollback_restores_the_previous_version(store, tmp_path):
     root = store / "ett"
     # --full: a fresh candidate is a new model; a warm one that keeps the current weights is not promoted
-    run_forecast("retrain", grown(tmp_path, 24), "--model", "ett", "--store", store, "--full", "--tolerance", "1000")
+    result = run_forecast("retrain", grown(tmp_path, 24), "--model", "ett", "--store", store, "--full", "--tolerance",
+                          "1000")
     assert current(root) == "versions/0002"
+    # The promoted candidate's intervals are calibrated again on every origin after its training rows: its validation
+    # rows and the holdout, up to the newest row.
+    schema = json.loads((root / "current" / "schema.json").read_text())["series"][0]
+    calibration = json.loads((root / "current" / "intervals.json").read_text())
+    assert calibration["origins"] == metrics(root)["intervals"]["origins"] == schema["rows"] - schema["train_rows"] - 11
+    assert "recalibrated on the validation and holdout rows" in result.stderr
     run_forecast("models", "rollback", "--model", "ett", "--store", store)
     assert current(root) == "versions/0001"
 

@@ -33,7 +33,7 @@ def test_warm_retrains_cannot_ratchet_away_from_the_reference(tmp_path, monkeypa
         metrics = {"last_epoch": config.epochs, "kept_start_weights": False, "gate": {"t": 3.0, "blocks": 12}}
         return TrainResult(model_dir=staging, metrics=metrics, history=None)
 
-    monkeypatch.setattr(retraining, "train_series", candidate)
+    monkeypatch.setattr(retraining, "train_collection", candidate)
     monkeypatch.setattr(retraining, "_holdout_mse", lambda csv, model_dir, first, end: holdout[model_dir.name])
     lines = []
     holdout[".staging"] = 1.015  # 1.5 % worse than current and reference 0001: within 2 %
@@ -64,7 +64,7 @@ def test_a_warm_candidate_that_kept_the_current_weights_is_not_promoted(tmp_path
         metrics = {"last_epoch": config.epochs, "kept_start_weights": True, "gate": {"t": 0.4, "blocks": 12}}
         return TrainResult(model_dir=staging_dir(root), metrics=metrics, history=None)
 
-    monkeypatch.setattr(retraining, "train_series", unchanged)
+    monkeypatch.setattr(retraining, "train_collection", unchanged)
     monkeypatch.setattr(retraining, "_holdout_mse", lambda csv, model_dir, first, end: 1.0)
     lines = []
     decision = retrain(head_csv(ETTH1, 624, tmp_path / "night.csv"), root, RetrainOptions(epochs=1), lines.append)

@@ -1,0 +1,260 @@
+"""Forecast intervals: split-conformal quantiles of validation residuals, per horizon step (pure numpy).
+
+A saved model is calibrated on its validation origins, which training never fitted on: for each horizon step h and
+quantile level q, the forecast's bound is `point + scale * offset[q, h]`, where `offset` is the conformal quantile of
+the residuals `(truth - point) / scale` of that step. Two ways of scaling compete:
+
+- plain: scale 1, one width per step whatever the window;
+- recent: scale = the target's mean absolute change over the window's last `span` rows (in quadrature with a floor),
+  so that a stormy stretch gets a wider interval than a calm one; spans of about H and 4H rows compete.
+
+Which one a model gets is measured: each is calibrated on the first half of the validation origins and scored by mean
+pinball loss on the second half (a proper score for quantiles; for a 0.1-0.9 pair it is the Winkler score / 20), then
+the winner is calibrated again on all of them. The same plain calibration of Repeat's errors gives the naive interval
+that `forecast evaluate` sets the model's against.
+
+Shapes: n origins, H horizon steps, Q quantile levels. Forecasts, truths and offsets are z-scored (the model's scaler)
+unless a function says otherwise; `history` is the z-scored target at every row of the series, gaps carried forward.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from forecast.config import check_quantiles
+from forecast.errors import ForecastError
+
+METHODS = ("plain", "recent")
+
+
+def recent_change(history: np.ndarray, origins: np.ndarray, span: int) -> np.ndarray:
+    """Mean absolute one-step change of `history` (n_rows,) over the `span` rows up to each origin, (n,), z-units per
+    step; fewer rows where the series starts later."""
+    change = np.concatenate([[0.0], np.cumsum(np.abs(np.diff(history.astype("float64"))))])
+    first = np.maximum(origins - span, 0)
+    return (change[origins] - change[first]) / np.maximum(origins - first, 1)
+
+
+def candidate_spans(lookback: int, horizon: int) -> tuple[int, ...]:
+    """Rows of history the recent scale may read: a horizon's worth (at least 8, for a steadier estimate at small H)
+    and four times that, within the window."""
+    short = max(horizon, 8)
+    return tuple(sorted({max(1, min(lookback - 1, span)) for span in (short, 4 * short)}))
+
+
+def conformal_quantile(scores: np.ndarray, level: float) -> float:
+    """The split-conformal quantile of `scores` (m,) at `level`: the ceil((m + 1) q)-th smallest for an upper level,
+    the floor((m + 1) q)-th for a lower one (each clamped to the sample), so that coverage holds in finite samples."""
+    ordered = np.sort(scores)
+    m = len(ordered)
+    rank = math.ceil((m + 1) * level) if level >= 0.5 else math.floor((m + 1) * level)
+    return float(ordered[min(max(rank, 1), m) - 1])
+
+
+def step_offsets(residuals: np.ndarray, weight: np.ndarray, quantiles: tuple[float, ...]) -> np.ndarray:
+    """Offsets (Q, H): the conformal quantile of each step's scored residuals (n, H); ascending along Q, so that
+    bounds built from them never cross. A step without a scored residual gets the pooled residuals of all steps."""
+    scored = weight > 0
+    if not scored.any():
+        raise ValueError("no scored residual to calibrate on")
+    offsets = np.empty((len(quantiles), residuals.shape[1]))
+    for step in range(residuals.shape[1]):
+        column = residuals[scored[:, step], step] if scored[:, step].any() else residuals[scored]
+        offsets[:, step] = [conformal_quantile(column, q) for q in quantiles]
+    return np.sort(offsets, axis=0)
+
+
+def pinball_loss(bounds: np.ndarray, truth: np.ndarray, weight: np.ndarray, quantiles: tuple[float, ...]) -> float:
+    """Mean pinball (quantile) loss of `bounds` (n, Q, H) for `truth` (n, H) over the scored steps and all levels,
+    in the units of its inputs."""
+    levels = np.asarray(quantiles)[None, :, None]
+    error = truth[:, None, :] - bounds
+    loss = np.maximum(levels * error, (levels - 1.0) * error)
+    mask = np.broadcast_to((weight > 0)[:, None, :], loss.shape)
+    return float(loss[mask].mean()) if mask.any() else float("nan")
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """How a model's intervals are drawn around its point forecasts.
+
+    `offsets` (Q, H) and `naive` (Q, H) are z-units per unit of scale (plain: scale 1); `floor` (z-units per step) keeps
+    the recent scale of a flat window above 0; `checked` holds each method's mean pinball loss (z-units) on the second
+    half of the validation origins when calibrated on the first; `origins` is how many calibrated the saved offsets.
+    """
+
+    quantiles: tuple[float, ...]
+    method: str
+    span: int
+    floor: float
+    offsets: np.ndarray
+    naive: np.ndarray
+    origins: int
+    checked: dict[str, float]
+
+    def __post_init__(self) -> None:
+        shape = (len(self.quantiles), self.offsets.shape[-1] if self.offsets.ndim == 2 else -1)
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
+        if self.offsets.shape != shape or self.naive.shape != shape:
+            raise ValueError(f"offsets must have shape (quantiles, horizon) = {shape}")
+        for name, table in (("offsets", self.offsets), ("naive", self.naive)):
+            if not np.isfinite(table).all() or (np.diff(table, axis=0) < 0).any():
+                raise ValueError(f"{name} must be finite and ascending along the quantiles")
+        if check_quantiles(self.quantiles, "intervals") != tuple(self.quantiles) or not self.quantiles:
+            raise ValueError("quantiles must be ascending")
+        if not (math.isfinite(self.floor) and self.floor > 0 and self.span >= 1):
+            raise ValueError("floor must be above 0 and span at least 1")
+
+    @property
+    def horizon(self) -> int:
+        return self.offsets.shape[1]
+
+    def scale(self, history: np.ndarray, origins: np.ndarray) -> np.ndarray:
+        """The scale (n,) of each origin's window, in z-units: 1 for plain."""
+        if self.method == "plain":
+            return np.ones(len(origins))
+        return np.hypot(recent_change(history, origins, self.span), self.floor)
+
+    def bounds(self, forecast: np.ndarray, history: np.ndarray, origins: np.ndarray) -> np.ndarray:
+        """Quantile forecasts (n, Q, H) in z-units around the point forecasts `forecast` (n, H) at `origins` (n,)."""
+        return forecast[:, None, :] + self.scale(history, origins)[:, None, None] * self.offsets[None]
+
+    def naive_bounds(self, repeat: np.ndarray) -> np.ndarray:
+        """The naive interval (n, Q, H) in z-units: Repeat's forecasts (n, H) plus its validation errors' quantiles."""
+        return repeat[:, None, :] + self.naive[None]
+
+    def describe(self) -> str:
+        """One line: the levels, the method and how it was chosen."""
+        levels = ", ".join(f"{q:g}" for q in self.quantiles)
+        how = (f"scaled by the mean absolute change over the last {self.span} rows" if self.method == "recent"
+               else "one width per step")
+        checked = ", ".join(f"{name} {loss:.4f}" for name, loss in self.checked.items())
+        return (f"forecast intervals: quantiles {levels}, split conformal per step, {how}, calibrated on "
+                f"{self.origins} origins (pinball loss on the later half of validation: {checked})")
+
+    def summary(self) -> dict:
+        """What metrics.json and `forecast info` show: the levels, the method chosen and the comparison that chose it."""
+        return {"quantiles": list(self.quantiles), "method": self.method,
+                "span": self.span if self.method == "recent" else None, "origins": self.origins, "checked": self.checked}
+
+    def to_json(self) -> str:
+        return json.dumps({
+            "quantiles": list(self.quantiles), "method": self.method, "span": self.span, "floor": self.floor,
+            "offsets": self.offsets.tolist(), "naive": self.naive.tolist(), "origins": self.origins,
+            "checked": self.checked,
+        }, indent=1)
+
+    @classmethod
+    def from_json(cls, path: Path, horizon: int) -> Calibration:
+        """The saved calibration, checked: a changed or damaged file is refused in one line."""
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            calibration = cls(
+                tuple(float(q) for q in data["quantiles"]), str(data["method"]), int(data["span"]),
+                float(data["floor"]), np.asarray(data["offsets"], dtype="float64"),
+                np.asarray(data["naive"], dtype="float64"), int(data["origins"]),
+                {str(name): float(loss) for name, loss in data["checked"].items()},
+            )
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, ForecastError) as exc:
+            raise ForecastError(f"{path}: cannot read the interval calibration ({exc}); roll back or retrain the "
+                                "model") from None
+        if calibration.horizon != horizon:
+            raise ForecastError(f"{path}: calibrated for {calibration.horizon} steps, but config.json says the model "
+                                f"forecasts {horizon}; the files were changed after training: roll back or retrain")
+        return calibration
+
+
+def calibrate(
+    forecast: np.ndarray, truth: np.ndarray, weight: np.ndarray, history: np.ndarray, origins: np.ndarray,
+    quantiles: tuple[float, ...], spans: tuple[int, ...],
+) -> Calibration:
+    """Calibrates intervals on validation forecasts (n, H) against `truth` (n, H), scored where `weight` (n, H) > 0,
+    at `origins` (n,), in z-units; Repeat's forecast is `history[origins]`. Plain and the recent scale over each of
+    `spans` are calibrated on the earlier half of the origins and scored by pinball loss on the later half; the best
+    is calibrated again on all of them (plain where too few origins leave nothing to compare)."""
+    scored = (weight > 0).any(axis=1)
+    order = np.argsort(origins[scored], kind="stable")
+    forecast, truth, weight, origins = (array[scored][order] for array in (forecast, truth, weight, origins))
+    if not len(origins):
+        raise ValueError("no scored origin to calibrate on")
+    candidates = {"plain": ("plain", spans[0]), **{f"recent {span}": ("recent", span) for span in spans}}
+    half, later = len(origins) // 2, slice(len(origins) // 2, None)
+    checked = {}
+    for name, (method, span) in candidates.items():
+        if half < 1:
+            break
+        early = fit(method, span, forecast[:half], truth[:half], weight[:half], history, origins[:half], quantiles)
+        bounds = early.bounds(forecast[later], history, origins[later])
+        checked[name] = pinball_loss(bounds, truth[later], weight[later], quantiles)
+    finite = {name: loss for name, loss in checked.items() if math.isfinite(loss)}
+    method, span = candidates[min(finite, key=finite.get) if finite else "plain"]
+    return fit(method, span, forecast, truth, weight, history, origins, quantiles, checked)
+
+
+def fit(method, span, forecast, truth, weight, history, origins, quantiles, checked=None) -> Calibration:
+    """The calibration of one method on these origins (see `calibrate` for the arguments). The recent scale's floor
+    is its median over them: a flat window gets at least that, not a zero-width interval."""
+    floor = max(float(np.median(recent_change(history, origins, span))), 1e-3)
+    zeros = np.zeros((len(quantiles), forecast.shape[1]))
+    draft = Calibration(quantiles, method, span, floor, zeros, zeros, len(origins), {})
+    offsets = step_offsets((truth - forecast) / draft.scale(history, origins)[:, None], weight, quantiles)
+    naive = step_offsets(truth - history[origins][:, None], weight, quantiles)
+    return Calibration(quantiles, method, span, floor, offsets, naive, len(origins), checked or {})
+
+
+@dataclass(frozen=True)
+class IntervalScores:
+    """How good quantile forecasts were, in the target's units: per central interval (the levels paired from the
+    outside in), its nominal and observed coverage, mean width and Winkler score, and the mean pinball loss."""
+
+    intervals: dict[str, dict[str, float]]
+    pinball: float
+    coverage_by_step: dict[str, np.ndarray]  # per interval, (H,)
+
+
+def interval_pairs(quantiles: tuple[float, ...]) -> list[tuple[int, int]]:
+    """Indices (lower, upper) of the central intervals: the outermost levels first, a level at 0.5 or a lone one on
+    one side of it left unpaired."""
+    lower = [i for i, q in enumerate(quantiles) if q < 0.5]
+    upper = [i for i, q in enumerate(quantiles) if q > 0.5][::-1]
+    return list(zip(lower, upper))
+
+
+def interval_name(low: float, high: float) -> str:
+    """'80%' for the 0.1-0.9 interval."""
+    return f"{100 * (high - low):.4g}%"
+
+
+def score_intervals(bounds: np.ndarray, truth: np.ndarray, weight: np.ndarray, quantiles: tuple[float, ...]
+                    ) -> IntervalScores:
+    """Scores `bounds` (n, Q, H) against `truth` (n, H) over the steps with `weight` (n, H) > 0, all in the target's
+    units. The Winkler score of [l, u] is u - l plus the miss beyond a bound divided by that bound's tail probability
+    (2 / alpha for a central interval)."""
+    mask = weight > 0
+    intervals, by_step = {}, {}
+    for low_index, high_index in interval_pairs(quantiles):
+        low_q, high_q = quantiles[low_index], quantiles[high_index]
+        low, high = bounds[:, low_index], bounds[:, high_index]
+        inside = (truth >= low) & (truth <= high)
+        winkler = (high - low) + np.maximum(low - truth, 0) / low_q + np.maximum(truth - high, 0) / (1.0 - high_q)
+        name = interval_name(low_q, high_q)
+        intervals[name] = {
+            "nominal": high_q - low_q,
+            "coverage": float(inside[mask].mean()) if mask.any() else float("nan"),
+            "width": float((high - low)[mask].mean()) if mask.any() else float("nan"),
+            "winkler": float(winkler[mask].mean()) if mask.any() else float("nan"),
+        }
+        with np.errstate(invalid="ignore", divide="ignore"):
+            by_step[name] = (inside & mask).sum(axis=0) / mask.sum(axis=0)
+    return IntervalScores(intervals, pinball_loss(bounds, truth, weight, quantiles), by_step)
+
+
+def quantile_columns(target: str, quantiles: tuple[float, ...]) -> list[str]:
+    """The forecast CSV's column names for the quantiles: `OT_q0.1`, `OT_q0.9`."""
+    return [f"{target}_q{q:g}" for q in quantiles]

@@ -1,0 +1,180 @@
+"""Pictures, written as PNG files: a forecast with its interval bands, a training run's learning curves, and the error
+per horizon step of an evaluation.
+
+matplotlib is imported inside each function, with the non-interactive Agg backend, so that commands which draw nothing
+never load it and no display is needed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from forecast.errors import ForecastError
+from forecast.intervals import interval_name, interval_pairs
+
+if TYPE_CHECKING:
+    from forecast.prediction import Forecast
+
+SIZE = (10, 5)  # inches; at DPI 100 every picture is 1000 x 500 pixels (the forecast's, with a sim panel, 1000 x 650)
+DPI = 100
+MODEL_COLOUR, TRUTH_COLOUR, HISTORY_COLOUR, SIM_COLOUR = "tab:blue", "black", "0.35", "tab:green"
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as pyplot
+
+    return pyplot
+
+
+def _save(figure, path: Path) -> Path:
+    """Writes the figure to `path` (a PNG) through a temporary file, so a reader never sees half a picture."""
+    path = Path(path)
+    if path.suffix.lower() != ".png":
+        raise ForecastError(f"{path}: pictures are written as PNG; give a file name ending in .png")
+    if not path.parent.is_dir():
+        raise ForecastError(f"{path}: the folder {path.parent} does not exist; create it or name another")
+    partial = path.with_name(f".{path.stem}.partial.png")
+    figure.savefig(partial, dpi=DPI, format="png")
+    _pyplot().close(figure)
+    partial.replace(path)
+    return path
+
+
+def context_rows(horizon: int, lookback: int) -> int:
+    """How much history a forecast picture shows before the origin: four horizons, at least 48 rows, at most the
+    window the model reads."""
+    return min(lookback, max(4 * horizon, 48))
+
+
+def plot_forecast(forecast: Forecast, path: Path) -> Path:
+    """The last stretch of history, the point forecast with its interval bands (the outermost pair lightest), the
+    truth where the data holds it (an origin inside the data), and the sim columns over history and horizon in a
+    panel below; values in the target's units."""
+    pyplot = _pyplot()
+    series, frame, config = forecast.series, forecast.frame, forecast.saved.config
+    target, time_name = series.roles.target, series.time_name
+    first = max(forecast.origin + 1 - context_rows(config.horizon, config.lookback), 0)
+    shown = slice(first, forecast.origin + 1)
+    ahead = slice(forecast.origin + 1, forecast.origin + 1 + config.horizon)
+    sims = forecast.saved.schema.layout.sim_columns
+    figure, axes = pyplot.subplots(
+        2 if sims else 1, 1, figsize=(SIZE[0], SIZE[1] + (1.5 if sims else 0)), sharex=True, squeeze=False,
+        gridspec_kw={"height_ratios": [3, 1] if sims else [1]}, layout="constrained",
+    )
+    top = axes[0, 0]
+    history = series.values[target].to_numpy()
+    top.plot(series.time[shown], history[shown], color=HISTORY_COLOUR, linewidth=1.2, label="history")
+    times = pd.DatetimeIndex(frame[time_name])
+    # The bands and the line start at the last observation, so the forecast visibly continues the history.
+    joined = times.insert(0, series.time[forecast.origin])
+    last = history[forecast.origin]
+    columns = forecast.quantile_columns
+    if columns:
+        quantiles = forecast.saved.intervals.quantiles
+        pairs = interval_pairs(quantiles)
+        for depth, (low, high) in enumerate(pairs):
+            top.fill_between(
+                joined, np.r_[last, frame[columns[low]]], np.r_[last, frame[columns[high]]], color=MODEL_COLOUR,
+                alpha=0.15 + 0.2 * depth / max(len(pairs), 1), linewidth=0,
+                label=f"{interval_name(quantiles[low], quantiles[high])} interval",
+            )
+    top.plot(joined, np.r_[last, frame[target]], color=MODEL_COLOUR, linewidth=2, marker="o", markersize=3,
+             label="forecast")
+    truth = history[ahead]
+    if np.isfinite(truth).any():
+        top.plot(series.time[ahead], truth, color=TRUTH_COLOUR, linewidth=1.2, marker="x", markersize=4,
+                 label="observed")
+    top.axvline(series.time[forecast.origin], color="0.6", linestyle=":", linewidth=1)
+    top.set_ylabel(target)
+    top.set_title(f"{target}: forecast of {config.horizon} steps from {series.time[forecast.origin]}")
+    top.legend(loc="best", fontsize="small", framealpha=0.8)
+    top.grid(alpha=0.3)
+    if sims:
+        bottom = axes[1, 0]
+        span = slice(first, forecast.origin + 1 + config.horizon)
+        for name in sims:
+            values = series.values[name].to_numpy()[span]
+            bottom.plot(series.time[span][: len(values)], values, linewidth=1.2, label=f"{name} (sim)")
+        bottom.axvspan(series.time[forecast.origin], times[-1], color=SIM_COLOUR, alpha=0.08, linewidth=0)
+        bottom.axvline(series.time[forecast.origin], color="0.6", linestyle=":", linewidth=1)
+        bottom.set_ylabel("known ahead")
+        bottom.legend(loc="upper left", fontsize="small", frameon=False)
+        bottom.grid(alpha=0.3)
+    figure.autofmt_xdate()
+    return _save(figure, path)
+
+
+def plot_training(history: pd.DataFrame, metrics: dict, path: Path) -> Path:
+    """Training loss and validation MSE per epoch (z-units), with Repeat's and the linear start's validation MSE as
+    horizontal lines, and the epoch whose weights were kept marked (none where the linear start was kept)."""
+    pyplot = _pyplot()
+    figure, axis = pyplot.subplots(figsize=SIZE, layout="constrained")
+    axis.plot(history["epoch"], history["loss"], marker="o", markersize=3, color="tab:orange", label="training loss")
+    axis.plot(history["epoch"], history["val_mse"], marker="o", markersize=3, color=MODEL_COLOUR,
+              label="validation MSE")
+    repeat = metrics.get("validation", {}).get("repeat", {}).get("mse")
+    linear = (metrics.get("linear_start") or {}).get("val_mse")
+    for level, label, style in ((repeat, "Repeat (last value)", "--"), (linear, "linear start", "-.")):
+        if level is not None:
+            axis.axhline(level, color="0.3", linestyle=style, linewidth=1.2, label=f"{label}: {level:.4f}")
+    kept = metrics.get("epochs")
+    if kept:
+        axis.axvline(kept, color="tab:green", linestyle=":", linewidth=1.2, label=f"kept: epoch {kept}")
+    from matplotlib.ticker import MaxNLocator
+
+    axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axis.set_xlim(0, max(int(history["epoch"].max()), 1) + 0.5)  # epoch 0 is the linear start
+    levels = np.array([*history["loss"], *history["val_mse"], *(level for level in (repeat, linear) if level)], float)
+    levels = levels[np.isfinite(levels) & (levels > 0)]
+    if levels.size and levels.max() > 10 * levels.min():
+        axis.set_yscale("log")  # Repeat often lies far above the rest; a log scale keeps the curves apart
+    axis.set_xlabel("epoch")
+    axis.set_ylabel("MSE (z-scored)")
+    axis.set_title(f"training: {metrics.get('model_kind', '')}", fontsize="medium")
+    axis.legend(fontsize="small", frameon=False)
+    axis.grid(alpha=0.3)
+    return _save(figure, path)
+
+
+STEP_LABELS = {"model": "model", "repeat": "Repeat", "seasonal_naive": "seasonal naive", "linear_only": "linear start",
+               "lstm_zeroed": "LSTM zeroed", "state_reset": "state reset"}
+
+
+def plot_steps(per_step: pd.DataFrame, title: str, path: Path) -> Path:
+    """MSE per horizon step (z-units) of the model and each baseline in `per_step` (evaluate's table), and where the
+    model has intervals, each interval's coverage per step for the model and the naive interval next to its nominal."""
+    pyplot = _pyplot()
+    coverage = [column for column in per_step if "_coverage_" in column]
+    figure, axes = pyplot.subplots(1, 2 if coverage else 1, figsize=SIZE, squeeze=False, layout="constrained")
+    errors = axes[0, 0]
+    for label, name in STEP_LABELS.items():
+        if f"{label}_mse" in per_step:
+            errors.plot(per_step["step"], per_step[f"{label}_mse"], marker="o", markersize=3, label=name,
+                        linewidth=2.2 if label == "model" else 1.2)
+    errors.set_xlabel("horizon step")
+    errors.set_ylabel("MSE (z-scored)")
+    errors.set_title("error per step", fontsize="medium")
+    errors.legend(fontsize="small", frameon=False)
+    errors.grid(alpha=0.3)
+    if coverage:
+        covered = axes[0, 1]
+        for column in coverage:
+            label, interval = column.split("_coverage_")
+            covered.plot(per_step["step"], per_step[column], marker="o", markersize=3,
+                         linestyle="-" if label == "model" else "--", label=f"{label} {interval}")
+            covered.axhline(float(interval.rstrip("%")) / 100, color="0.5", linestyle=":", linewidth=1)
+        covered.set_xlabel("horizon step")
+        covered.set_ylabel("coverage")
+        covered.set_ylim(0, 1)
+        covered.set_title("interval coverage per step (dotted: nominal)", fontsize="medium")
+        covered.legend(fontsize="small", frameon=False, loc="lower left")
+        covered.grid(alpha=0.3)
+    figure.suptitle(title)
+    return _save(figure, path)

@@ -1,0 +1,176 @@
+"""Forecast intervals and pictures: split-conformal calibration on arrays with a known answer, the quantiles that
+predict and evaluate give a saved model, the calibration file's checks, and every picture rendered to PNG.
+
+The saved models here are untrained (they forecast the last value) and calibrated without training, so nothing trains.
+"""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from forecast.config import Config
+from forecast.errors import ForecastError
+from forecast.intervals import calibrate, candidate_spans, conformal_quantile, fit, score_intervals
+
+from conftest import CAMELS, ETTH1, assert_png, head_csv
+from saved_models import untrained_model
+
+SMALL = Config(target="OT", past=(), lookback=24, horizon=6, batch_size=8, units=4, head_units=4)
+
+
+def stormy_walk(rows: int, seed: int) -> np.ndarray:
+    """A random walk whose steps are four times larger in every other stretch of 300 rows: calm and stormy weather."""
+    rng = np.random.default_rng(seed)
+    spread = np.where(np.arange(rows) // 300 % 2 == 0, 0.1, 0.4)
+    return np.cumsum(spread * rng.standard_normal(rows))
+
+
+def repeat_windows(series: np.ndarray, origins: np.ndarray, horizon: int):
+    """Repeat's forecasts (n, H), the truth (n, H) and full weights at `origins`."""
+    truth = np.lib.stride_tricks.sliding_window_view(series, horizon)[origins + 1]
+    return np.repeat(series[origins][:, None], horizon, axis=1), truth, np.ones_like(truth)
+
+
+def test_the_conformal_quantile_takes_the_finite_sample_rank():
+    scores = np.arange(1.0, 10.0)  # 9 scores: ranks (9 + 1) q
+    assert conformal_quantile(scores, 0.9) == 9.0 and conformal_quantile(scores, 0.1) == 1.0
+    assert conformal_quantile(scores, 0.5) == 5.0 and conformal_quantile(scores, 0.95) == 9.0  # clamped to the sample
+
+
+def test_coverage_is_near_nominal_on_a_generated_series_and_the_scaled_width_wins_in_changing_weather():
+    series, horizon = stormy_walk(8000, seed=3), 6
+    calibration_origins, test_origins = np.arange(50, 4000), np.arange(4000, 7990)
+    calibration = calibrate(*repeat_windows(series, calibration_origins, horizon), series, calibration_origins,
+                            (0.1, 0.9), candidate_spans(48, horizon))
+    assert calibration.method == "recent" and calibration.checked["plain"] > min(calibration.checked.values())
+    forecast, truth, weight = repeat_windows(series, test_origins, horizon)
+    scored = score_intervals(calibration.bounds(forecast, series, test_origins), truth, weight, (0.1, 0.9))
+    assert 0.77 <= scored.intervals["80%"]["coverage"] <= 0.83
+    assert ((scored.coverage_by_step["80%"] > 0.75) & (scored.coverage_by_step["80%"] < 0.85)).all()
+    plain = fit("plain", 8, *repeat_windows(series, calibration_origins, horizon), series, calibration_origins,
+                (0.1, 0.9))
+    plain_scores = score_intervals(plain.bounds(forecast, series, test_origins), truth, weight, (0.1, 0.9))
+    assert 0.75 <= plain_scores.intervals["80%"]["coverage"] <= 0.85  # right on average, wrong in each weather
+    assert scored.intervals["80%"]["winkler"] < 0.9 * plain_scores.intervals["80%"]["winkler"]
+
+
+def test_quantiles_never_cross_and_a_median_level_is_allowed():
+    rng = np.random.default_rng(0)
+    history, origins = rng.standard_normal(500), np.arange(30, 400)
+    forecast = rng.standard_normal((len(origins), 4))
+    truth = forecast + rng.standard_normal((len(origins), 4)) * rng.uniform(0.1, 2.0, (len(origins), 1))
+    calibration = calibrate(forecast, truth, np.ones_like(truth), history, origins, (0.05, 0.5, 0.9), (8, 32))
+    bounds = calibration.bounds(forecast, history, origins)
+    assert bounds.shape == (len(origins), 3, 4) and (np.diff(bounds, axis=1) >= 0).all()
+    assert (np.diff(calibration.naive_bounds(forecast), axis=1) >= 0).all()
+
+
+@pytest.fixture(scope="module")
+def ett_600(tmp_path_factory):
+    return head_csv(ETTH1, 600, tmp_path_factory.mktemp("intervals") / "ett.csv")
+
+
+def calibrated_model(csv, config, root, train_rows: int = 300, val_end: int = 450):
+    """An untrained model (it forecasts the last value) with intervals calibrated on its validation rows."""
+    from forecast.retraining import recalibrate
+
+    model = untrained_model(csv, config, root, train_rows, val_end)
+    recalibrate(csv, model, end=str(val_end))
+    return model
+
+
+def test_predict_writes_a_column_per_quantile_in_order_and_within_the_bounds(tmp_path, ett_600):
+    from forecast.prediction import predict
+
+    last = float(pd.read_csv(ett_600)["OT"].iloc[-1])
+    free = predict(ett_600, calibrated_model(ett_600, SMALL, tmp_path / "free"))
+    assert list(free.columns) == ["date", "step", "OT", "OT_q0.1", "OT_q0.9"]
+    assert (free["OT_q0.1"] < free["OT"]).all() and (free["OT"] < free["OT_q0.9"]).all()
+    # A cap just above the last value (and above every validation row, so the calibration is the same) clips the
+    # upper quantiles, and the levels stay in order.
+    capped = SMALL.replace(quantiles=(0.1, 0.5, 0.9), target_max=last + 0.2)
+    frame = predict(ett_600, calibrated_model(ett_600, capped, tmp_path / "capped"))
+    values = frame[["OT", "OT_q0.1", "OT_q0.5", "OT_q0.9"]].to_numpy()
+    assert (np.diff(values[:, 1:], axis=1) >= 0).all() and (values <= last + 0.2).all()
+    assert (frame["OT_q0.9"] == last + 0.2).all() and (frame["OT_q0.1"] < last).all()
+
+
+def test_evaluate_scores_the_intervals_next_to_the_naive_interval(tmp_path, ett_600):
+    from forecast.evaluation import evaluate
+
+    result = evaluate(ett_600, calibrated_model(ett_600, SMALL, tmp_path / "m"), ablation=False)
+    model, naive = result.intervals["model"].intervals["80%"], result.intervals["naive"].intervals["80%"]
+    # The untrained model forecasts the last value: its interval is Repeat's, calibrated alike (plain or scaled).
+    assert 0.6 < model["coverage"] < 0.95 and 0.6 < naive["coverage"] < 0.95 and model["width"] > 0
+    assert model["winkler"] >= model["width"] and result.intervals["model"].pinball > 0
+    assert list(result.per_step.columns[-2:]) == ["model_coverage_80%", "naive_coverage_80%"]
+    assert "model 80%" in result.table() and "naive 80%" in result.table()
+    saved = json.loads(json.dumps(result.to_json()))["intervals"]
+    assert saved["model"]["80%"]["coverage"] == pytest.approx(model["coverage"])
+
+
+def test_info_shows_the_calibration_and_a_changed_file_is_refused(tmp_path, ett_600):
+    from forecast.info import model_info
+    from forecast.prediction import predict
+
+    model = calibrated_model(ett_600, SMALL, tmp_path / "m")
+    assert "forecast intervals: quantiles 0.1, 0.9, split conformal per step" in model_info(model)
+    assert "calibrated on 145 origins" in model_info(model)  # rows 300-450, horizon 6
+    calibration = json.loads((model / "intervals.json").read_text())
+    calibration["offsets"] = calibration["offsets"][::-1]  # the 0.9 bound below the 0.1 bound
+    (model / "intervals.json").write_text(json.dumps(calibration))
+    with pytest.raises(ForecastError, match="intervals.json: cannot read the interval calibration .*ascending"):
+        predict(ett_600, model)
+    config = json.loads((model / "config.json").read_text())
+    (model / "intervals.json").write_text(json.dumps({**calibration, "offsets": calibration["offsets"][::-1]}))
+    (model / "config.json").write_text(json.dumps({**config, "quantiles": [0.2, 0.8]}))
+    with pytest.raises(ForecastError, match="calibrated for quantiles \\[0.1, 0.9\\], but config.json asks for"):
+        model_info(model)
+
+
+def test_every_picture_is_a_png_of_its_size(tmp_path, ett_600):
+    from forecast.evaluation import evaluate
+    from forecast.plots import plot_forecast, plot_steps, plot_training
+    from forecast.prediction import forecast_from
+
+    model = calibrated_model(ett_600, SMALL, tmp_path / "m")
+    inside = forecast_from(ett_600, model, "500")  # an origin inside the data: the truth is drawn too
+    assert inside.origin == 499 and len(inside.frame) == 6
+    assert_png(plot_forecast(inside, tmp_path / "inside.png"), (1000, 500))
+    steps = evaluate(ett_600, model, ablation=False).per_step
+    assert_png(plot_steps(steps, "steps", tmp_path / "steps.png"), (1000, 500))
+    history = pd.DataFrame({"epoch": [1, 2, 3], "loss": [0.5, 0.3, 0.25], "val_mse": [0.4, 0.35, 0.36]})
+    metrics = {"validation": {"repeat": {"mse": 0.6}}, "linear_start": {"val_mse": 0.38}, "epochs": 2,
+               "model_kind": "linear + LSTM correction"}
+    assert_png(plot_training(history, metrics, tmp_path / "training.png"), (1000, 500))
+    with pytest.raises(ForecastError, match="pictures are written as PNG"):
+        plot_steps(steps, "steps", tmp_path / "steps.jpg")
+
+
+def test_a_sim_driven_forecast_draws_the_sim_below_through_the_commands(tmp_path):
+    from typer.testing import CliRunner
+
+    from forecast.cli import app
+
+    frame = pd.read_csv(CAMELS).iloc[-400:]
+    frame.loc[frame.index[-7:], "OBS_RUN"] = np.nan  # the simulation known for the next week, the flow not yet
+    data = tmp_path / "camels.csv"
+    frame.to_csv(data, index=False)
+    config = Config(target="OBS_RUN", sim=("MOD_RUN",), lookback=30, horizon=7, batch_size=8, units=4, head_units=4)
+    calibrated_model(data, config, tmp_path / "store" / "camels", train_rows=200, val_end=393)
+    model = ["--model", "camels", "--store", str(tmp_path / "store")]
+    # In process, as the installed command runs (TensorFlow is loaded once for the module).
+    drawn = CliRunner().invoke(app, ["plot", str(data), *model, "--origin", "2010-12-01", "--output",
+                                     str(tmp_path / "inside.png")])
+    assert drawn.exit_code == 0 and "drew the forecast from 2010-12-01 00:00:00 in" in drawn.output, drawn.output
+    assert_png(tmp_path / "inside.png", (1000, 650))
+    predicted = CliRunner().invoke(app, ["predict", str(data), *model, "--plot", str(tmp_path / "predict.png"),
+                                         "--output", str(tmp_path / "forecast.csv")])
+    assert predicted.exit_code == 0, predicted.output
+    assert_png(tmp_path / "predict.png", (1000, 650))
+    forecast = pd.read_csv(tmp_path / "forecast.csv")
+    assert (forecast["OBS_RUN_q0.1"] >= 0).all() and (forecast["OBS_RUN_q0.1"] <= forecast["OBS_RUN_q0.9"]).all()
+    refused = CliRunner().invoke(app, ["plot", str(data), *model, "--output", str(tmp_path / "forecast.svg")])
+    assert refused.exit_code == 1 and "pictures are written as PNG" in refused.output
