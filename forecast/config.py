@@ -43,6 +43,7 @@ class Config:
     static: str | None = None  # CSV of static attributes per series, keyed by id_column; they feed bg
     holdout_series: tuple[str, ...] = ()  # ids kept out of training entirely, to score on series never seen
     scaling: str = "series"  # z-score each series on its own training rows, or all series with one "global" scaler
+    series_weight: str = "none"  # "naive": weight each series' errors by 1 / its Repeat MSE on its training rows
 
     lookback: int = 96
     horizon: int = 24
@@ -109,6 +110,8 @@ class Config:
             raise ForecastError(f"config: seed must be between 0 and {2**32 - 1}, got {self.seed}")
         if self.scaling not in ("series", "global"):
             raise ForecastError(f"config: scaling must be 'series' or 'global', got {self.scaling!r}")
+        if self.series_weight not in ("none", "naive"):
+            raise ForecastError(f"config: series_weight must be 'none' or 'naive', got {self.series_weight!r}")
         if (self.static or self.holdout_series) and not self.id_column:
             raise ForecastError("config: static and holdout_series need id_column, the column naming each row's series")
         if self.data_pipeline not in ("pydataset", "generator"):

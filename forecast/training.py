@@ -177,6 +177,22 @@ def prepare(collection: Collection, config: Config, start_from: Path | None, log
     return TrainingData(collection, splits, scalers, statics, layout, stack(parts))
 
 
+def naive_weights(data: TrainingData, horizon: int) -> np.ndarray:
+    """A weight per series (n_series,): 1 / the MSE of Repeat over the horizon on its training rows (z-units), scaled
+    so that the training origins weigh 1 on average. A smooth series, where the last value is already a good forecast,
+    then counts its errors against that, as a flashy one does, instead of being outweighed by the flashy ones' larger
+    errors; for a single series the weight is 1."""
+    mse, counts = [], []
+    for index, split in enumerate(data.splits):
+        start, _ = data.features.bounds(index)
+        target = data.features.target[start : start + split.train_end].astype("float64")
+        errors = [np.nanmean((target[step:] - target[:-step]) ** 2) for step in range(1, horizon + 1)]
+        mse.append(max(float(np.nanmean(errors)), 1e-3))
+        counts.append(split.train_end)
+    weight = 1.0 / np.array(mse)
+    return weight / np.average(weight, weights=counts)
+
+
 def _fit_scalers(collection: Collection, splits: tuple[Split, ...], scaling: str) -> Scalers:
     """Each series z-scored on its own training rows, or (scaling = "global") all on their training rows pooled."""
     if scaling == "global":
@@ -210,7 +226,8 @@ def train_collection(
         for series, split in zip(data.collection.series, data.splits)
     ])
     config = detect_bounds(config, training_target, log)
-    batcher = WindowBatcher(data.features, config.lookback, config.horizon)
+    weights = naive_weights(data, config.horizon) if config.series_weight == "naive" else None
+    batcher = WindowBatcher(data.features, config.lookback, config.horizon, weights)
     chunks = config.chunks_per_stream
     train_plan = StreamPlan(data.ranges(config.lookback, config.horizon, False), config.lookback, chunks,
                             config.batch_size, shuffle=True, seed=config.seed)

@@ -21,10 +21,12 @@ Batch = tuple[dict[str, np.ndarray], dict[str, np.ndarray], np.ndarray]
 class WindowBatcher:
     """Cuts the model inputs for a batch of origins out of zero-copy window views of the feature arrays."""
 
-    def __init__(self, features: Features, lookback: int, horizon: int):
+    def __init__(self, features: Features, lookback: int, horizon: int, series_weight: np.ndarray | None = None):
+        """`series_weight` (n_series,) multiplies the sample weight of each series' targets (None: all 1)."""
         self.features = features
         self.lookback = lookback
         self.horizon = horizon
+        self.series_weight = series_weight
         self._history = sliding_window_view(features.history, lookback, axis=0)
         self._sim = sliding_window_view(features.sim, horizon, axis=0)
         self._target = sliding_window_view(features.target, horizon) if features.n_rows >= horizon else None
@@ -57,7 +59,8 @@ class WindowBatcher:
         }
 
     def targets(self, origins: np.ndarray, scored: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Targets (B, H) with gaps as 0, and weights (B, H): 1 where scored and observed, else 0.
+        """Targets (B, H) with gaps as 0, and weights (B, H): the series' weight (1 without `series_weight`) where
+        scored and observed, else 0.
 
         An origin other than PADDING without a whole window inside its series: ValueError, rather than a window cut from
         elsewhere with full weight.
@@ -66,6 +69,8 @@ class WindowBatcher:
         rows = np.where(origins == PADDING, self.earliest_origin, origins) + 1
         target = self._target[rows]
         weight = (np.isfinite(target) & scored[:, None]).astype("float32")
+        if self.series_weight is not None:
+            weight *= self.series_weight[self.features.series_of(rows - 1)][:, None].astype("float32")
         return np.nan_to_num(target, nan=0.0), weight
 
     def scored_origins(self, origins: np.ndarray) -> np.ndarray:

@@ -204,3 +204,31 @@ def test_retrain_takes_a_grown_long_file_and_refuses_a_rewritten_series(tmp_path
     refused = cli("retrain", grown, "--model", "basins", "--store", copy, code=1)
     assert "Traceback" not in refused
     assert f"series '{IDS[1]}': (2001-01-01 00:00:00 to" in refused and "history was rewritten" in refused
+
+
+def test_naive_weights_count_each_series_against_its_own_repeat_error(uneven):
+    from forecast.split import Split
+    from forecast.training import TrainingData, naive_weights
+
+    lookback, horizon = 20, 3
+    collection, features, _ = stacked(uneven[0], lookback, horizon)
+    splits = tuple(Split(300, 400) for _ in collection.series)
+    data = TrainingData(collection, splits, None, None, None, features)
+    weights = naive_weights(data, horizon)
+    repeat_mse = []
+    for index in range(len(collection.series)):
+        start, _ = features.bounds(index)
+        target = features.target[start : start + 300].astype("float64")
+        repeat_mse.append(np.mean([np.nanmean((target[h:] - target[:-h]) ** 2) for h in (1, 2, 3)]))
+    np.testing.assert_allclose(weights * np.array(repeat_mse), (weights * np.array(repeat_mse))[0])  # 1 / Repeat MSE
+    assert np.average(weights, weights=[300] * 4) == pytest.approx(1.0)
+    one = TrainingData(collection.select((IDS[0],)), splits[:1], None, None, None, stacked_one(uneven[0]))
+    assert naive_weights(one, horizon) == pytest.approx([1.0])  # one series: its loss unchanged
+    batcher = WindowBatcher(features, lookback, horizon, weights)
+    _, weight = batcher.targets(np.array([features.bounds(2)[0] + 50]), np.array([True]))
+    assert weight.max() == pytest.approx(weights[2])
+
+
+def stacked_one(path):
+    series = load_collection(path, LONG).first
+    return stack([build_features(series, fit_scaler(series, 300), 3)])
