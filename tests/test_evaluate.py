@@ -54,13 +54,10 @@ def test_errors_and_nse_skip_weight_zero():
 @pytest.mark.slow
 def test_evaluate_reproduces_the_published_repeat_baseline_on_etth1(tmp_path):
     """Protocol A at L=336, H=96, OT only: Repeat scores 0.0693 MSE on the test rows [11520, 14400)."""
-    config = tmp_path / "protocol_a.toml"
-    config.write_text(
-        'target = "OT"\npast = []\nlookback = 336\nhorizon = 96\ntrain_end = "8640"\nval_end = "11520"\n'
-        "batch_size = 64\nunits = 4\nhead_units = 4\nstateful = false\nepochs = 1\n",
-        encoding="utf-8",
-    )
-    run_forecast("train", ETTH1, "--config", config, "--model-dir", "ett336", "--store", tmp_path)
+    # Repeat needs no training: an untrained model directory with the protocol's split is all evaluate reads.
+    config = Config(target="OT", past=(), lookback=336, horizon=96, batch_size=64, units=4, head_units=4, stateful=False)
+    untrained_model(ETTH1, config, tmp_path / "ett336" / "versions" / "0001", train_rows=8640, val_end=11520)
+    (tmp_path / "ett336" / "current").symlink_to("versions/0001")
     result = run_forecast("evaluate", ETTH1, "--model", "ett336", "--store", tmp_path, "--start", "11520", "--end", "14400",
                           "--output-dir", tmp_path / "evaluation")
     assert result.stdout.startswith("2785 origins, targets 2017-10-24 00:00:00 to 2018-02-20 23:00:00")

@@ -164,8 +164,10 @@ def test_a_second_retrain_exits_at_once_while_the_first_holds_the_lock(store, tm
 def test_sigkill_while_training_and_while_writing_keeps_the_old_model(store, tmp_path):
     data = grown(tmp_path, 24)
     root = store / "ett"
+    from forecast.prediction import predict
+
     old_version = current(root)
-    old_forecast = run_forecast("predict", data, "--model", "ett", "--store", store).stdout
+    old_forecast = predict(data, root)  # in process: each check would otherwise import TensorFlow anew
 
     for moment in (root / ".staging" / "checkpoints" / "state.json", root / ".staging" / "model.keras"):
         process = start_retrain(data, store)
@@ -174,7 +176,7 @@ def test_sigkill_while_training_and_while_writing_keeps_the_old_model(store, tmp
         process.wait()
         assert reached, f"the retrain ended before {moment.name} appeared: {process.stderr.read()}"
         assert current(root) == old_version
-        assert run_forecast("predict", data, "--model", "ett", "--store", store).stdout == old_forecast
+        pd.testing.assert_frame_equal(predict(data, root), old_forecast)
 
     run_forecast("retrain", data, "--model", "ett", "--store", store, "--full", "--tolerance", "1000")
     assert current(root) != old_version and records(root)[-1]["promoted"] is True
