@@ -18,6 +18,7 @@ import pandas as pd
 
 from forecast.errors import ForecastError
 from forecast.intervals import IntervalScores, score_intervals
+from forecast.scaling import target_stats
 from forecast.split import row_bound
 
 if TYPE_CHECKING:
@@ -344,9 +345,8 @@ def range_forecasts(
     saved = with_network(saved, load_model_file)
     scalers = scalers_for(collection, saved, {name: first for name, (first, _) in rows.items()}, warn)
     features = collection_features(collection, saved, scalers, for_prediction=False)
-    lengths = np.diff(np.append(features.starts, features.n_rows))
-    ranges = origin_ranges(features.starts, lengths, [rows[series.id] for series in collection.series], lookback,
-                           horizon)
+    ranges = origin_ranges(features.starts, features.lengths, [rows[series.id] for series in collection.series],
+                           lookback, horizon)
     left_out += _check_ranges(collection, ranges, rows, lookback, horizon)
     batcher = WindowBatcher(features, lookback, horizon)
     chunks = config.chunks_per_stream
@@ -357,7 +357,7 @@ def range_forecasts(
     ends = np.concatenate([np.arange(span.first, span.last + 1) for span in ranges])
     series_index = features.series_of(ends)
     target, weight = batcher.targets(ends, np.ones(len(ends), dtype=bool))
-    stats = np.array([scaler.mean_std(collection.first.roles.target) for scaler in scalers])[series_index]
+    stats = target_stats(scalers, collection.first.roles.target)[series_index]
     mean, std = stats[:, :1], stats[:, 1:]
     # The bounds in z-scored units: the scaling is increasing, so clipping there clips the forecast in its own units.
     low, high = (None if bound is None else (bound - mean) / std for bound in (config.target_min, config.target_max))

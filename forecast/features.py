@@ -79,6 +79,11 @@ class Features:
     def n_rows(self) -> int:
         return len(self.target)
 
+    @property
+    def lengths(self) -> np.ndarray:
+        """The number of rows of each series (n_series,)."""
+        return np.diff(np.append(self.starts, self.n_rows))
+
     def bounds(self, index: int) -> tuple[int, int]:
         """Rows [start, end) of series `index`."""
         end = self.starts[index + 1] if index + 1 < len(self.starts) else self.n_rows

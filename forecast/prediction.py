@@ -15,7 +15,7 @@ from forecast.errors import ForecastError
 from forecast.features import Features, InputLayout, build_features, fit_scaler, stack
 from forecast.intervals import quantile_columns
 from forecast.sampler import OriginRange, rolling_streams
-from forecast.scaling import Scaler
+from forecast.scaling import Scaler, target_stats
 from forecast.split import row_bound
 from forecast.store import SavedModel, Schema, current_version, read_saved, with_network
 from forecast.validation import describe_grid, listing
@@ -177,7 +177,7 @@ def _forecast_table(collection: Collection, saved: SavedModel, scalers: list[Sca
             "model was trained on; check them"
         )
     target = collection.first.roles.target
-    stats = np.array([scaler.mean_std(target) for scaler in scalers])
+    stats = target_stats(scalers, target)
     mean, std = stats[:, :1], stats[:, 1:]
     low, high = (None if bound is None else (bound - mean) / std for bound in (config.target_min, config.target_max))
     scaled = bounded(scaled.astype("float64"), low, high)

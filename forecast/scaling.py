@@ -78,6 +78,12 @@ class Scaler:
             raise ForecastError(f"{path}: no mean and spread for column {missing[0]!r}; roll back or retrain the model")
 
 
+def target_stats(scalers: list[Scaler], column: str) -> np.ndarray:
+    """The mean and spread of `column` under each scaler, (n_scalers, 2), in the column's units: what turns the
+    z-scores of each series back into them."""
+    return np.array([scaler.mean_std(column) for scaler in scalers])
+
+
 GLOBAL = "*"  # the key of the one scaler that scales every series (scaling = "global")
 
 

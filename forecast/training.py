@@ -45,7 +45,7 @@ from forecast.store import (
     write_json,
 )
 from forecast.sampler import StreamPlan, origin_ranges
-from forecast.scaling import GLOBAL, Scalers
+from forecast.scaling import GLOBAL, Scalers, target_stats
 from forecast.statics import StaticEncoder, read_statics
 from forecast.validation import row_digests
 from forecast.windowing import WindowBatcher, materialise, window_generator
@@ -130,8 +130,7 @@ class TrainingData:
     def ranges(self, lookback: int, horizon: int, validation: bool) -> tuple:
         """The training (or validation) origins of every series (`sampler.OriginRange`s)."""
         rows = [(split.train_end, split.val_end) if validation else (0, split.train_end) for split in self.splits]
-        lengths = np.diff(np.append(self.features.starts, self.features.n_rows))
-        return origin_ranges(self.features.starts, lengths, rows, lookback, horizon)
+        return origin_ranges(self.features.starts, self.features.lengths, rows, lookback, horizon)
 
     def z_bounds(self, origins: np.ndarray, low: float | None, high: float | None):
         """The target's bounds (its units; None: none) in each origin's z-units, (n, 1) each: the scaling is
@@ -142,7 +141,7 @@ class TrainingData:
     def _target_stats(self, origins: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The mean and spread (n, 1) of the target in the series of each origin (PADDING: the first series')."""
         target = self.collection.first.roles.target
-        stats = np.array([self.scalers.get(series.id).mean_std(target) for series in self.collection.series])
+        stats = target_stats([self.scalers.get(series.id) for series in self.collection.series], target)
         series = self.features.series_of(np.where(origins < 0, 0, origins))
         return stats[series, :1], stats[series, 1:]
 

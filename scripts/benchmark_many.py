@@ -141,8 +141,7 @@ for index in range(n_series):
 features = stack(parts)
 del parts
 raw = sum(array.nbytes for array in (features.history, features.target, features.sim, features.bg))
-lengths = np.diff(np.append(features.starts, features.n_rows))
-ranges = origin_ranges(features.starts, lengths, [(0, rows)] * n_series, 96, 24)
+ranges = origin_ranges(features.starts, features.lengths, [(0, rows)] * n_series, 96, 24)
 batcher = WindowBatcher(features, 96, 24)
 plan = StreamPlan(ranges, 96, 4, 32, shuffle=True)
 began = time.perf_counter()

@@ -97,8 +97,7 @@ def test_static_attributes_are_z_scored_on_training_series_one_hot_for_text_and_
 def stacked(path, lookback: int, horizon: int):
     collection = load_collection(path, LONG)
     features = stack([build_features(series, fit_scaler(series, 300), horizon) for series in collection.series])
-    lengths = np.diff(np.append(features.starts, features.n_rows))
-    return collection, features, lengths
+    return collection, features, features.lengths
 
 
 def test_streams_never_cross_series_and_each_row_continues_until_the_state_is_reset(uneven):
