@@ -125,8 +125,9 @@ def load_collection(
     id_name = config.id_column
     groups = _groups(frame, id_name, path, config.skip_rows)
     time_names = _time_axis(frame.head(50), path, config)[1]
-    roles = resolve_roles(frame.drop(columns=[*time_names, *([id_name] if id_name else [])]), path, config)
-    left_out = _left_out(frame.drop(columns=[*time_names, *([id_name] if id_name else [])]), roles, config)
+    columns = frame.drop(columns=[*time_names, *([id_name] if id_name else [])])
+    roles = resolve_roles(columns, path, config)
+    left_out = _left_out(columns, roles, config)
     series = []
     for series_id, (rows, lines) in groups.items():
         part = frame.iloc[rows].reset_index(drop=True)
@@ -154,12 +155,10 @@ def _groups(frame: pd.DataFrame, id_name: str | None, path: Path, skip_rows: int
             f"{path}: row {validation.line_of(int(empty[0]), skip_rows)}: column {id_name!r} is empty; every row needs "
             "the id of its series"
         )
-    ids = ids.astype(str).str.strip()
-    lines = np.arange(len(frame)) + 2 + skip_rows
-    return {
-        series_id: (rows, lines[rows])
-        for series_id, rows in ((name, np.flatnonzero(ids.to_numpy() == name)) for name in dict.fromkeys(ids))
-    }
+    lines = validation.line_of(np.arange(len(frame)), skip_rows)
+    # One pass over the rows (a comparison per id would cost rows x series); groups in the order ids first appear.
+    groups = pd.Series(np.arange(len(frame))).groupby(ids.astype(str).str.strip().to_numpy(), sort=False).indices
+    return {series_id: (rows, lines[rows]) for series_id, rows in groups.items()}
 
 
 def _one_series(frame: pd.DataFrame, series_id: str, lines, path: Path, config: Config, roles: Roles,
