@@ -299,7 +299,8 @@ class RangeForecasts:
     names each origin's series in `collection`): `models` maps each way of running it (see forecast.ablation) to its
     forecasts (n, H), z-scored by each origin's series and clipped to the target's bounds; `target` and `weight`
     (n, H) are the z-scored truth (gaps 0) and 1 where it is observed; `mean` and `std` (n, 1) turn z-scores of each
-    origin's series into the target's units."""
+    origin's series into the target's units; `offsets` (n, Q, H) are each origin's interval offsets (see
+    forecast.recent_errors; None without intervals)."""
 
     saved: SavedModel
     collection: Collection
@@ -314,6 +315,7 @@ class RangeForecasts:
     std: np.ndarray
     warning: str | None
     left_out: tuple[str, ...]
+    offsets: np.ndarray | None = None
 
     def in_units(self, values: np.ndarray) -> np.ndarray:
         return values.astype("float64") * self.std + self.mean
@@ -322,13 +324,15 @@ class RangeForecasts:
 def range_forecasts(
     csv_path: str | Path, model_dir: str | Path, start: str | None = None, end: str | None = None,
     validation_rows: bool = False, warn: Callable[[str], None] | None = None, ablation: bool = True,
-    series_ids: tuple[str, ...] | None = None, after_training: bool = False,
+    series_ids: tuple[str, ...] | None = None, after_training: bool = False, intervals: bool = True,
 ) -> RangeForecasts:
     """The forecasts `evaluate` scores (its arguments are described there), before any scoring; `after_training`
-    takes each trained series from the end of its training rows instead (its validation rows and all after them)."""
+    takes each trained series from the end of its training rows instead (its validation rows and all after them);
+    `intervals` adds each origin's interval offsets where the model has a calibration."""
     from forecast.ablation import ablation_forecasts, rolling_forecasts
     from forecast.data import load_collection
-    from forecast.prediction import bounded, check_compatible, collection_features, load_model_file, scalers_for
+    from forecast.prediction import bounded_z, check_compatible, collection_features, load_model_file, scalers_for
+    from forecast.recent_errors import first_unfitted, interval_offsets
     from forecast.sampler import origin_ranges
     from forecast.store import current_version, read_saved, with_network
     from forecast.windowing import WindowBatcher
@@ -357,13 +361,19 @@ def range_forecasts(
     ends = np.concatenate([np.arange(span.first, span.last + 1) for span in ranges])
     series_index = features.series_of(ends)
     target, weight = batcher.targets(ends, np.ones(len(ends), dtype=bool))
-    stats = target_stats(scalers, collection.first.roles.target)[series_index]
-    mean, std = stats[:, :1], stats[:, 1:]
-    # The bounds in z-scored units: the scaling is increasing, so clipping there clips the forecast in its own units.
-    low, high = (None if bound is None else (bound - mean) / std for bound in (config.target_min, config.target_max))
-    models = {label: bounded(forecast, low, high) for label, forecast in models.items()}
+    stats = target_stats(scalers, collection.first.roles.target)
+
+    def bound(forecast: np.ndarray, origins: np.ndarray) -> np.ndarray:
+        return bounded_z(forecast, stats[features.series_of(origins)], config.target_min, config.target_max)
+
+    models = {label: bound(forecast, ends) for label, forecast in models.items()}
+    offsets = None
+    if intervals and saved.intervals is not None:
+        offsets = interval_offsets(saved.model, batcher, ranges, first_unfitted(collection, schema, features),
+                                   saved.intervals, chunks, config.batch_size, bound, models["model"])
+    mean, std = stats[series_index, :1], stats[series_index, 1:]
     return RangeForecasts(saved, collection, features, ranges, ends, series_index, models, target, weight, mean, std,
-                          warning, tuple(left_out))
+                          warning, tuple(left_out), offsets)
 
 
 def evaluate(
@@ -430,7 +440,7 @@ def interval_scores(ranged: RangeForecasts, repeat: np.ndarray) -> dict[str, Int
 
     calibration, config = ranged.saved.intervals, ranged.saved.config
     history = ranged.features.history[:, 0]
-    bounds = {"model": calibration.bounds(ranged.models["model"], history, ranged.ends),
+    bounds = {"model": calibration.bounds(ranged.models["model"], history, ranged.ends, ranged.offsets),
               "naive": calibration.naive_bounds(repeat)}
     truth = ranged.in_units(ranged.target)
     mean, std = ranged.mean[:, :, None], ranged.std[:, :, None]  # (n, 1, 1): over the Q levels and H steps

@@ -13,6 +13,12 @@ pinball loss on the second half (a proper score for quantiles; for a 0.1-0.9 pai
 the winner is calibrated again on all of them. The same plain calibration of Repeat's errors gives the naive interval
 that `forecast evaluate` sets the model's against.
 
+The calibration then slides forward with the data (`Calibration.sliding_offsets`): a forecast's offsets are the
+conformal quantiles of the last `window` errors of the same series whose truth is known at its origin (as many as
+each series had validation origins), so that the width follows a change in the errors between one retrain and the
+next instead of keeping the validation months' (the errors themselves: see forecast.recent_errors). Where fewer are
+known, the saved offsets serve.
+
 Shapes: n origins, H horizon steps, Q quantile levels. Forecasts, truths and offsets are z-scored (the model's scaler)
 unless a function says otherwise; `history` is the z-scored target at every row of the series, gaps carried forward.
 """
@@ -25,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
 from forecast.config import check_quantiles
 from forecast.errors import ForecastError
@@ -47,13 +54,17 @@ def candidate_spans(lookback: int, horizon: int) -> tuple[int, ...]:
     return tuple(sorted({max(1, min(lookback - 1, span)) for span in (short, 4 * short)}))
 
 
-def conformal_quantile(scores: np.ndarray, level: float) -> float:
-    """The split-conformal quantile of `scores` (m,) at `level`: the ceil((m + 1) q)-th smallest for an upper level,
-    the floor((m + 1) q)-th for a lower one (each clamped to the sample), so that coverage holds in finite samples."""
-    ordered = np.sort(scores)
-    m = len(ordered)
+def conformal_rank(m: int, level: float) -> int:
+    """The 0-based position in m sorted scores of their split-conformal quantile at `level`: the ceil((m + 1) q)-th
+    smallest for an upper level, the floor((m + 1) q)-th for a lower one (each clamped to the sample), so that coverage
+    holds in finite samples."""
     rank = math.ceil((m + 1) * level) if level >= 0.5 else math.floor((m + 1) * level)
-    return float(ordered[min(max(rank, 1), m) - 1])
+    return min(max(rank, 1), m) - 1
+
+
+def conformal_quantile(scores: np.ndarray, level: float) -> float:
+    """The split-conformal quantile of `scores` (m,) at `level` (see `conformal_rank`)."""
+    return float(np.sort(scores)[conformal_rank(len(scores), level)])
 
 
 def step_offsets(residuals: np.ndarray, weight: np.ndarray, quantiles: tuple[float, ...]) -> np.ndarray:
@@ -85,7 +96,9 @@ class Calibration:
 
     `offsets` (Q, H) and `naive` (Q, H) are z-units per unit of scale (plain: scale 1); `floor` (z-units per step) keeps
     the recent scale of a flat window above 0; `checked` holds each method's mean pinball loss (z-units) on the second
-    half of the validation origins when calibrated on the first; `origins` is how many calibrated the saved offsets.
+    half of the validation origins when calibrated on the first; `origins` is how many calibrated the saved offsets;
+    `window` is how many of a series' latest known errors each forecast is calibrated on (0: the saved offsets only,
+    as in files written before the calibration slid).
     """
 
     quantiles: tuple[float, ...]
@@ -96,6 +109,7 @@ class Calibration:
     naive: np.ndarray
     origins: int
     checked: dict[str, float]
+    window: int = 0
 
     def __post_init__(self) -> None:
         shape = (len(self.quantiles), self.offsets.shape[-1] if self.offsets.ndim == 2 else -1)
@@ -110,6 +124,8 @@ class Calibration:
             raise ValueError("quantiles must be ascending")
         if not (math.isfinite(self.floor) and self.floor > 0 and self.span >= 1):
             raise ValueError("floor must be above 0 and span at least 1")
+        if self.window < 0:
+            raise ValueError("window must be at least 0")
 
     @property
     def horizon(self) -> int:
@@ -121,9 +137,36 @@ class Calibration:
             return np.ones(len(origins))
         return np.hypot(recent_change(history, origins, self.span), self.floor)
 
-    def bounds(self, forecast: np.ndarray, history: np.ndarray, origins: np.ndarray) -> np.ndarray:
-        """Quantile forecasts (n, Q, H) in z-units around the point forecasts `forecast` (n, H) at `origins` (n,)."""
-        return forecast[:, None, :] + self.scale(history, origins)[:, None, None] * self.offsets[None]
+    def bounds(self, forecast: np.ndarray, history: np.ndarray, origins: np.ndarray, offsets: np.ndarray | None = None
+               ) -> np.ndarray:
+        """Quantile forecasts (n, Q, H) in z-units around the point forecasts `forecast` (n, H) at `origins` (n,), with
+        each origin's `offsets` (n, Q, H; see `sliding_offsets`) or, without them, the saved ones."""
+        offsets = self.offsets[None] if offsets is None else offsets
+        return forecast[:, None, :] + self.scale(history, origins)[:, None, None] * offsets
+
+    def sliding_offsets(self, errors: np.ndarray, weight: np.ndarray, error_origins: np.ndarray, origins: np.ndarray
+                        ) -> np.ndarray:
+        """The offsets (n, Q, H) of one series' forecasts at `origins` (n,): for step h (1-based), the conformal
+        quantiles of the last `window` observed errors of step h among `errors` (m, H; truth - forecast divided by the
+        window's scale, z-units) at `error_origins` (m, ascending) whose truth is known at the origin (error origin + h
+        <= origin); the saved offsets where fewer are known. `weight` (m, H) > 0 marks an observed truth."""
+        result = np.repeat(self.offsets[None], len(origins), axis=0)
+        if self.window < 1:
+            return result
+        ranks = [conformal_rank(self.window, level) for level in self.quantiles]
+        rows_per_part = max(1, 2**22 // self.window)  # bounds the partitioned copy at 32 MiB
+        for step in range(self.horizon):
+            observed = weight[:, step] > 0
+            column = errors[observed, step].astype("float64")
+            if len(column) < self.window:
+                continue
+            known = np.searchsorted(error_origins[observed], origins - (step + 1), side="right")
+            full = np.flatnonzero(known >= self.window)
+            windows = sliding_window_view(column, self.window)
+            for part in np.array_split(full, max(1, math.ceil(len(full) / rows_per_part))):
+                ordered = np.partition(windows[known[part] - self.window], ranks, axis=1)
+                result[part, :, step] = ordered[:, ranks]
+        return np.sort(result, axis=1)
 
     def naive_bounds(self, repeat: np.ndarray) -> np.ndarray:
         """The naive interval (n, Q, H) in z-units: Repeat's forecasts (n, H) plus its validation errors' quantiles."""
@@ -135,19 +178,22 @@ class Calibration:
         how = (f"scaled by the mean absolute change over the last {self.span} rows" if self.method == "recent"
                else "one width per step")
         checked = ", ".join(f"{name} {loss:.4f}" for name, loss in self.checked.items())
+        sliding = (f"; each forecast recalibrated on its series' last {self.window} errors known at its origin"
+                   if self.window else "")
         return (f"forecast intervals: quantiles {levels}, split conformal per step, {how}, calibrated on "
-                f"{self.origins} origins (pinball loss on the later half of validation: {checked})")
+                f"{self.origins} origins (pinball loss on the later half of validation: {checked}){sliding}")
 
     def summary(self) -> dict:
         """What metrics.json and `forecast info` show: the levels, the method chosen and the comparison that chose it."""
         return {"quantiles": list(self.quantiles), "method": self.method,
-                "span": self.span if self.method == "recent" else None, "origins": self.origins, "checked": self.checked}
+                "span": self.span if self.method == "recent" else None, "origins": self.origins, "window": self.window,
+                "checked": self.checked}
 
     def to_json(self) -> str:
         return json.dumps({
             "quantiles": list(self.quantiles), "method": self.method, "span": self.span, "floor": self.floor,
             "offsets": self.offsets.tolist(), "naive": self.naive.tolist(), "origins": self.origins,
-            "checked": self.checked,
+            "window": self.window, "checked": self.checked,
         }, indent=1)
 
     @classmethod
@@ -159,7 +205,7 @@ class Calibration:
                 tuple(float(q) for q in data["quantiles"]), str(data["method"]), int(data["span"]),
                 float(data["floor"]), np.asarray(data["offsets"], dtype="float64"),
                 np.asarray(data["naive"], dtype="float64"), int(data["origins"]),
-                {str(name): float(loss) for name, loss in data["checked"].items()},
+                {str(name): float(loss) for name, loss in data["checked"].items()}, int(data.get("window", 0)),
             )
         except (OSError, ValueError, KeyError, TypeError, AttributeError, ForecastError) as exc:
             raise ForecastError(f"{path}: cannot read the interval calibration ({exc}); roll back or retrain the "
@@ -172,17 +218,19 @@ class Calibration:
 
 def calibrate(
     forecast: np.ndarray, truth: np.ndarray, weight: np.ndarray, history: np.ndarray, origins: np.ndarray,
-    quantiles: tuple[float, ...], spans: tuple[int, ...],
+    quantiles: tuple[float, ...], spans: tuple[int, ...], series: np.ndarray,
 ) -> Calibration:
     """Calibrates intervals on validation forecasts (n, H) against `truth` (n, H), scored where `weight` (n, H) > 0,
-    at `origins` (n,), in z-units; Repeat's forecast is `history[origins]`. Plain and the recent scale over each of
-    `spans` are calibrated on the earlier half of the origins and scored by pinball loss on the later half; the best
-    is calibrated again on all of them (plain where too few origins leave nothing to compare)."""
+    at `origins` (n,) of series `series` (n,), in z-units; Repeat's forecast is `history[origins]`. Plain and the
+    recent scale over each of `spans` are calibrated on the earlier half of the origins and scored by pinball loss on
+    the later half; the best is calibrated again on all of them (plain where too few origins leave nothing to
+    compare). The sliding window is the scored origins per series."""
     scored = (weight > 0).any(axis=1)
     order = np.argsort(origins[scored], kind="stable")
     forecast, truth, weight, origins = (array[scored][order] for array in (forecast, truth, weight, origins))
     if not len(origins):
         raise ValueError("no scored origin to calibrate on")
+    window = round(len(origins) / len(np.unique(series[scored])))
     candidates = {"plain": ("plain", spans[0]), **{f"recent {span}": ("recent", span) for span in spans}}
     half, later = len(origins) // 2, slice(len(origins) // 2, None)
     checked = {}
@@ -194,10 +242,10 @@ def calibrate(
         checked[name] = pinball_loss(bounds, truth[later], weight[later], quantiles)
     finite = {name: loss for name, loss in checked.items() if math.isfinite(loss)}
     method, span = candidates[min(finite, key=finite.get) if finite else "plain"]
-    return fit(method, span, forecast, truth, weight, history, origins, quantiles, checked)
+    return fit(method, span, forecast, truth, weight, history, origins, quantiles, checked, window)
 
 
-def fit(method, span, forecast, truth, weight, history, origins, quantiles, checked=None) -> Calibration:
+def fit(method, span, forecast, truth, weight, history, origins, quantiles, checked=None, window=0) -> Calibration:
     """The calibration of one method on these origins (see `calibrate` for the arguments). The recent scale's floor
     is its median over them: a flat window gets at least that, not a zero-width interval."""
     floor = max(float(np.median(recent_change(history, origins, span))), 1e-3)
@@ -205,7 +253,7 @@ def fit(method, span, forecast, truth, weight, history, origins, quantiles, chec
     draft = Calibration(quantiles, method, span, floor, zeros, zeros, len(origins), {})
     offsets = step_offsets((truth - forecast) / draft.scale(history, origins)[:, None], weight, quantiles)
     naive = step_offsets(truth - history[origins][:, None], weight, quantiles)
-    return Calibration(quantiles, method, span, floor, offsets, naive, len(origins), checked or {})
+    return Calibration(quantiles, method, span, floor, offsets, naive, len(origins), checked or {}, window)
 
 
 @dataclass(frozen=True)

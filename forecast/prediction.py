@@ -14,6 +14,7 @@ from forecast.data import Collection, Series, load_collection
 from forecast.errors import ForecastError
 from forecast.features import Features, InputLayout, build_features, fit_scaler, stack
 from forecast.intervals import quantile_columns
+from forecast.recent_errors import first_unfitted, interval_offsets
 from forecast.sampler import OriginRange, rolling_streams
 from forecast.scaling import Scaler, target_stats
 from forecast.split import row_bound
@@ -148,9 +149,23 @@ def _forecasts(collection: Collection, saved: SavedModel, rows: list[int], log: 
                    for index, origin in enumerate(origins))
     batcher = WindowBatcher(features, config.lookback, config.horizon)
     scaled = rolling_forecast(inference_copy(saved.model), batcher, ranges, config.chunks_per_stream)
+    offsets = None
     if saved.intervals is None:
         log(f"{saved.path}: no interval calibration (saved before intervals, or quantiles = []); point forecasts only")
-    return _forecast_table(collection, saved, scalers, features, np.array(origins), scaled)
+    else:
+        offsets = interval_offsets(
+            saved.model, batcher, ranges, first_unfitted(collection, saved.schema, features), saved.intervals,
+            config.chunks_per_stream, config.batch_size, _bound(scalers, features, collection, config),
+        )
+    return _forecast_table(collection, saved, scalers, features, np.array(origins), scaled, offsets)
+
+
+def _bound(scalers: list[Scaler], features: Features, collection: Collection, config):
+    """`bound(forecast, origins)`: z-scored forecasts (m, H) at feature rows `origins` (m,) clipped to the target's
+    bounds."""
+    stats = target_stats(scalers, collection.first.roles.target)
+    return lambda forecast, origins: bounded_z(forecast, stats[features.series_of(origins)], config.target_min,
+                                               config.target_max)
 
 
 def origin_row(series: Series, origin: str, lookback: int) -> int:
@@ -166,9 +181,9 @@ def origin_row(series: Series, origin: str, lookback: int) -> int:
 
 
 def _forecast_table(collection: Collection, saved: SavedModel, scalers: list[Scaler], features: Features,
-                    origins: np.ndarray, scaled: np.ndarray) -> pd.DataFrame:
-    """The forecasts (n_series, H, z-scored by each series) in the target's units, bounded, with their quantiles,
-    one row per series and step."""
+                    origins: np.ndarray, scaled: np.ndarray, offsets: np.ndarray | None) -> pd.DataFrame:
+    """The forecasts (n_series, H, z-scored by each series) in the target's units, bounded, with their quantiles
+    from the interval `offsets` (n_series, Q, H; None without a calibration), one row per series and step."""
     config = saved.config
     if not np.isfinite(scaled).all():
         where = collection.series[int(np.flatnonzero(~np.isfinite(scaled).all(axis=1))[0])].where
@@ -179,11 +194,10 @@ def _forecast_table(collection: Collection, saved: SavedModel, scalers: list[Sca
     target = collection.first.roles.target
     stats = target_stats(scalers, target)
     mean, std = stats[:, :1], stats[:, 1:]
-    low, high = (None if bound is None else (bound - mean) / std for bound in (config.target_min, config.target_max))
-    scaled = bounded(scaled.astype("float64"), low, high)
+    scaled = bounded_z(scaled.astype("float64"), stats, config.target_min, config.target_max)
     quantiles = None
     if saved.intervals is not None:  # (n_series, Q, H) in the target's units
-        bounds = saved.intervals.bounds(scaled, features.history[:, 0], origins)
+        bounds = saved.intervals.bounds(scaled, features.history[:, 0], origins, offsets)
         quantiles = bounded(bounds * std[:, :, None] + mean[:, :, None], config.target_min, config.target_max)
     tables = []
     for index, (series, origin) in enumerate(zip(collection.series, origins)):
@@ -201,6 +215,14 @@ def bounded(values: np.ndarray, low: float | None, high: float | None) -> np.nda
     """`values` clipped to [low, high] (None: no bound on that side); for forecasts of a target that cannot be
     negative, say, which the linear terms and the correction can otherwise push below 0."""
     return np.clip(values, -np.inf if low is None else low, np.inf if high is None else high)
+
+
+def bounded_z(values: np.ndarray, stats: np.ndarray, low: float | None, high: float | None) -> np.ndarray:
+    """z-scored `values` (n, H) clipped to the target's bounds [low, high] (its units; None: no bound), each row by
+    its series' mean and std `stats` (n, 2); the scaling is increasing, so clipping there clips in the target's
+    units."""
+    mean, std = stats[:, :1], stats[:, 1:]
+    return bounded(values, *(None if bound is None else (bound - mean) / std for bound in (low, high)))
 
 
 def check_compatible(collection: Collection, schema: Schema, saved: SavedModel | None = None) -> None:

@@ -275,12 +275,13 @@ def recalibrate(csv_path, model_dir: Path, series_ids: tuple[str, ...] | None = 
     saved = read_saved(model_dir)
     if not saved.config.quantiles:
         return None
-    ranged = range_forecasts(csv_path, model_dir, end=end, ablation=False, series_ids=series_ids, after_training=True)
+    ranged = range_forecasts(csv_path, model_dir, end=end, ablation=False, series_ids=series_ids, after_training=True,
+                             intervals=False)
     if not ranged.weight.any():
         return None  # no observed target after the training rows: the calibration from training stays
     calibration = calibrate(
         ranged.models["model"], ranged.target, ranged.weight, ranged.features.history[:, 0], ranged.ends,
-        saved.config.quantiles, candidate_spans(saved.config.lookback, saved.config.horizon),
+        saved.config.quantiles, candidate_spans(saved.config.lookback, saved.config.horizon), ranged.series_index,
     )
     (model_dir / INTERVALS_FILE).write_text(calibration.to_json() + "\n", encoding="utf-8")
     return calibration

@@ -426,7 +426,8 @@ def _calibrate_intervals(forecast, target, weight, origins, batcher: WindowBatch
 
     low, high = data.z_bounds(origins, config.target_min, config.target_max)
     return calibrate(bounded(forecast, low, high), target, weight, batcher.features.history[:, 0], origins,
-                     config.quantiles, candidate_spans(config.lookback, config.horizon))
+                     config.quantiles, candidate_spans(config.lookback, config.horizon),
+                     batcher.features.series_of(origins))
 
 
 def detect_bounds(config: Config, training_target: np.ndarray, log: Log) -> Config:

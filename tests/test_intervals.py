@@ -12,7 +12,7 @@ import pytest
 
 from forecast.config import Config
 from forecast.errors import ForecastError
-from forecast.intervals import calibrate, candidate_spans, conformal_quantile, fit, score_intervals
+from forecast.intervals import Calibration, calibrate, candidate_spans, conformal_quantile, fit, score_intervals
 
 from conftest import CAMELS, ETTH1, assert_png, head_csv
 from saved_models import untrained_model
@@ -43,7 +43,7 @@ def test_coverage_is_near_nominal_on_a_generated_series_and_the_scaled_width_win
     series, horizon = stormy_walk(8000, seed=3), 6
     calibration_origins, test_origins = np.arange(50, 4000), np.arange(4000, 7990)
     calibration = calibrate(*repeat_windows(series, calibration_origins, horizon), series, calibration_origins,
-                            (0.1, 0.9), candidate_spans(48, horizon))
+                            (0.1, 0.9), candidate_spans(48, horizon), np.zeros(len(calibration_origins), dtype=int))
     assert calibration.method == "recent" and calibration.checked["plain"] > min(calibration.checked.values())
     forecast, truth, weight = repeat_windows(series, test_origins, horizon)
     scored = score_intervals(calibration.bounds(forecast, series, test_origins), truth, weight, (0.1, 0.9))
@@ -61,10 +61,50 @@ def test_quantiles_never_cross_and_a_median_level_is_allowed():
     history, origins = rng.standard_normal(500), np.arange(30, 400)
     forecast = rng.standard_normal((len(origins), 4))
     truth = forecast + rng.standard_normal((len(origins), 4)) * rng.uniform(0.1, 2.0, (len(origins), 1))
-    calibration = calibrate(forecast, truth, np.ones_like(truth), history, origins, (0.05, 0.5, 0.9), (8, 32))
+    calibration = calibrate(forecast, truth, np.ones_like(truth), history, origins, (0.05, 0.5, 0.9), (8, 32),
+                            origins % 2)  # two series, half the origins each: a window of 185
+    assert calibration.window == 185
     bounds = calibration.bounds(forecast, history, origins)
     assert bounds.shape == (len(origins), 3, 4) and (np.diff(bounds, axis=1) >= 0).all()
     assert (np.diff(calibration.naive_bounds(forecast), axis=1) >= 0).all()
+
+
+def test_a_sliding_offset_is_the_conformal_quantile_of_the_last_errors_known_at_its_origin():
+    rng = np.random.default_rng(1)
+    errors, weight = rng.standard_normal((300, 3)), np.ones((300, 3))
+    weight[100:120, 1] = 0  # a gap in the truth of step 2
+    error_origins = np.arange(1000, 1300)
+    fallback = np.array([[-9.0, -9.0, -9.0], [9.0, 9.0, 9.0]])
+    calibration = Calibration((0.1, 0.9), "plain", 8, 1.0, fallback, fallback, 5, {}, window=50)
+    origins = np.array([1030, 1050, 1053, 1150, 1299, 1300, 1400])
+    offsets = calibration.sliding_offsets(errors, weight, error_origins, origins)
+    for row, origin in enumerate(origins):
+        for step in range(3):
+            known = (error_origins + step + 1 <= origin) & (weight[:, step] > 0)
+            if known.sum() < 50:  # too few known: the saved offsets
+                assert offsets[row, :, step].tolist() == [-9.0, 9.0]
+                continue
+            last = errors[known, step][-50:]
+            assert offsets[row, :, step].tolist() == [conformal_quantile(last, 0.1), conformal_quantile(last, 0.9)]
+    assert offsets[1, 0, 0] != -9.0 and offsets[1, 0, 1] == -9.0  # at 1050: 50 errors of step 1 known, 49 of step 2
+
+
+def test_the_sliding_calibration_follows_errors_that_grow_after_validation():
+    rng = np.random.default_rng(2)
+    origins = np.arange(4000)
+    spread = np.where(origins < 2000, 1.0, 2.0)  # the errors double after the validation origins
+    truth = spread[:, None] * rng.standard_normal((4000, 2))
+    forecast, weight, history = np.zeros((4000, 2)), np.ones((4000, 2)), np.zeros(4000)
+    calibration = fit("plain", 8, forecast[:1000], truth[:1000], weight[:1000], history, origins[:1000], (0.1, 0.9),
+                      window=1000)
+    later = origins[2500:]
+    offsets = calibration.sliding_offsets(truth, weight, origins, later)
+    saved = score_intervals(calibration.bounds(forecast[later], history, later), truth[later], weight[later], (0.1, 0.9))
+    sliding = score_intervals(calibration.bounds(forecast[later], history, later, offsets), truth[later],
+                              weight[later], (0.1, 0.9))
+    assert saved.intervals["80%"]["coverage"] < 0.55  # the validation width, half the errors' spread now
+    assert 0.77 <= sliding.intervals["80%"]["coverage"] <= 0.83
+    assert sliding.intervals["80%"]["winkler"] < 0.9 * saved.intervals["80%"]["winkler"]
 
 
 @pytest.fixture(scope="module")
@@ -109,6 +149,22 @@ def test_evaluate_scores_the_intervals_next_to_the_naive_interval(tmp_path, ett_
     assert "model 80%" in result.table() and "naive 80%" in result.table()
     saved = json.loads(json.dumps(result.to_json()))["intervals"]
     assert saved["model"]["80%"]["coverage"] == pytest.approx(model["coverage"])
+
+
+def test_predict_draws_the_interval_evaluate_scores_at_the_same_origin(tmp_path, ett_600):
+    from forecast.evaluation import range_forecasts
+    from forecast.prediction import forecast_from
+
+    model = calibrated_model(ett_600, SMALL, tmp_path / "m")
+    ranged = range_forecasts(ett_600, model, ablation=False)
+    calibration = ranged.saved.intervals
+    assert calibration.window == 145  # the validation origins of rows 300-450
+    at = int(np.flatnonzero(ranged.ends == 519)[0])
+    bounds = calibration.bounds(ranged.models["model"][at : at + 1], ranged.features.history[:, 0],
+                                ranged.ends[at : at + 1], ranged.offsets[at : at + 1])[0]
+    drawn = forecast_from(ett_600, model, "520").frame[["OT_q0.1", "OT_q0.9"]].to_numpy().T
+    np.testing.assert_allclose(drawn, bounds * ranged.std[at] + ranged.mean[at], rtol=1e-5)
+    assert not np.allclose(ranged.offsets[at], calibration.offsets)  # 70 origins later, the window has moved
 
 
 def test_info_shows_the_calibration_and_a_changed_file_is_refused(tmp_path, ett_600):
