@@ -139,6 +139,7 @@ def train(
     holdout_series: Annotated[Optional[str], typer.Option(help="Series kept out of training: ids (comma-separated) or a file of ids, one a line.")] = None,
     scaling: Annotated[Optional[str], typer.Option(help="series: z-score each series on its own training rows; global: one scaler for all.")] = None,
     series_weight: Annotated[Optional[str], typer.Option(help="naive: weight each series' errors by 1 / its Repeat MSE on its training rows; none: all alike.")] = None,
+    attribute_terms: Annotated[Optional[bool], typer.Option("--attribute-terms/--no-attribute-terms", help="Linear terms times each series' attributes, so each series gets its own coefficients (off by default).")] = None,
     quantiles: Annotated[Optional[str], typer.Option(help="Quantile levels of the forecast intervals, e.g. 0.1,0.5,0.9 (default 0.1,0.9; 'none' for none).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from its last checkpoint.")] = False,
     log_file: Annotated[Optional[Path], typer.Option("--log", help="Also append timestamped log lines to this file.")] = None,
@@ -165,7 +166,7 @@ def train(
             tensorboard_dir=str(tensorboard) if tensorboard else None, gaps=gaps, max_gap=max_gap,
             skip_rows=skip_rows, target_min=target_min, target_max=target_max, id_column=id_column,
             static=str(static) if static else None, holdout_series=_series_ids(holdout_series), scaling=scaling,
-            series_weight=series_weight,
+            series_weight=series_weight, attribute_terms=attribute_terms,
             quantiles=_levels(quantiles),
         )
         # The lock is taken before TensorFlow loads, so that a second run stops at once; a model not yet in the

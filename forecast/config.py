@@ -44,6 +44,7 @@ class Config:
     holdout_series: tuple[str, ...] = ()  # ids kept out of training entirely, to score on series never seen
     scaling: str = "series"  # z-score each series on its own training rows, or all series with one "global" scaler
     series_weight: str = "none"  # "naive": weight each series' errors by 1 / its Repeat MSE on its training rows
+    attribute_terms: bool = False  # linear terms times each series' attributes (model.AttributeProducts)
 
     lookback: int = 96
     horizon: int = 24

@@ -165,6 +165,22 @@ def improvement(baseline_errors: np.ndarray, errors: np.ndarray, origins: np.nda
     return Improvement(float(means.mean() / (spread / math.sqrt(n_blocks))) if spread > 0 else 0.0, n_blocks, block)
 
 
+def nse_weights(series: np.ndarray, target: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """Per origin (n,), 1 / the variance of its series' observed targets among these origins (`series` (n,); `target`
+    and `weight` (n, H), z-units): an origin's error times this is its series' share of 1 - NSE, so a comparison
+    pooled over many series weighs each series' error against its own spread, as the mean NSE over series does, and is
+    not decided by the few series whose floods make the largest errors. Constant for one series: a t statistic
+    `improvement` takes is then unchanged."""
+    weights = np.ones(len(series))
+    observed = weight > 0
+    for index in np.unique(series):
+        rows = series == index
+        values = target[rows][observed[rows]]
+        if len(values) > 1:
+            weights[rows] = 1.0 / max(float(values.var()), 1e-6)
+    return weights
+
+
 def origin_errors(forecast: np.ndarray, target: np.ndarray, weight: np.ndarray) -> np.ndarray:
     """Mean squared error per origin over its weighted steps (n_origins,); NaN where an origin has none."""
     total = weight.sum(axis=1)

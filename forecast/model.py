@@ -7,6 +7,7 @@ prediction = last target value + linear map of the window minus its last value (
              + linear map of the window's means over its last 1, 2, 4, ... rows (target and covariates)
              + linear map of the sim change (the simulation's residual)
              + linear map of the target and sim values at the origin (how the simulation's current error decays)
+             + linear map of the means, sim change and origin values times each series' attributes (with many series)
              + correction
 
 Centring on the last value makes the forecast follow the series' current level, which a z-score fitted on the training
@@ -169,6 +170,33 @@ class OriginValues(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="forecast")
+class AttributeProducts(keras.layers.Layer):
+    """Each of the linear inputs (B, F) times each of the series' attributes, the first `attributes` bg columns:
+    (B, F x attributes), input-major.
+
+    A linear map of these gives every series its own linear coefficients, read from its attributes: one pooled ridge
+    fit then forecasts a slow snow-fed river and a flashy one with different recessions and rain responses, as
+    per-series fits would, while a series never trained on still gets coefficients from its attributes.
+    """
+
+    def __init__(self, attributes: int, **kwargs):
+        super().__init__(**kwargs)
+        self.attributes = attributes
+
+    def call(self, inputs):
+        values, bg = inputs
+        products = values[:, :, None] * bg[:, None, : self.attributes]
+        return ops.reshape(products, (-1, values.shape[-1] * self.attributes))
+
+    def compute_output_shape(self, input_shape):
+        values_shape, _ = input_shape
+        return (values_shape[0], values_shape[-1] * self.attributes)
+
+    def get_config(self):
+        return {**super().get_config(), "attributes": self.attributes}
+
+
+@keras.saving.register_keras_serializable(package="forecast")
 class MaskedMSE(keras.losses.Loss):
     """Squared error per horizon step, weighted (weight 0 marks gaps and padding), summed and divided by the fixed
     count B x H: every scored step weighs the same whichever batch it is in. (Divided by the batch's own weight sum,
@@ -234,9 +262,16 @@ def build_model(config: Config, layout: InputLayout, batch_size: int) -> keras.M
     terms = [level, highway, summary]
     if layout.sim:  # no sim columns and no calendar cycle: a Dense layer over zero inputs aborts oneDNN on the CPU
         terms.append(keras.layers.Dense(horizon, kernel_initializer="zeros", name="sim_residual")(sim_flat))
-    if layout.sim_history_index:
+    attributes = len(layout.bg) - len(layout.calendar) if config.attribute_terms else 0
+    if layout.sim_history_index or attributes:
         origin = OriginValues((0, *layout.sim_history_index), name="origin_values")(inputs["lstm"])
+    if layout.sim_history_index:
         terms.append(keras.layers.Dense(horizon, kernel_initializer="zeros", name="sim_error_decay")(origin))
+    if attributes:  # the series' attributes (static columns, bg columns) set each series' linear coefficients
+        # The level at the origin too: how fast a series returns to its mean is what differs most between series.
+        values = keras.layers.Concatenate(name="interacting_terms")([means, *([sim_flat] if layout.sim else []), origin])
+        products = AttributeProducts(attributes, name="attribute_products")([values, inputs["bg"]])
+        terms.append(keras.layers.Dense(horizon, kernel_initializer="zeros", name="attribute_interaction")(products))
     context = keras.layers.Concatenate(name="context")([encoded, sim_flat, inputs["bg"]])
     context = keras.layers.Dropout(config.head_dropout, name="context_dropout")(context)
     hidden = keras.layers.Dense(config.head_units, activation="relu", name="head_hidden")(context)

@@ -138,7 +138,7 @@ def plot_training(history: pd.DataFrame, metrics: dict, path: Path) -> Path:
     axis.set_xlabel("epoch")
     axis.set_ylabel("MSE (z-scored)")
     axis.set_title(f"training: {metrics.get('model_kind', '')}", fontsize="medium")
-    axis.legend(fontsize="small", frameon=False)
+    axis.legend(loc="best", fontsize="small", framealpha=0.85)  # a frame keeps it readable over the level lines
     axis.grid(alpha=0.3)
     return _save(figure, path)
 

@@ -18,7 +18,7 @@ from forecast.config import Config
 from forecast.data import Collection, describe_left_out, load_collection
 from forecast.errors import ForecastError, IncompatibleWeights, ResumeRefused
 from forecast.split import Split, resolve_splits
-from forecast.evaluation import MIN_BLOCKS, improvement, origin_errors, repeat_forecast, weighted_errors
+from forecast.evaluation import MIN_BLOCKS, improvement, nse_weights, origin_errors, repeat_forecast, weighted_errors
 from forecast.features import Features, InputLayout, build_features, fit_pooled_scaler, fit_scaler, stack
 from forecast.linear_start import MAX_ORIGINS, LinearFit, fit_linear_start, freeze_linear_terms
 from forecast.store import (
@@ -363,7 +363,8 @@ def _kept_model_metrics(model, validation, batcher: WindowBatcher, data: Trainin
     if start_weights is not None:
         start_label = "the current version's weights" if start_from is not None else "the linear start"
         forecast, kept_start, verdict = _keep_the_better(
-            model, start_weights, forecast, val_inputs, val_target, val_weight, val_origins, config, log, start_label
+            model, start_weights, forecast, val_inputs, val_target, val_weight, val_origins,
+            batcher.features.series_of(val_origins), config, log, start_label,
         )
     metrics = _validation_metrics(forecast, val_target, val_weight, val_origins, batcher, data)
     metrics["kept_linear_start"] = kept_start and start_from is None
@@ -531,12 +532,17 @@ def _linear_start(
         f"linear start: ridge on {fit.windows} of the {scored} training origins (those whose whole horizon is observed"
         f"{f', at most {MAX_ORIGINS}' if scored > MAX_ORIGINS else ''}), history as {fit.history}, "
         f"covariates {'in' if fit.covariates else 'out'}, calendar {'in' if fit.calendar else 'out'}, "
-        f"penalty {fit.penalty:g}, validation MSE {fit.val_mse:.4f}"
+        + (f"attributes {'in' if fit.attributes else 'out'}, " if _has_attributes(model) else "")
+        + f"penalty {fit.penalty:g}, validation MSE {fit.val_mse:.4f}"
         + (f" (t = {fit.t:.1f} over {fit.blocks} blocks against lags alone)" if fit.t else "")
         + (f"; only {fit.blocks} validation blocks of {batcher.horizon} origins, fewer than {MIN_BLOCKS}: the simplest "
            "inputs kept" if fit.blocks < MIN_BLOCKS else "")
     )
     return fit
+
+
+def _has_attributes(model) -> bool:
+    return any(layer.name == "attribute_interaction" for layer in model.layers)
 
 
 def _resumed_start(root: Path) -> Path | None:
@@ -563,6 +569,7 @@ def _model_kind(linear_start: dict | None, kept_start: bool, verdict, start_from
     if kept_start and linear_start:
         inputs = ["lags" if linear_start["history"] == "lags" else "multi-scale means"]
         inputs += ["covariates"] * bool(linear_start["covariates"]) + ["calendar"] * bool(linear_start["calendar"])
+        inputs += ["attributes"] * bool(linear_start.get("attributes"))
         return f"linear (ridge on {', '.join(inputs)})"
     if verdict is None:
         return "linear terms and LSTM correction trained together (no linear start)"
@@ -584,12 +591,13 @@ def _kept_epoch(history: pd.DataFrame) -> int:
 
 
 def _keep_the_better(model, start_weights, trained_forecast, val_inputs, val_target, val_weight, val_origins,
-                     config: Config, log: Log, start_label: str = "the linear start"):
+                     series, config: Config, log: Log, start_label: str = "the linear start"):
     """The trained model, unless it does not beat the weights it began from (`start_label`: the linear start, or the
-    current version's weights in a warm retrain) clearly on validation.
+    current version's weights in a warm retrain) clearly on validation; `series` (n,) names each validation origin's
+    series.
 
-    "Clearly" is `Improvement.clear` for the per-origin error difference: at least MIN_BLOCKS independent blocks of H
-    origins and a t statistic above the Student t threshold for their number. A network that only matches its own
+    "Clearly" is `Improvement.clear` for the per-origin error difference, each series' errors scaled by its spread
+    (`nse_weights`): at least MIN_BLOCKS independent blocks of H origins and a t statistic above the Student t threshold for their number. A network that only matches its own
     linear start, or beats it on too few blocks to tell, has found nothing shown to generalise, and the simpler model
     is the safer forecast for unseen data. Returns the kept model's validation forecast, whether it is the start, and
     the comparison (`Improvement`).
@@ -601,9 +609,12 @@ def _keep_the_better(model, start_weights, trained_forecast, val_inputs, val_tar
     start_forecast = predict_batches(model, stacked_batches(val_inputs, config.batch_size), config.chunks_per_stream)
     trained = weighted_errors(trained_forecast, val_target, val_weight)["mse"]
     start = weighted_errors(start_forecast, val_target, val_weight)["mse"]
+    # Each series' errors against its own spread (nse_weights): with many series, the gate asks about the mean NSE
+    # over series rather than about the few largest floods.
+    scale = nse_weights(series, val_target, val_weight)
     verdict = improvement(
-        origin_errors(start_forecast, val_target, val_weight), origin_errors(trained_forecast, val_target, val_weight),
-        val_origins, config.horizon,
+        origin_errors(start_forecast, val_target, val_weight) * scale,
+        origin_errors(trained_forecast, val_target, val_weight) * scale, val_origins, config.horizon,
     )
     if not verdict.clear:
         log(f"kept {start_label}: validation MSE {start:.4f}, trained {trained:.4f} ({verdict.describe()})")

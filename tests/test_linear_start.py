@@ -51,7 +51,9 @@ def test_the_started_model_forecasts_the_ridge_fit_and_freezes_it(camels):
     assert (np.abs(model.get_layer("history_highway").kernel.numpy()).max() > 0) == (fit.history == "lags")
     assert (summary[:n_spans].max() > 0) == (fit.history == "means")
     assert (summary[n_spans:].max() > 0) == fit.covariates
-    assert [name for name in LINEAR_TERMS if not model.get_layer(name).trainable] == list(LINEAR_TERMS)
+    present = [name for name in LINEAR_TERMS if any(layer.name == name for layer in model.layers)]
+    assert present == list(LINEAR_TERMS[:4])  # one series without attributes: no attribute terms
+    assert all(not model.get_layer(name).trainable for name in present)
     assert np.abs(model.get_layer("sim_error_decay").kernel.numpy()).max() > 0
     origins = np.arange(499, 697)
     padded = np.pad(origins, (0, -len(origins) % 8), mode="edge")
@@ -113,3 +115,34 @@ def test_with_gaps_the_linear_start_scores_the_origins_and_steps_training_valida
     assert np.count_nonzero(weight.any(axis=1) & ~weight.all(axis=1)) > 5  # origins with a gap in their horizon
     forecast = predict_batches(model, stacked_batches(inputs, 8), 2)
     assert fit.val_mse == pytest.approx(weighted_errors(forecast, target, weight)["mse"], rel=1e-5)
+
+
+def test_attributes_give_each_series_its_own_linear_coefficients(tmp_path):
+    """Four series whose persistence grows with an attribute (AR(1) coefficients 0.1 to 0.9): one pooled fit of the
+    plain terms must share one coefficient; with the terms times the attribute it fits each series."""
+    rng = np.random.default_rng(5)
+    attribute = np.array([-1.0, -0.3, 0.3, 1.0])
+    config = Config(target="y", past=(), lookback=8, horizon=2, batch_size=8, units=4, head_units=4)
+    parts = []
+    for index, value in enumerate(attribute):
+        level = np.zeros(700)
+        for row in range(1, 700):
+            level[row] = (0.5 + 0.4 * value) * level[row - 1] + rng.normal()
+        path = tmp_path / f"series_{index}.csv"
+        pd.DataFrame({"date": pd.date_range("2001-01-01", periods=700, freq="D"), "y": level}).to_csv(path, index=False)
+        series = load_series(path, config)
+        parts.append(build_features(series, fit_scaler(series, 500), config.horizon, calendar=(),
+                                    static=np.array([value], dtype="float32")))
+    from forecast.features import stack
+
+    features = stack(parts)
+    layout = InputLayout.from_roles(series.roles, series.freq, static=("persistence",)).with_calendar(())
+    batcher = WindowBatcher(features, config.lookback, config.horizon)
+    train = np.concatenate([start + np.arange(7, 497) for start in features.starts])
+    validation = np.concatenate([start + np.arange(499, 697) for start in features.starts])
+    model = build_model(config.replace(attribute_terms=True), layout, batch_size=8)
+    fit = fit_linear_start(model, batcher, train, validation)
+    assert fit.attributes and fit.t > 2
+    plain = build_model(config, layout, batch_size=8)  # attribute_terms off, the default
+    without = fit_linear_start(plain, batcher, train, validation)
+    assert not without.attributes and fit.val_mse < 0.95 * without.val_mse

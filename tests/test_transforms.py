@@ -1,6 +1,7 @@
 """Pure data transforms on small arrays: scaling, calendar features, carrying values forward."""
 
 import numpy as np
+import pytest
 import pandas as pd
 
 from forecast.calendar import calendar_features, calendar_names, future_times
@@ -105,10 +106,35 @@ def test_the_end_of_training_keeps_the_linear_start_when_its_gain_rests_on_few_b
     trained = target + 0.5 * (start - target)  # a quarter of the start's squared error, on 72 / 4 = 18 blocks
     config = Config(target="y", horizon=horizon, batch_size=8, stream_chunks=1)
     lines = []
-    arguments = ({"row": np.arange(n)}, target, np.ones((n, horizon), "float32"), np.arange(n), config, lines.append)
+    arguments = ({"row": np.arange(n)}, target, np.ones((n, horizon), "float32"), np.arange(n), np.zeros(n, int),
+                 config, lines.append)
     _, kept_start, _ = _keep_the_better(Recorded(trained), [start], trained, *arguments)
     assert not kept_start and "over 18 blocks of 4 origins" in lines[-1]
     few = config.replace(horizon=24)  # the same errors in blocks of 24 origins: 3 blocks
-    arguments = (*arguments[:4], few, lines.append)
+    arguments = (*arguments[:5], few, lines.append)
     _, kept_start, _ = _keep_the_better(Recorded(trained), [start], trained, *arguments)
     assert kept_start and "over 3 blocks of 24 origins, fewer than the 10 blocks" in lines[-1]
+
+
+def test_the_gate_weighs_each_series_error_against_the_series_own_spread():
+    from forecast.evaluation import improvement, nse_weights, origin_errors
+
+    rng = np.random.default_rng(4)
+    n, horizon = 400, 4
+    series = np.repeat([0, 1], n)  # a calm series, then one whose floods make errors a hundred times larger
+    spread = np.where(series == 0, 1.0, 10.0)[:, None]
+    target = spread * rng.normal(size=(2 * n, horizon))
+    start = target + spread * rng.normal(0.0, 0.5, size=target.shape)
+    trained = target + spread * rng.normal(0.0, 0.5, size=target.shape)
+    trained[series == 0] = target[series == 0] + 0.6 * (start - target)[series == 0]  # better on the calm series only
+    weight, origins = np.ones_like(target), np.arange(2 * n)
+    pooled = improvement(origin_errors(start, target, weight), origin_errors(trained, target, weight), origins, horizon)
+    scale = nse_weights(series, target, weight)
+    weighed = improvement(origin_errors(start, target, weight) * scale, origin_errors(trained, target, weight) * scale,
+                          origins, horizon)
+    assert not pooled.clear and weighed.clear  # the flood series' noise hid a gain on half the series
+    alone = improvement(origin_errors(start, target, weight)[:n] * 3.0, origin_errors(trained, target, weight)[:n] * 3.0,
+                        origins[:n], horizon)
+    same = improvement(origin_errors(start, target, weight)[:n], origin_errors(trained, target, weight)[:n],
+                       origins[:n], horizon)
+    assert alone.t == pytest.approx(same.t)  # one series: a constant weight leaves t as it was
