@@ -139,80 +139,108 @@ def retrain(
             return Decision(promoted=False, reason="no new rows")
         holdout = options.holdout or 4 * config.horizon
         training = collection.without(schema.holdout)
-        latest = max(training.series, key=lambda series: series.time[series.n_observed - 1])
-        scored_from = latest.n_observed - holdout
-        if scored_from < config.lookback + 2 * config.horizon:  # the candidate still needs training and validation rows
-            raise ForecastError(f"{csv_path}: too little data for a holdout of {holdout} rows; lower --holdout")
-        # The holdout is the newest `holdout` steps in time, the same stretch for every series.
-        cut = str(latest.time[scored_from - 1])
-        candidate_config = _candidate_config(config, current, options, cut)
-        mode = "full retrain" if options.full else f"warm start at epoch {candidate_config.initial_epoch + 1}"
+        cut = _holdout_cut(training, holdout, config, csv_path)
+        mode = ("full retrain" if options.full
+                else f"warm start at epoch {_candidate_config(config, current, options, cut).initial_epoch + 1}")
         log(f"{csv_path}: {new_rows} new rows; training a candidate ({mode}), holding out the last {holdout} rows")
         staging = staging_dir(root)
+        series_ids = training.ids if collection.id_name else None
         try:
-            try:
-                trained = train_collection(
-                    training, candidate_config, root, log, verbose, extra_callbacks,
-                    start_from=None if options.full else current, purpose="retrain",
-                )
-            except IncompatibleWeights as exc:
-                log(f"{exc}; training a fresh candidate instead")
-                options = dataclasses.replace(options, full=True)
-                candidate_config = _candidate_config(config, current, options, cut)
-                trained = train_collection(training, candidate_config, root, log, verbose, extra_callbacks,
-                                           purpose="retrain")
-            _keep_configured_epochs(trained.model_dir, config.epochs)
-            series_ids = training.ids if collection.id_name else None
-            current_mse = _holdout_mse(csv_path, current, cut, series_ids)
-            candidate_mse = _holdout_mse(csv_path, trained.model_dir, cut, series_ids)
-            reference = reference_version(root, current)
-            if reference is None:
-                log(f"{root}: the reference version of {current.name} is no longer kept; comparing with it alone")
-                reference = current
-            reference_mse = (current_mse if reference == current
-                             else _holdout_mse(csv_path, reference, cut, series_ids))
+            trained, options = _train_candidate(training, config, current, options, cut, root, log, verbose,
+                                                extra_callbacks)
+            scores = _holdout_scores(csv_path, root, current, trained.model_dir, cut, series_ids, log)
         except ForecastError:
             shutil.rmtree(staging, ignore_errors=True)
             raise
-        bound = 1.0 + options.tolerance
-        # A warm candidate whose training did not clearly beat the current weights carries them on: nothing to promote.
-        unchanged = not options.full and trained.metrics["kept_start_weights"]
-        promoted = not unchanged and candidate_mse <= current_mse * bound and candidate_mse <= reference_mse * bound
         record = {
-            "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "data": str(csv_path), "rows": sum(series.n_observed for series in collection.series), "new_rows": new_rows, "holdout_rows": holdout,
-            "mode": "full" if options.full else "warm", "epochs": int(trained.metrics["last_epoch"]),
-            "kept_start_weights": trained.metrics["kept_start_weights"], "gate": trained.metrics["gate"],
-            "current_version": current.name, "current_mse": current_mse, "candidate_mse": candidate_mse,
-            "reference_version": reference.name, "reference_mse": reference_mse,
-            "tolerance": options.tolerance, "promoted": promoted,
+            "time": datetime.now(timezone.utc).isoformat(timespec="seconds"), "data": str(csv_path),
+            "rows": sum(series.n_observed for series in collection.series), "new_rows": new_rows,
+            "holdout_rows": holdout, "mode": "full" if options.full else "warm",
+            "epochs": int(trained.metrics["last_epoch"]), "kept_start_weights": trained.metrics["kept_start_weights"],
+            "gate": trained.metrics["gate"], "current_version": current.name, **scores,
+            "tolerance": options.tolerance,
         }
-        if promoted:
-            # A warm candidate keeps its line's fixed reference; a full retrain starts a new line (it is its own).
-            metrics = {**trained.metrics, "holdout": record,
-                       "reference_version": None if options.full else reference.name}
-            calibration = recalibrate(csv_path, trained.model_dir, series_ids)
-            if calibration is not None:
-                metrics["intervals"] = calibration.summary()
-                log(f"recalibrated on the validation and holdout rows: {calibration.describe()}")
-            write_json(trained.model_dir / METRICS_FILE, metrics)
-            version = publish(trained.model_dir, root, config.keep_versions)
-            record["version"] = version
-            reason = (f"candidate holdout MSE {candidate_mse:.4f} vs current {current_mse:.4f} and reference "
-                      f"{record['reference_version']} {reference_mse:.4f}: promoted to version {version}")
-        else:
-            shutil.rmtree(staging, ignore_errors=True)
-            version = None
-            reason = (f"candidate holdout MSE {candidate_mse:.4f} is worse than current {current_mse:.4f} or reference "
-                      f"{record['reference_version']} {reference_mse:.4f} by more than {options.tolerance:.0%}: kept "
-                      f"version {current.name}")
-            if unchanged:
-                reason = (f"candidate holdout MSE {candidate_mse:.4f} vs current {current_mse:.4f}, but its training did "
-                          f"not clearly beat the current weights on validation: kept version {current.name}")
-        with (root / DECISIONS_FILE).open("a", encoding="utf-8") as writer:
-            writer.write(json.dumps(record) + "\n")
-        log(reason)
-        return Decision(promoted, reason, version, current_mse, candidate_mse, reference_mse)
+        return _decide(record, trained, options, csv_path, root, current, series_ids, config.keep_versions, log)
+
+
+def _holdout_cut(training: Collection, holdout: int, config: Config, csv_path) -> str:
+    """The time after which rows are held out: the newest `holdout` steps in time, the same stretch for every series
+    (the candidate still needs training and validation rows before it)."""
+    latest = max(training.series, key=lambda series: series.time[series.n_observed - 1])
+    scored_from = latest.n_observed - holdout
+    if scored_from < config.lookback + 2 * config.horizon:
+        raise ForecastError(f"{csv_path}: too little data for a holdout of {holdout} rows; lower --holdout")
+    return str(latest.time[scored_from - 1])
+
+
+def _train_candidate(training: Collection, config: Config, current: Path, options: RetrainOptions, cut: str,
+                     root: Path, log: Log, verbose: int, extra_callbacks: tuple):
+    """The candidate trained on the rows up to `cut` (warm from `current`, or afresh with `options.full`, or afresh
+    when the current weights no longer fit the network), and the options it was trained with."""
+    candidate_config = _candidate_config(config, current, options, cut)
+    try:
+        trained = train_collection(training, candidate_config, root, log, verbose, extra_callbacks,
+                                   start_from=None if options.full else current, purpose="retrain")
+    except IncompatibleWeights as exc:
+        log(f"{exc}; training a fresh candidate instead")
+        options = dataclasses.replace(options, full=True)
+        trained = train_collection(training, _candidate_config(config, current, options, cut), root, log, verbose,
+                                   extra_callbacks, purpose="retrain")
+    _keep_configured_epochs(trained.model_dir, config.epochs)
+    return trained, options
+
+
+def _holdout_scores(csv_path, root: Path, current: Path, candidate: Path, cut: str, series_ids, log: Log) -> dict:
+    """The holdout MSE (median over series, each in its own units) of the current version, the candidate and the
+    current line's reference version."""
+    current_mse = _holdout_mse(csv_path, current, cut, series_ids)
+    candidate_mse = _holdout_mse(csv_path, candidate, cut, series_ids)
+    reference = reference_version(root, current)
+    if reference is None:
+        log(f"{root}: the reference version of {current.name} is no longer kept; comparing with it alone")
+        reference = current
+    reference_mse = current_mse if reference == current else _holdout_mse(csv_path, reference, cut, series_ids)
+    return {"current_mse": current_mse, "candidate_mse": candidate_mse, "reference_version": reference.name,
+            "reference_mse": reference_mse}
+
+
+def _decide(record: dict, trained, options: RetrainOptions, csv_path, root: Path, current: Path, series_ids,
+            keep_versions: int, log: Log) -> Decision:
+    """Promotes the candidate (recalibrating its intervals on the newest rows) when it is within tolerance of both the
+    current and the reference version on the holdout, else discards it; appends `record` to the decisions file."""
+    candidate_mse, current_mse, reference_mse = (record[key] for key in ("candidate_mse", "current_mse",
+                                                                         "reference_mse"))
+    bound = 1.0 + options.tolerance
+    # A warm candidate whose training did not clearly beat the current weights carries them on: nothing to promote.
+    unchanged = not options.full and trained.metrics["kept_start_weights"]
+    promoted = not unchanged and candidate_mse <= current_mse * bound and candidate_mse <= reference_mse * bound
+    record["promoted"] = promoted
+    version = None
+    if promoted:
+        # A warm candidate keeps its line's fixed reference; a full retrain starts a new line (it is its own).
+        metrics = {**trained.metrics, "holdout": record,
+                   "reference_version": None if options.full else record["reference_version"]}
+        calibration = recalibrate(csv_path, trained.model_dir, series_ids)
+        if calibration is not None:
+            metrics["intervals"] = calibration.summary()
+            log(f"recalibrated on the validation and holdout rows: {calibration.describe()}")
+        write_json(trained.model_dir / METRICS_FILE, metrics)
+        version = publish(trained.model_dir, root, keep_versions)
+        record["version"] = version
+        reason = (f"candidate holdout MSE {candidate_mse:.4f} vs current {current_mse:.4f} and reference "
+                  f"{record['reference_version']} {reference_mse:.4f}: promoted to version {version}")
+    else:
+        shutil.rmtree(staging_dir(root), ignore_errors=True)
+        reason = (f"candidate holdout MSE {candidate_mse:.4f} is worse than current {current_mse:.4f} or reference "
+                  f"{record['reference_version']} {reference_mse:.4f} by more than {options.tolerance:.0%}: kept "
+                  f"version {current.name}")
+        if unchanged:
+            reason = (f"candidate holdout MSE {candidate_mse:.4f} vs current {current_mse:.4f}, but its training did "
+                      f"not clearly beat the current weights on validation: kept version {current.name}")
+    with (root / DECISIONS_FILE).open("a", encoding="utf-8") as writer:
+        writer.write(json.dumps(record) + "\n")
+    log(reason)
+    return Decision(promoted, reason, version, current_mse, candidate_mse, reference_mse)
 
 
 def reference_version(root: Path, current: Path) -> Path | None:
