@@ -347,7 +347,7 @@ def range_forecasts(
     `intervals` adds each origin's interval offsets where the model has a calibration."""
     from forecast.ablation import ablation_forecasts, rolling_forecasts
     from forecast.data import load_collection
-    from forecast.prediction import bounded_z, check_compatible, collection_features, load_model_file, scalers_for
+    from forecast.prediction import check_compatible, collection_features, load_model_file, scalers_for, target_bound
     from forecast.recent_errors import first_unfitted, interval_offsets
     from forecast.sampler import origin_ranges
     from forecast.store import current_version, read_saved, with_network
@@ -378,10 +378,7 @@ def range_forecasts(
     series_index = features.series_of(ends)
     target, weight = batcher.targets(ends, np.ones(len(ends), dtype=bool))
     stats = target_stats(scalers, collection.first.roles.target)
-
-    def bound(forecast: np.ndarray, origins: np.ndarray) -> np.ndarray:
-        return bounded_z(forecast, stats[features.series_of(origins)], config.target_min, config.target_max)
-
+    bound = target_bound(stats, features, config)
     models = {label: bound(forecast, ends) for label, forecast in models.items()}
     offsets = None
     if intervals and saved.intervals is not None:

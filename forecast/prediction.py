@@ -155,15 +155,15 @@ def _forecasts(collection: Collection, saved: SavedModel, rows: list[int], log: 
     else:
         offsets = interval_offsets(
             saved.model, batcher, ranges, first_unfitted(collection, saved.schema, features), saved.intervals,
-            config.chunks_per_stream, config.batch_size, _bound(scalers, features, collection, config),
+            config.chunks_per_stream, config.batch_size,
+            target_bound(target_stats(scalers, collection.first.roles.target), features, config),
         )
     return _forecast_table(collection, saved, scalers, features, np.array(origins), scaled, offsets)
 
 
-def _bound(scalers: list[Scaler], features: Features, collection: Collection, config):
+def target_bound(stats: np.ndarray, features: Features, config):
     """`bound(forecast, origins)`: z-scored forecasts (m, H) at feature rows `origins` (m,) clipped to the target's
-    bounds."""
-    stats = target_stats(scalers, collection.first.roles.target)
+    bounds, each by its series' mean and std (`stats` (n_series, 2), from `scaling.target_stats`)."""
     return lambda forecast, origins: bounded_z(forecast, stats[features.series_of(origins)], config.target_min,
                                                config.target_max)
 

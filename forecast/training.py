@@ -20,7 +20,7 @@ from forecast.errors import ForecastError, IncompatibleWeights, ResumeRefused
 from forecast.split import Split, resolve_splits
 from forecast.evaluation import MIN_BLOCKS, improvement, nse_weights, origin_errors, repeat_forecast, weighted_errors
 from forecast.features import Features, InputLayout, build_features, fit_pooled_scaler, fit_scaler, stack
-from forecast.linear_start import MAX_ORIGINS, LinearFit, fit_linear_start, freeze_linear_terms
+from forecast.linear_start import MAX_ORIGINS, LinearFit, fit_linear_start, freeze_linear_terms, linear_terms
 from forecast.store import (
     CONFIG_FILE,
     HISTORY_FILE,
@@ -532,17 +532,14 @@ def _linear_start(
         f"linear start: ridge on {fit.windows} of the {scored} training origins (those whose whole horizon is observed"
         f"{f', at most {MAX_ORIGINS}' if scored > MAX_ORIGINS else ''}), history as {fit.history}, "
         f"covariates {'in' if fit.covariates else 'out'}, calendar {'in' if fit.calendar else 'out'}, "
-        + (f"attributes {'in' if fit.attributes else 'out'}, " if _has_attributes(model) else "")
+        + (f"attributes {'in' if fit.attributes else 'out'}, " if "attribute_interaction" in linear_terms(model)
+           else "")
         + f"penalty {fit.penalty:g}, validation MSE {fit.val_mse:.4f}"
         + (f" (t = {fit.t:.1f} over {fit.blocks} blocks against lags alone)" if fit.t else "")
         + (f"; only {fit.blocks} validation blocks of {batcher.horizon} origins, fewer than {MIN_BLOCKS}: the simplest "
            "inputs kept" if fit.blocks < MIN_BLOCKS else "")
     )
     return fit
-
-
-def _has_attributes(model) -> bool:
-    return any(layer.name == "attribute_interaction" for layer in model.layers)
 
 
 def _resumed_start(root: Path) -> Path | None:
@@ -597,7 +594,8 @@ def _keep_the_better(model, start_weights, trained_forecast, val_inputs, val_tar
     series.
 
     "Clearly" is `Improvement.clear` for the per-origin error difference, each series' errors scaled by its spread
-    (`nse_weights`): at least MIN_BLOCKS independent blocks of H origins and a t statistic above the Student t threshold for their number. A network that only matches its own
+    (`nse_weights`): at least MIN_BLOCKS independent blocks of H origins and a t statistic above the Student t
+    threshold for their number. A network that only matches its own
     linear start, or beats it on too few blocks to tell, has found nothing shown to generalise, and the simpler model
     is the safer forecast for unseen data. Returns the kept model's validation forecast, whether it is the start, and
     the comparison (`Improvement`).
