@@ -9,6 +9,7 @@ the history so far. `state.json` is written last, each file by a rename, so it a
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,6 +112,40 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
             self.best_weights = self.resumed_weights if self.resumed_weights is not None else self.start_weights
         elif self.start_mse is not None and self.start_weights is not None:
             self.best, self.best_weights = self.start_mse, self.start_weights
+
+
+def plateau_learning_rate(val_mse: list[float], start_mse: float | None, base: float, patience: int,
+                          factor: float = 0.5) -> float:
+    """The learning rate for the epoch after those whose validation MSE is `val_mse`: `base`, times `factor` each
+    time `patience` epochs in a row have not beaten the best so far (the linear start's `start_mse` included), the
+    count starting again after each drop. A function of the history alone, so a resumed run picks up the same rate.
+    patience 0: always `base`."""
+    rate, best, wait = base, math.inf if start_mse is None else start_mse, 0
+    for value in val_mse:
+        if value < best:
+            best, wait = value, 0
+            continue
+        wait += 1
+        if patience and wait >= patience:
+            rate, wait = rate * factor, 0
+    return rate
+
+
+class PlateauLearningRate(keras.callbacks.Callback):
+    """Sets the optimizer's learning rate before each epoch from `plateau_learning_rate` over the history so far."""
+
+    def __init__(self, state: ResumeState, base: float, patience: int, start_mse: float | None = None):
+        super().__init__()
+        self.state, self.base, self.patience, self.start_mse = state, base, patience, start_mse
+
+    def on_epoch_begin(self, epoch, logs=None):
+        history = [entry["val_mse"] for entry in self.state.history if "val_mse" in entry]
+        rate = plateau_learning_rate(history, self.start_mse, self.base, self.patience)
+        self.model.optimizer.learning_rate.assign(rate)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
 
 
 class HistoryRecorder(keras.callbacks.Callback):

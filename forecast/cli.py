@@ -124,6 +124,7 @@ def train(
     stream_chunks: Annotated[Optional[int], typer.Option(help="Chunks of T steps a stateful stream walks before its state is reset.")] = None,
     learning_rate: Annotated[Optional[float], typer.Option(help="Adam learning rate.")] = None,
     patience: Annotated[Optional[int], typer.Option(help="Epochs without validation gain before stopping.")] = None,
+    lr_patience: Annotated[Optional[int], typer.Option(help="Epochs without validation gain before the learning rate halves (0: never).")] = None,
     train_end: Annotated[Optional[str], typer.Option(help="Training rows: a row count or the last date to include.")] = None,
     val_end: Annotated[Optional[str], typer.Option(help="End of validation: a row count or the last date to include.")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Random seed.")] = None,
@@ -140,6 +141,7 @@ def train(
     scaling: Annotated[Optional[str], typer.Option(help="series: z-score each series on its own training rows; global: one scaler for all.")] = None,
     series_weight: Annotated[Optional[str], typer.Option(help="naive: weight each series' errors by 1 / its Repeat MSE on its training rows; none: all alike.")] = None,
     attribute_terms: Annotated[Optional[bool], typer.Option("--attribute-terms/--no-attribute-terms", help="Linear terms times each series' attributes, so each series gets its own coefficients (off by default).")] = None,
+    decoder: Annotated[Optional[bool], typer.Option("--decoder/--no-decoder", help="The correction from an LSTM that walks the horizon's sim, started from the history LSTM's state (instead of a dense head).")] = None,
     quantiles: Annotated[Optional[str], typer.Option(help="Quantile levels of the forecast intervals, e.g. 0.1,0.5,0.9 (default 0.1,0.9; 'none' for none).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from its last checkpoint.")] = False,
     log_file: Annotated[Optional[Path], typer.Option("--log", help="Also append timestamped log lines to this file.")] = None,
@@ -161,12 +163,12 @@ def train(
         config = base.replace(
             target=target, sim=_listed(sim), bg=_listed(bg), past=_listed(past), exclude=_listed(exclude),
             time_column=time_column, lookback=lookback, horizon=horizon, batch_size=batch_size, epochs=epochs,
-            initial_epoch=initial_epoch, stateful=stateful, stream_chunks=stream_chunks, learning_rate=learning_rate, patience=patience,
+            initial_epoch=initial_epoch, stateful=stateful, stream_chunks=stream_chunks, learning_rate=learning_rate, patience=patience, lr_patience=lr_patience,
             train_end=train_end, val_end=val_end, seed=seed, verbose=verbose,
             tensorboard_dir=str(tensorboard) if tensorboard else None, gaps=gaps, max_gap=max_gap,
             skip_rows=skip_rows, target_min=target_min, target_max=target_max, id_column=id_column,
             static=str(static) if static else None, holdout_series=_series_ids(holdout_series), scaling=scaling,
-            series_weight=series_weight, attribute_terms=attribute_terms,
+            series_weight=series_weight, attribute_terms=attribute_terms, decoder=decoder,
             quantiles=_levels(quantiles),
         )
         # The lock is taken before TensorFlow loads, so that a second run stops at once; a model not yet in the

@@ -55,6 +55,7 @@ class Config:
     head_units: int = 64
     dropout: float = 0.0
     head_dropout: float = 0.3
+    decoder: bool = True  # an LSTM over the horizon's sim, started from the history's state (model._decoder_head)
     linear_start: bool = True
 
     train_end: str | None = None
@@ -65,6 +66,7 @@ class Config:
     initial_epoch: int = 0
     learning_rate: float = 1e-3
     patience: int = 5
+    lr_patience: int = 0  # epochs without validation gain before the learning rate halves (0: never)
     verbose: int | None = None
     checkpoints: bool = True
     keep_versions: int = 5
@@ -105,8 +107,9 @@ class Config:
             raise ForecastError(f"config: max_gap must be at least 0, got {self.max_gap}")
         if not (math.isfinite(self.learning_rate) and 0.0 < self.learning_rate <= 1.0):
             raise ForecastError(f"config: learning_rate must be above 0 and at most 1, got {self.learning_rate}")
-        if self.patience < 0:
-            raise ForecastError(f"config: patience must be at least 0, got {self.patience}")
+        for name in ("patience", "lr_patience"):
+            if getattr(self, name) < 0:
+                raise ForecastError(f"config: {name} must be at least 0, got {getattr(self, name)}")
         if not 0 <= self.seed < 2**32:
             raise ForecastError(f"config: seed must be between 0 and {2**32 - 1}, got {self.seed}")
         if self.scaling not in ("series", "global"):

@@ -1,8 +1,9 @@
 """The three-input forecaster, built in one function from the configuration.
 
-history (lstm input) -> stateful LSTM -----------------------------+
-sim over the horizon, relative to its last value in the history ---+-> Dense head -> correction
-bg (static columns, calendar at the origin) -----------------------+
+history (lstm input) -> stateful LSTM ---- final state [h, c] --------------+
+sim over the horizon, one step at a time ----------------------------------+-> horizon LSTM (decoder) -> correction
+bg (static columns, calendar at the origin), at every horizon step --------+
+(decoder = false: a dense head over the LSTM's output, the flattened sim and bg gives the correction instead)
 prediction = last target value + linear map of the window minus its last value (NLinear highway)
              + linear map of the window's means over its last 1, 2, 4, ... rows (target and covariates)
              + linear map of the sim change (the simulation's residual)
@@ -251,8 +252,8 @@ def build_model(config: Config, layout: InputLayout, batch_size: int) -> keras.M
     scale = WindowScale(name="window_scale")(centred_target)
     # The LSTM reads the history as z-scored on the training rows, a frame that continues from one chunk to the next,
     # so that the state carried from chunk k means the same in chunk k+1 (a window-relative frame shifts each chunk).
-    encoded = keras.layers.LSTM(
-        config.units, stateful=config.stateful, dropout=config.dropout, name="history_lstm"
+    encoded, *state = keras.layers.LSTM(
+        config.units, stateful=config.stateful, dropout=config.dropout, return_state=True, name="history_lstm"
     )(inputs["lstm"])
     highway = keras.layers.Dense(horizon, kernel_initializer="zeros", name="history_highway")(centred_target)
     # Every history channel but the observed flag (the last), the target centred like the highway's input.
@@ -272,19 +273,50 @@ def build_model(config: Config, layout: InputLayout, batch_size: int) -> keras.M
         values = keras.layers.Concatenate(name="interacting_terms")([means, *([sim_flat] if layout.sim else []), origin])
         products = AttributeProducts(attributes, name="attribute_products")([values, inputs["bg"]])
         terms.append(keras.layers.Dense(horizon, kernel_initializer="zeros", name="attribute_interaction")(products))
-    context = keras.layers.Concatenate(name="context")([encoded, sim_flat, inputs["bg"]])
-    context = keras.layers.Dropout(config.head_dropout, name="context_dropout")(context)
-    hidden = keras.layers.Dense(config.head_units, activation="relu", name="head_hidden")(context)
-    hidden = keras.layers.Dropout(config.head_dropout, name="head_dropout")(hidden)
-    # Two readouts of the head: one in z-units (what the LSTM's state knows in its own frame) and one scaled by the
-    # window's spread (a correction proportional to how stormy the window is).
-    correction = keras.layers.Dense(horizon, kernel_initializer="zeros", name="head_correction")(hidden)
-    scaled = keras.layers.Dense(horizon, kernel_initializer="zeros", name="head_scaled_correction")(hidden)
+    if config.decoder and (layout.sim or layout.bg):
+        correction, scaled = _decoder_head(state, sim, inputs["bg"], horizon, config.head_dropout)
+    else:
+        correction, scaled = _dense_head(encoded, sim_flat, inputs["bg"], horizon, config.head_units,
+                                         config.head_dropout)
     scaled = Rescale(name="rescaled_correction")([scaled, scale])
     prediction = keras.layers.Add(name="prediction")([*terms, correction, scaled])
     return keras.Model(
         inputs=[inputs[name] for name in INPUT_NAMES], outputs={"prediction": prediction}, name="forecaster"
     )
+
+
+def _dense_head(encoded, sim_flat, bg, horizon: int, units: int, dropout: float):
+    """The correction as an MLP over the history's encoding (B, units), the flattened horizon sim (B, H * S) and bg
+    (B, G): two readouts (B, H), one in z-units (what the LSTM's state knows in its own frame) and one to be scaled by
+    the window's spread (a correction proportional to how stormy the window is)."""
+    context = keras.layers.Concatenate(name="context")([encoded, sim_flat, bg])
+    context = keras.layers.Dropout(dropout, name="context_dropout")(context)
+    hidden = keras.layers.Dense(units, activation="relu", name="head_hidden")(context)
+    hidden = keras.layers.Dropout(dropout, name="head_dropout")(hidden)
+    correction = keras.layers.Dense(horizon, kernel_initializer="zeros", name="head_correction")(hidden)
+    scaled = keras.layers.Dense(horizon, kernel_initializer="zeros", name="head_scaled_correction")(hidden)
+    return correction, scaled
+
+
+def _decoder_head(state, sim, bg, horizon: int, dropout: float):
+    """The correction as an LSTM that walks the horizon, reading each step's sim (B, H, S) and bg (B, G), started
+    from the history LSTM's final state [h, c] (each (B, units)): the same weights turn each step's forcing into that
+    step's correction, and what one step's forcing did carries to the next (rain on day 2 still drains on day 7).
+    The sim is read as the linear terms read it, each column that is also in the history relative to its value at the
+    origin (on protocol C's validation years this scored higher than the z-scored sim as the history LSTM reads it).
+    Returns the two readouts (B, H) of the dense head, from one shared Dense(1) each over the steps."""
+    parts = [sim] if sim.shape[-1] else []
+    if bg.shape[-1]:
+        parts.append(keras.layers.RepeatVector(horizon, name="bg_steps")(bg))
+    steps = keras.layers.Concatenate(name="decoder_steps")(parts) if len(parts) > 1 else parts[0]
+    units = state[0].shape[-1]
+    decoded = keras.layers.LSTM(units, return_sequences=True, name="horizon_lstm")(steps, initial_state=state)
+    decoded = keras.layers.Dropout(dropout, name="head_dropout")(decoded)
+    readouts = []
+    for name in ("head_correction", "head_scaled_correction"):
+        step_value = keras.layers.Dense(1, kernel_initializer="zeros", name=name)(decoded)
+        readouts.append(keras.layers.Reshape((horizon,), name=f"{name}_steps")(step_value))
+    return readouts
 
 
 def compile_model(model: keras.Model, config: Config) -> None:

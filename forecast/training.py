@@ -634,7 +634,8 @@ def _callbacks(keras, config: Config, checkpoints: Path, chunks: int, state, res
         start_mse, start_weights,
     )
     callbacks = [
-        checkpoint.OneValidationScore(), StateResetter(chunks), early_stopping, keras.callbacks.TerminateOnNaN()
+        checkpoint.OneValidationScore(), StateResetter(chunks), early_stopping, keras.callbacks.TerminateOnNaN(),
+        checkpoint.PlateauLearningRate(state, config.learning_rate, config.lr_patience, start_mse),
     ]
     if config.checkpoints:
         callbacks.append(checkpoint.EpochCheckpoint(checkpoints, early_stopping, state))

@@ -119,9 +119,10 @@ def table(results: Path) -> None:
         label = f"{name} ({span}): {forecaster}{' (held out)' if held_out else ''}"
         print(f"| {label} | {group.nse_day1.median():.3f} / {group.nse_day1.mean():.3f} | "
               f"{group.nse_day7.median():.3f} / {group.nse_day7.mean():.3f} | {len(group)} |")
-    own = latest[(latest.part == "per-basin") & (latest.forecaster == "model") & ~latest.held_out]
-    for span, group in own.groupby("range", sort=False):
-        print(f"| one model per basin ({span}) | {group.nse_day1.median():.3f} / {group.nse_day1.mean():.3f} | "
+    own = latest[(latest.part == "per-basin") & (latest.forecaster == "model") & ~latest.held_out].copy()
+    own["prefix"] = own["name"].str.rsplit("_", n=1).str[0]  # per-basin models are named PREFIX_BASIN
+    for (prefix, span), group in own.groupby(["prefix", "range"], sort=False):
+        print(f"| one model per basin, {prefix} ({span}) | {group.nse_day1.median():.3f} / {group.nse_day1.mean():.3f} | "
               f"{group.nse_day7.median():.3f} / {group.nse_day7.mean():.3f} | {len(group)} |")
 
 
@@ -182,7 +183,8 @@ def main() -> None:
     parser.add_argument("--lookback", type=int, default=365)
     parser.add_argument("--chunks", type=int, default=1, help="stream chunks; 1 = stateless")
     parser.add_argument("--basins", help="per-basin: the basins to train a model for, comma-separated")
-    parser.add_argument("--name", help="the model's name in the store (default: the part)")
+    parser.add_argument("--name", help="the model's name in the store (default: the part; per-basin: the prefix "
+                        "of each basin's model, default basin)")
     parser.add_argument("--settings", default="{}", help="other settings as JSON, e.g. '{\"units\": 128}'")
     arguments = parser.parse_args()
     arguments.results.parent.mkdir(parents=True, exist_ok=True)
@@ -198,7 +200,7 @@ def main() -> None:
         train_and_score(arguments, "holdout", arguments.name or "holdout", holdout_series=held_out)
     else:
         for basin in arguments.basins.split(","):
-            train_and_score(arguments, "per-basin", f"basin_{basin}", series=(basin,))
+            train_and_score(arguments, "per-basin", f"{arguments.name or 'basin'}_{basin}", series=(basin,))
 
 
 if __name__ == "__main__":

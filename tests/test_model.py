@@ -63,9 +63,10 @@ def test_lstm_defaults_keep_the_cudnn_kernel(setup):
     assert config["stateful"] is True
 
 
-def test_the_untrained_model_forecasts_the_last_value(setup):
+@pytest.mark.parametrize("decoder", [False, True])
+def test_the_untrained_model_forecasts_the_last_value(setup, decoder):
     _, layout, batcher = setup
-    model = build_model(CONFIG, layout, batch_size=4)
+    model = build_model(CONFIG.replace(decoder=decoder), layout, batch_size=4)
     origins = np.array([30, 60, 90, 120])
     forecast = np.asarray(model(batcher.inputs(origins))["prediction"])
     np.testing.assert_allclose(forecast, np.repeat(batcher.last_values(origins)[:, None], CONFIG.horizon, axis=1), atol=1e-6)
@@ -90,6 +91,38 @@ def test_a_sim_column_adds_a_linear_term_on_the_origin_values(tmp_path):
     np.testing.assert_allclose(after - before, np.repeat(origin_values.sum(axis=1, keepdims=True), 3, axis=1), atol=1e-5)
 
 
+def test_the_decoder_walks_the_horizon_from_the_history_state(tmp_path):
+    """A forcing at horizon step k moves the decoder's correction at steps k and later only, with one set of weights
+    for any horizon; the history reaches it through the history LSTM's state alone."""
+    config = Config(target="OBS_RUN", sim=("MOD_RUN",), past=("PRCP",), lookback=30, horizon=5, units=6,
+                    decoder=True)
+    series = load_series(head_csv(CAMELS, 200, tmp_path / "camels.csv"), config)
+    features = build_features(series, fit_scaler(series, 150), config.horizon)
+    layout = InputLayout.from_roles(series.roles, series.freq)
+    model = build_model(config, layout, batch_size=2)
+    assert "head_hidden" not in [layer.name for layer in model.layers]
+    assert model.get_layer("head_correction").kernel.shape == (6, 1)
+    rng = np.random.default_rng(1)
+    correction_layers = ("history_lstm", "horizon_lstm", "head_correction", "head_scaled_correction")
+    for name in correction_layers:  # the linear terms stay at 0: what moves is the correction alone
+        layer = model.get_layer(name)
+        layer.set_weights([rng.normal(0.0, 0.5, weight.shape).astype("float32") for weight in layer.get_weights()])
+    inputs = WindowBatcher(features, config.lookback, config.horizon).inputs(np.array([50, 80]))
+
+    def forecast(values):
+        reset_states(model)
+        return np.asarray(model(values)["prediction"])
+
+    before = forecast(inputs)
+    stormy = {**inputs, "sim": inputs["sim"].copy()}
+    stormy["sim"][:, 2, layout.sim.index("MOD_RUN")] += 3.0
+    moved = np.abs(forecast(stormy) - before)
+    assert moved[:, :2].max() < 1e-6 and moved[:, 2:].min() > 1e-6
+    earlier = {**inputs, "lstm": inputs["lstm"].copy()}
+    earlier["lstm"][:, -5:, layout.history.index("PRCP")] += 3.0
+    assert np.abs(forecast(earlier) - before).min() > 1e-4
+
+
 def test_state_changes_after_a_batch_and_resets(setup):
     _, layout, batcher = setup
     model = build_model(CONFIG, layout, batch_size=4)
@@ -101,9 +134,10 @@ def test_state_changes_after_a_batch_and_resets(setup):
     assert all((state == 0).all() for state in lstm_state(model))
 
 
-def test_batch_one_copy_matches_the_trained_model_for_the_same_state(setup):
+@pytest.mark.parametrize("decoder", [False, True])
+def test_batch_one_copy_matches_the_trained_model_for_the_same_state(setup, decoder):
     _, layout, batcher = setup
-    model = build_model(CONFIG, layout, batch_size=4)
+    model = build_model(CONFIG.replace(decoder=decoder), layout, batch_size=4)
     compile_model(model, CONFIG)
     plan = StreamPlan(span(23, 350, 24), 24, 3, 4, shuffle=True, seed=0)
     origins, scored = plan.batches(0)
@@ -223,7 +257,9 @@ def test_the_epoch_logs_carry_one_validation_number(setup, tmp_path):
         validation_data=([inputs[n] for n in input_names(model)], {"prediction": target}, {"prediction": weight}),
         validation_batch_size=4, callbacks=[*callbacks, Spy()], shuffle=False, verbose=0,
     )
-    assert seen == [{"loss", "mse", "val_mse"}] and set(state.history[0]) == {"epoch", "loss", "mse", "val_mse"}
+    # One validation number, and the learning rate the epoch ran at (it halves after plateaus with lr_patience)
+    assert seen == [{"loss", "mse", "val_mse", "learning_rate"}]
+    assert set(state.history[0]) == {"epoch", "loss", "mse", "val_mse", "learning_rate"}
 
 
 def test_the_loss_weighs_every_scored_step_the_same_in_any_batch():
@@ -296,3 +332,25 @@ def test_early_stopping_compares_with_the_linear_start():
     assert epoch == 1 and model.stop_training  # patience 2 epochs past the start, not past its own best
     stopping.on_train_end()
     np.testing.assert_array_equal(model.weights[0], start[0])  # the start's weights are restored
+
+
+def test_the_learning_rate_halves_after_each_plateau_and_resumes_from_the_history():
+    from forecast.checkpoint import PlateauLearningRate, ResumeState, plateau_learning_rate
+
+    val_mse = [0.9, 0.6, 0.7, 0.65, 0.55, 0.58, 0.59, 0.6, 0.61]
+    rates = [plateau_learning_rate(val_mse[:epoch], 0.8, 1e-3, patience=2) for epoch in range(len(val_mse) + 1)]
+    # 0.9 does not beat the start (0.8), 0.6 does; two epochs without gain halve the rate, and the count restarts
+    assert rates == pytest.approx([1e-3, 1e-3, 1e-3, 1e-3, 5e-4, 5e-4, 5e-4, 2.5e-4, 2.5e-4, 1.25e-4])
+    assert plateau_learning_rate(val_mse, None, 1e-3, patience=0) == 1e-3
+
+    class Holder:  # what the callback needs of a model: its optimizer
+        optimizer = keras.optimizers.Adam(1e-3)
+
+    holder = Holder()
+    state = ResumeState(history=[{"epoch": epoch + 1, "val_mse": value} for epoch, value in enumerate(val_mse[:7])])
+    callback = PlateauLearningRate(state, 1e-3, 2, start_mse=0.8)
+    callback.set_model(holder)
+    callback.on_epoch_begin(7)
+    logs = {}
+    callback.on_epoch_end(7, logs)
+    assert logs["learning_rate"] == pytest.approx(2.5e-4)  # a resumed run at epoch 8 continues at the same rate
