@@ -205,8 +205,12 @@ class EpochLogger(keras.callbacks.Callback):
         self.log = log
 
     def on_epoch_end(self, epoch, logs=None):
-        values = " ".join(f"{key} {value:.4f}" for key, value in sorted((logs or {}).items()))
-        self.log(f"epoch {epoch + 1}: {values}")
+        # The scores first, then the learning rate, with the digits a halved rate needs
+        logs = logs or {}
+        values = [f"{key} {logs[key]:.4f}" for key in sorted(logs) if key != "learning_rate"]
+        if "learning_rate" in logs:
+            values.append(f"learning_rate {logs['learning_rate']:.3g}")
+        self.log(f"epoch {epoch + 1}: {' '.join(values)}")
 
 
 def _save_arrays(path: Path, arrays=(), **named) -> None:
