@@ -162,10 +162,13 @@ class Config:
 
     @classmethod
     def from_json(cls, path: Path, key: str | None = None) -> Config:
-        """The configuration saved in `path` (under `key` when it is part of a larger record)."""
+        """The configuration saved in `path` (under `key` when it is part of a larger record). A setting the record
+        lacks was saved before it existed, so it takes the value that version behaved as (SAVED_BEFORE), not today's
+        default: a warm retrain or a resumed run of an older model then builds the network it was trained as."""
         try:
             values = json.loads(path.read_text(encoding="utf-8"))
             values = values[key] if key else values
+            values = {**SAVED_BEFORE, **values}
         except FileNotFoundError:
             raise ForecastError(f"{path}: not found; nothing to read the configuration from") from None
         except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
@@ -181,6 +184,10 @@ class Config:
         except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
             raise ForecastError(f"{path}: not a valid TOML file ({exc})") from None
         return cls.from_dict(values, str(path))
+
+
+# Settings whose default changed, with the value a configuration saved before they existed behaved as.
+SAVED_BEFORE = {"decoder": False}
 
 
 def check_quantiles(quantiles: tuple[float, ...], source: str = "config") -> tuple[float, ...]:

@@ -39,3 +39,19 @@ def test_bad_settings_name_the_file_and_the_setting(tmp_path, text, message):
 def test_stateless_mode_walks_one_chunk_per_stream():
     assert Config(stream_chunks=4).chunks_per_stream == 4
     assert Config(stream_chunks=4, stateful=False).chunks_per_stream == 1
+
+
+def test_a_configuration_saved_before_the_decoder_reads_as_the_dense_head(tmp_path):
+    saved = json.loads(Config(target="OT").to_json())
+    del saved["decoder"]  # what config.json and a checkpoint's state.json held before the setting existed
+    (tmp_path / "config.json").write_text(json.dumps(saved), encoding="utf-8")
+    (tmp_path / "state.json").write_text(json.dumps({"epoch": 3, "config": saved}), encoding="utf-8")
+    assert Config.from_json(tmp_path / "config.json").decoder is False
+    assert Config.from_json(tmp_path / "state.json", key="config").decoder is False
+    assert Config().decoder is True and Config.from_json(_saved(tmp_path, Config(decoder=True))).decoder is True
+
+
+def _saved(directory, config):
+    path = directory / "new.json"
+    path.write_text(config.to_json(), encoding="utf-8")
+    return path
