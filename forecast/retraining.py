@@ -140,14 +140,14 @@ def retrain(
         holdout = options.holdout or 4 * config.horizon
         training = collection.without(schema.holdout)
         cut = _holdout_cut(training, holdout, config, csv_path)
-        mode = ("full retrain" if options.full
-                else f"warm start at epoch {_candidate_config(config, current, options, cut).initial_epoch + 1}")
+        candidate_config = _candidate_config(config, current, options, cut)
+        mode = "full retrain" if options.full else f"warm start at epoch {candidate_config.initial_epoch + 1}"
         log(f"{csv_path}: {new_rows} new rows; training a candidate ({mode}), holding out the last {holdout} rows")
         staging = staging_dir(root)
         series_ids = training.ids if collection.id_name else None
         try:
-            trained, options = _train_candidate(training, config, current, options, cut, root, log, verbose,
-                                                extra_callbacks)
+            trained, options = _train_candidate(training, candidate_config, config, current, options, cut, root, log,
+                                                verbose, extra_callbacks)
             scores = _holdout_scores(csv_path, root, current, trained.model_dir, cut, series_ids, log)
         except ForecastError:
             shutil.rmtree(staging, ignore_errors=True)
@@ -173,11 +173,11 @@ def _holdout_cut(training: Collection, holdout: int, config: Config, csv_path) -
     return str(latest.time[scored_from - 1])
 
 
-def _train_candidate(training: Collection, config: Config, current: Path, options: RetrainOptions, cut: str,
-                     root: Path, log: Log, verbose: int, extra_callbacks: tuple):
-    """The candidate trained on the rows up to `cut` (warm from `current`, or afresh with `options.full`, or afresh
-    when the current weights no longer fit the network), and the options it was trained with."""
-    candidate_config = _candidate_config(config, current, options, cut)
+def _train_candidate(training: Collection, candidate_config: Config, config: Config, current: Path,
+                     options: RetrainOptions, cut: str, root: Path, log: Log, verbose: int, extra_callbacks: tuple):
+    """The candidate trained on the rows up to `cut` with `candidate_config` (warm from `current`, or afresh with
+    `options.full`, or afresh from `config` when the current weights no longer fit the network), and the options it
+    was trained with."""
     try:
         trained = train_collection(training, candidate_config, root, log, verbose, extra_callbacks,
                                    start_from=None if options.full else current, purpose="retrain")
