@@ -4,6 +4,7 @@ time of the data path for 10, 100 and 1,000 generated series.
     python scripts/benchmark_many.py global   [--results FILE] [--epochs N] [--lookback T --chunks K]
     python scripts/benchmark_many.py holdout  [--results FILE]   # test_basins.txt kept out of training
     python scripts/benchmark_many.py per-basin --basins 01013500,02046000 [--results FILE]   # one model per basin
+    python scripts/benchmark_many.py ensemble --names global,global_seed1   # the mean of saved global models
     python scripts/benchmark_many.py table    [--results FILE]   # the table from the saved results
     python scripts/benchmark_many.py memory                      # peak memory and seconds per epoch
 
@@ -103,6 +104,34 @@ def train_and_score(arguments, part: str, name: str, series: tuple[str, ...] | N
     record(arguments.results, part, result, {**extra, "range": "test"})
 
 
+def ensemble(arguments) -> None:
+    """Scores the mean of the saved global models `--names` (the same settings but the seed) on the validation and
+    the test years: how much of the gap between seeds an ensemble closes. Appends one line per basin, as the other
+    parts do, named ensemble(NAME+NAME...)."""
+    import numpy as np
+
+    from forecast.evaluation import nse, range_forecasts
+
+    data, _ = prepared()
+    names = arguments.names.split(",")
+    label = f"ensemble({'+'.join(names)})"
+    for span, where in (("validation", {"validation_rows": True}), ("test", {"start": TEST_START, "end": TEST_END})):
+        runs = [range_forecasts(data, WORK / "models" / name, ablation=False, intervals=False, **where) for name in names]
+        if any(not np.array_equal(run.ends, runs[0].ends) for run in runs):
+            raise SystemExit(f"{label}: the models score different origins; give models of one configuration")
+        forecast, first = np.mean([run.models["model"] for run in runs], axis=0), runs[0]
+        with arguments.results.open("a", encoding="utf-8") as writer:
+            for index, series in enumerate(first.collection.series):
+                rows = first.series_index == index
+                day1, day7 = (nse(forecast[rows, step], first.target[rows, step], first.weight[rows, step])
+                              for step in (0, -1))
+                writer.write(json.dumps({
+                    "part": "ensemble", "series": series.id, "forecaster": "model", "name": label, "range": span,
+                    "held_out": series.id in first.saved.config.holdout_series, "nse_day1": day1, "nse_day7": day7,
+                }) + "\n")
+                print(f"{label} {span} {series.id}: NSE day 1 {day1:.3f}, day 7 {day7:.3f}", flush=True)
+
+
 def table(results: Path) -> None:
     """Median / mean test NSE over basins per model, next to the anchors."""
     rows = pd.DataFrame([json.loads(line) for line in results.read_text().splitlines() if line.strip()])
@@ -177,7 +206,7 @@ def memory() -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("part", choices=("global", "holdout", "per-basin", "table", "memory"))
+    parser.add_argument("part", choices=("global", "holdout", "per-basin", "ensemble", "table", "memory"))
     parser.add_argument("--results", type=Path, default=ROOT / "scripts" / "results" / "benchmark_many.jsonl")
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--lookback", type=int, default=365)
@@ -185,6 +214,7 @@ def main() -> None:
     parser.add_argument("--basins", help="per-basin: the basins to train a model for, comma-separated")
     parser.add_argument("--name", help="the model's name in the store (default: the part; per-basin: the prefix "
                         "of each basin's model, default basin)")
+    parser.add_argument("--names", help="ensemble: the saved global models to average, comma-separated")
     parser.add_argument("--settings", default="{}", help="other settings as JSON, e.g. '{\"units\": 128}'")
     arguments = parser.parse_args()
     arguments.results.parent.mkdir(parents=True, exist_ok=True)
@@ -193,6 +223,8 @@ def main() -> None:
         table(arguments.results)
     elif arguments.part == "memory":
         memory()
+    elif arguments.part == "ensemble":
+        ensemble(arguments)
     elif arguments.part == "global":
         train_and_score(arguments, "global", arguments.name or "global")
     elif arguments.part == "holdout":
