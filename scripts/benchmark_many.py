@@ -66,10 +66,10 @@ def score(data: Path, model_dir: Path, ablation: bool = True, series: tuple[str,
     return evaluate(data, model_dir, TEST_START, TEST_END, ablation=ablation, series_ids=series)
 
 
-def record(results: Path, part: str, result, extra: dict) -> None:
-    """Appends one line per forecaster and basin: NSE at day 1 and day 7 (on the test years, or with `extra`'s
+def record(results: Path, part: str, rows: pd.DataFrame, extra: dict) -> None:
+    """Appends one line per forecaster and basin of `rows` (an evaluation's per-series table: series, forecaster,
+    held_out, nse_first_step, nse_last_step): NSE at day 1 and day 7 (on the test years, or with `extra`'s
     "range" = "validation", on the validation years)."""
-    rows = result.per_series
     with results.open("a", encoding="utf-8") as writer:
         for _, row in rows.iterrows():
             writer.write(json.dumps({
@@ -98,10 +98,10 @@ def train_and_score(arguments, part: str, name: str, series: tuple[str, ...] | N
 
     validation = evaluate(data, store / name, validation_rows=True, ablation=False, series_ids=series)
     print(validation.table(), flush=True)
-    record(arguments.results, part, validation, {**extra, "range": "validation"})
+    record(arguments.results, part, validation.per_series, {**extra, "range": "validation"})
     result = score(data, store / name, ablation=series is None, series=series)
     print(result.table(), flush=True)
-    record(arguments.results, part, result, {**extra, "range": "test"})
+    record(arguments.results, part, result.per_series, {**extra, "range": "test"})
 
 
 def ensemble(arguments) -> None:
@@ -120,16 +120,15 @@ def ensemble(arguments) -> None:
         if any(not np.array_equal(run.ends, runs[0].ends) for run in runs):
             raise SystemExit(f"{label}: the models score different origins; give models of one configuration")
         forecast, first = np.mean([run.models["model"] for run in runs], axis=0), runs[0]
-        with arguments.results.open("a", encoding="utf-8") as writer:
-            for index, series in enumerate(first.collection.series):
-                rows = first.series_index == index
-                day1, day7 = (nse(forecast[rows, step], first.target[rows, step], first.weight[rows, step])
-                              for step in (0, -1))
-                writer.write(json.dumps({
-                    "part": "ensemble", "series": series.id, "forecaster": "model", "name": label, "range": span,
-                    "held_out": series.id in first.saved.config.holdout_series, "nse_day1": day1, "nse_day7": day7,
-                }) + "\n")
-                print(f"{label} {span} {series.id}: NSE day 1 {day1:.3f}, day 7 {day7:.3f}", flush=True)
+        rows = []
+        for index, series in enumerate(first.collection.series):
+            origins = first.series_index == index
+            day1, day7 = (nse(forecast[origins, step], first.target[origins, step], first.weight[origins, step])
+                          for step in (0, -1))
+            rows.append({"series": series.id, "forecaster": "model", "nse_first_step": day1, "nse_last_step": day7,
+                         "held_out": series.id in first.saved.config.holdout_series})
+            print(f"{label} {span} {series.id}: NSE day 1 {day1:.3f}, day 7 {day7:.3f}", flush=True)
+        record(arguments.results, "ensemble", pd.DataFrame(rows), {"name": label, "range": span})
 
 
 def table(results: Path) -> None:
