@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from forecast.model import copy_model
+from forecast.ensemble import members_of
+from forecast.model import all_layers, copy_model
 from forecast.sampler import OriginRange, batch_layout, rolling_streams
 from forecast.windowing import WindowBatcher
 
@@ -28,21 +29,22 @@ CORRECTION_LAYERS = ("head_correction", "head_scaled_correction")
 
 
 def zeroed_lstm(model):
-    """A copy of `model` (same batch size and weights) whose LSTM always outputs 0."""
+    """A copy of `model` (same batch size and weights) whose LSTM (each member's, in an ensemble) always outputs 0."""
     copy = copy_model(model)
-    lstm = copy.get_layer("history_lstm")
-    kernel, recurrent, bias = lstm.get_weights()
-    units = recurrent.shape[0]
-    closed = np.zeros_like(bias)
-    closed[3 * units :] = _CLOSED_GATE
-    lstm.set_weights([np.zeros_like(kernel), np.zeros_like(recurrent), closed])
+    for member in members_of(copy):
+        lstm = member.get_layer("history_lstm")
+        kernel, recurrent, bias = lstm.get_weights()
+        units = recurrent.shape[0]
+        closed = np.zeros_like(bias)
+        closed[3 * units :] = _CLOSED_GATE
+        lstm.set_weights([np.zeros_like(kernel), np.zeros_like(recurrent), closed])
     return copy
 
 
 def without_correction(model):
-    """A copy of `model` whose correction head outputs 0: the linear terms alone."""
+    """A copy of `model` whose correction head (each member's) outputs 0: the linear terms alone."""
     copy = copy_model(model)
-    for layer in copy.layers:
+    for layer in all_layers(copy):
         if layer.name in CORRECTION_LAYERS:
             layer.set_weights([np.zeros_like(weight) for weight in layer.get_weights()])
     return copy

@@ -57,6 +57,7 @@ class Config:
     head_dropout: float = 0.3
     decoder: bool = True  # an LSTM over the horizon's sim, started from the history's state (model._decoder_head)
     linear_start: bool = True
+    members: int = 1  # networks trained from seeds seed, seed + 1, ...; their forecasts averaged (forecast.ensemble)
 
     train_end: str | None = None
     val_end: str | None = None
@@ -81,7 +82,7 @@ class Config:
     def __post_init__(self) -> None:
         _check_types(self)
         positive = ("lookback", "horizon", "batch_size", "stream_chunks", "units", "head_units", "epochs", "keep_versions",
-                    "workers", "max_queue_size")
+                    "workers", "max_queue_size", "members")
         for name in positive:
             if getattr(self, name) < 1:
                 raise ForecastError(f"config: {name} must be at least 1, got {getattr(self, name)}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from forecast.store import SavedModel, current_version, describe_versions, read_metrics, read_saved
+from forecast.store import SavedModel, current_version, describe_versions, kept_epochs, read_metrics, read_saved
 from forecast.validation import describe_grid
 
 
@@ -72,6 +72,6 @@ def _scores(metrics: dict) -> list[str]:
     return [
         f"validation MSE {model.get('mse', float('nan')):.4f} (Repeat {repeat.get('mse', float('nan')):.4f}), "
         f"RMSE in the target's units {model.get('rmse_original', float('nan')):.4g} "
-        f"(Repeat {repeat.get('rmse_original', float('nan')):.4g}); weights of epoch {metrics.get('epochs', '?')} kept "
+        f"(Repeat {repeat.get('rmse_original', float('nan')):.4g}); weights of {kept_epochs(metrics)} kept "
         f"of {metrics.get('epochs_run', '?')} trained"
     ]

@@ -144,6 +144,14 @@ def linear_terms(model) -> list[str]:
     return [layer.name for layer in model.layers if layer.name in LINEAR_TERMS]
 
 
+def copy_linear_terms(source, model) -> None:
+    """Gives `model` the linear terms of `source` (a network of the same layout) and freezes them: the members of an
+    ensemble share one ridge fit, which is deterministic, so it is fitted once."""
+    for name in linear_terms(source):
+        model.get_layer(name).set_weights(source.get_layer(name).get_weights())
+    freeze_linear_terms(model)
+
+
 def freeze_linear_terms(model) -> None:
     """Keeps the linear fit fixed while the correction trains (call before compiling)."""
     for name in linear_terms(model):

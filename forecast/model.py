@@ -332,8 +332,16 @@ def input_names(model: keras.Model) -> list[str]:
     return [tensor.name for tensor in model.inputs]
 
 
+def all_layers(model: keras.Model) -> Iterator[keras.layers.Layer]:
+    """Every layer of `model`, those of the models nested in it (an ensemble's members) included."""
+    for layer in model.layers:
+        yield layer
+        if isinstance(layer, keras.Model):
+            yield from all_layers(layer)
+
+
 def stateful_layers(model: keras.Model) -> list[keras.layers.Layer]:
-    return [layer for layer in model.layers if getattr(layer, "stateful", False)]
+    return [layer for layer in all_layers(model) if getattr(layer, "stateful", False)]
 
 
 def reset_states(model: keras.Model) -> None:
@@ -350,15 +358,22 @@ def copy_model(model: keras.Model, batch_size: int | None = None) -> keras.Model
     """
     architecture = model.get_config()
     if batch_size is not None:
-        for layer in architecture["layers"]:
-            # Without its build record each layer is built on the new inputs: the stateful LSTM's state gets the new
-            # batch size.
-            layer.pop("build_config", None)
-            if layer["class_name"] == "InputLayer":
-                layer["config"]["batch_shape"] = [batch_size, *layer["config"]["batch_shape"][1:]]
+        _set_batch_size(architecture, batch_size)
     copy = keras.Model.from_config(architecture)
     copy.set_weights(model.get_weights())
     return copy
+
+
+def _set_batch_size(architecture: dict, batch_size: int) -> None:
+    """Rewrites a functional model's saved architecture, and those of the models nested in it, to `batch_size`."""
+    for layer in architecture["layers"]:
+        # Without its build record each layer is built on the new inputs: the stateful LSTM's state gets the new
+        # batch size.
+        layer.pop("build_config", None)
+        if layer["class_name"] == "InputLayer":
+            layer["config"]["batch_shape"] = [batch_size, *layer["config"]["batch_shape"][1:]]
+        elif "layers" in layer["config"]:
+            _set_batch_size(layer["config"], batch_size)
 
 
 def inference_copy(model: keras.Model) -> keras.Model:

@@ -112,21 +112,29 @@ def plot_forecast(forecast: Forecast, path: Path) -> Path:
 
 
 def plot_training(history: pd.DataFrame, metrics: dict, path: Path) -> Path:
-    """Training loss and validation MSE per epoch (z-units), with Repeat's and the linear start's validation MSE as
-    horizontal lines, and the epoch whose weights were kept marked (none where the linear start was kept)."""
+    """Training loss and validation MSE per epoch (z-units; an ensemble's for each network), with Repeat's and the
+    linear start's validation MSE as horizontal lines, and the epoch whose weights were kept marked (none where the
+    linear start was kept)."""
     pyplot = _pyplot()
     figure, axis = pyplot.subplots(figsize=SIZE, layout="constrained")
-    axis.plot(history["epoch"], history["loss"], marker="o", markersize=3, color="tab:orange", label="training loss")
-    axis.plot(history["epoch"], history["val_mse"], marker="o", markersize=3, color=MODEL_COLOUR,
-              label="validation MSE")
+    # An ensemble's history holds each network's epochs in turn (its `member` column): one pair of curves each.
+    networks = history.groupby("member") if "member" in history else [(None, history)]
+    for index, (member, epochs) in enumerate(networks):
+        suffix = "" if member is None else f", network {member + 1}"
+        alpha = 1.0 if index == 0 else 0.45
+        axis.plot(epochs["epoch"], epochs["loss"], marker="o", markersize=3, color="tab:orange", alpha=alpha,
+                  label=f"training loss{suffix}" if index == 0 else None)
+        axis.plot(epochs["epoch"], epochs["val_mse"], marker="o", markersize=3, color=MODEL_COLOUR, alpha=alpha,
+                  label=f"validation MSE{suffix}" if index == 0 else None)
     repeat = metrics.get("validation", {}).get("repeat", {}).get("mse")
     linear = (metrics.get("linear_start") or {}).get("val_mse")
     for level, label, style in ((repeat, "Repeat (last value)", "--"), (linear, "linear start", "-.")):
         if level is not None:
             axis.axhline(level, color="0.3", linestyle=style, linewidth=1.2, label=f"{label}: {level:.4f}")
-    kept = metrics.get("epochs")
-    if kept:
-        axis.axvline(kept, color="tab:green", linestyle=":", linewidth=1.2, label=f"kept: epoch {kept}")
+    kept = metrics.get("member_epochs") or [metrics.get("epochs")]
+    for index, epoch in enumerate(epoch for epoch in kept if epoch):
+        label = f"kept: epoch {epoch}" if len(kept) == 1 else "kept: each network's epoch" if index == 0 else None
+        axis.axvline(epoch, color="tab:green", linestyle=":", linewidth=1.2, label=label)
     from matplotlib.ticker import MaxNLocator
 
     axis.xaxis.set_major_locator(MaxNLocator(integer=True))

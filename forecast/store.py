@@ -283,7 +283,15 @@ def prune(root: Path, keep: int) -> None:
 
 # The entries of metrics.json that listings, pruning and retrains read, and the types they must have.
 METRIC_TYPES = {"reference_version": (str, type(None)), "model_kind": str, "created": str, "epochs": int,
-                "last_epoch": int, "validation": dict, "holdout": dict, "intervals": dict}
+                "member_epochs": list, "last_epoch": int, "validation": dict, "holdout": dict, "intervals": dict}
+
+
+def kept_epochs(metrics: dict) -> str:
+    """The epoch whose weights a version holds, in words: "epoch 7", or an ensemble's "epochs 7, 9, 12"."""
+    members = metrics.get("member_epochs")
+    if members:
+        return f"epochs {', '.join(str(epoch) for epoch in members)}"
+    return f"epoch {metrics.get('epochs', '?')}"
 
 
 def read_metrics(model_dir: Path) -> dict:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import shutil
@@ -20,7 +21,7 @@ from forecast.errors import ForecastError, IncompatibleWeights, ResumeRefused
 from forecast.split import Split, resolve_splits
 from forecast.evaluation import MIN_BLOCKS, improvement, nse_weights, origin_errors, repeat_forecast, weighted_errors
 from forecast.features import Features, InputLayout, build_features, fit_pooled_scaler, fit_scaler, stack
-from forecast.linear_start import MAX_ORIGINS, LinearFit, fit_linear_start, freeze_linear_terms, linear_terms
+from forecast.linear_start import MAX_ORIGINS, copy_linear_terms, fit_linear_start, freeze_linear_terms, linear_terms
 from forecast.store import (
     CONFIG_FILE,
     HISTORY_FILE,
@@ -38,6 +39,7 @@ from forecast.store import (
     SeriesRecord,
     checkpoint_dir,
     current_version,
+    kept_epochs,
     locked,
     publish,
     staging_dir,
@@ -100,7 +102,7 @@ def train(
     metrics = result.metrics["validation"]
     log(
         f"saved {root} version {version}: {result.metrics['model_kind']}, validation MSE {metrics['model']['mse']:.4f} "
-        f"(Repeat {metrics['repeat']['mse']:.4f}); weights of epoch {result.metrics['epochs']} kept, "
+        f"(Repeat {metrics['repeat']['mse']:.4f}); weights of {kept_epochs(result.metrics)} kept, "
         f"{result.metrics['epochs_run']} epochs trained"
     )
     return TrainResult(model_dir=root / VERSIONS / version, metrics=result.metrics, history=result.history)
@@ -234,34 +236,27 @@ def train_collection(
                           config.batch_size, shuffle=False)
     if not val_plan.ranges:
         raise ForecastError(f"{collection.path}: no validation origin in any series; add rows or lower --horizon")
-    model, state, start_weights, replicas = _set_up_model(
-        config, data.layout, batcher, train_plan, val_plan, root, start_from, resume, purpose, log
-    )
-    n_train, n_val = (len(batcher.scored_origins(plan.origins())) for plan in (train_plan, val_plan))
-    series_count = f" of {len(data.collection.series)} series" if len(data.collection.series) > 1 else ""
-    log(
-        f"training on {backend.device_name()}: {n_train} training and {n_val} validation "
-        f"origins{series_count}, {'stateful' if config.stateful else 'stateless'}, lookback {config.lookback}, "
-        f"horizon {config.horizon}, batch {config.batch_size}"
-        + (f" over {replicas} replicas" if replicas > 1 else "")
-    )
-    history, validation = _fit(model, batcher, train_plan, val_plan, config, state, resume, start_weights,
-                               extra_callbacks, verbose, root)
-    if history.empty or not np.isfinite(history["loss"]).all():
-        raise ForecastError(f"{collection.path}: training diverged (loss is not finite); lower --learning-rate or check the data")
-    if replicas > 1:
-        from forecast.model import build_model
+    strategy, replicas = _strategy(config)
+    _log_run(batcher, train_plan, val_plan, len(data.collection.series), replicas, config, log)
+    if not resume:
+        _clean_staging(staging_dir(root))
+    validation = materialise(batcher, val_plan)
+    run = MemberRun(data.layout, batcher, train_plan, val_plan, validation, root, strategy, replicas, purpose, log,
+                    str(collection.path))
+    trained = _train_members(run, config, resume, start_from, extra_callbacks, verbose)
+    from forecast.ensemble import combine
 
-        # Each replica's copy takes B / replicas rows; saved and scored is the same network at the global batch size.
-        single_device = build_model(config, data.layout, config.batch_size)
-        single_device.set_weights(model.get_weights())
-        model = single_device
-    metrics, forecast = _kept_model_metrics(model, validation, batcher, data, config, state, start_weights,
-                                            start_from, log)
+    model = combine([member.model for member in trained])
+    starts = [member.start_weights for member in trained]
+    start_weights = None if any(weights is None for weights in starts) else [w for weights in starts for w in weights]
+    metrics, forecast = _kept_model_metrics(model, validation, batcher, data, config, trained[0].state.linear_start,
+                                            start_weights, start_from, log)
+    history = _joint_history([member.history for member in trained])
+    epochs = _epochs_kept([member.history for member in trained], metrics["kept_start_weights"], start_from)
     metrics.update(
-        epochs=_epochs_kept(history, metrics["kept_start_weights"], start_from),
+        epochs=max(epochs),
         epochs_run=len(history),
-        last_epoch=int(history["epoch"].iloc[-1]),
+        last_epoch=int(history["epoch"].max()),
         best_val_mse=float(np.nanmin(history["val_mse"])),
         device=backend.device_name(),
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -269,6 +264,8 @@ def train_collection(
                "val_rows": sum(split.val_end - split.train_end for split in data.splits)},
         series=len(data.collection.series),
     )
+    if config.members > 1 and (not metrics["kept_start_weights"] or start_from is not None):
+        metrics["member_epochs"] = epochs
     calibration = _intervals(forecast, validation, batcher, data, config, log)
     if calibration is not None:
         metrics["intervals"] = calibration.summary()
@@ -278,80 +275,169 @@ def train_collection(
     return TrainResult(model_dir=staging, metrics=metrics, history=history)
 
 
-def _set_up_model(config: Config, layout: InputLayout, batcher: WindowBatcher, train_plan: StreamPlan,
-                  val_plan: StreamPlan, root: Path, start_from: Path | None, resume: bool, purpose: str, log: Log):
-    """The network to train (fresh with its linear start, continued from `start_from`, or resumed from the checkpoint),
-    the run's `ResumeState`, the weights the end of training compares with, and the replica count."""
+def _log_run(batcher: WindowBatcher, train_plan: StreamPlan, val_plan: StreamPlan, n_series: int, replicas: int,
+             config: Config, log: Log) -> None:
+    n_train, n_val = (len(batcher.scored_origins(plan.origins())) for plan in (train_plan, val_plan))
+    log(
+        f"training on {backend.device_name()}: {n_train} training and {n_val} validation "
+        f"origins{f' of {n_series} series' if n_series > 1 else ''}, "
+        f"{'stateful' if config.stateful else 'stateless'}, lookback {config.lookback}, "
+        f"horizon {config.horizon}, batch {config.batch_size}"
+        + (f" over {replicas} replicas" if replicas > 1 else "")
+        + (f", an ensemble of {config.members} networks" if config.members > 1 else "")
+    )
+
+
+@dataclass(frozen=True)
+class MemberRun:
+    """What every network of a run trains on and reports to: the input layout, the windows, the training and
+    validation plans, the materialised validation set (inputs by name, targets, weights, origins), the model's root,
+    the distribution strategy and its replica count, the run's purpose and the logger."""
+
+    layout: InputLayout
+    batcher: WindowBatcher
+    train_plan: StreamPlan
+    val_plan: StreamPlan
+    validation: tuple
+    root: Path
+    strategy: object
+    replicas: int
+    purpose: str
+    log: Log
+    source: str  # the data file, for messages
+
+
+@dataclass(frozen=True)
+class TrainedMember:
+    """One trained network (at the global batch size), its run's `ResumeState`, the weights it started from (None:
+    no linear start and no earlier version) and its per-epoch history."""
+
+    model: object
+    state: object
+    start_weights: list | None
+    history: pd.DataFrame
+
+
+def _train_members(run: MemberRun, config: Config, resume: bool, start_from: Path | None, extra_callbacks: tuple,
+                   verbose: int) -> list[TrainedMember]:
+    """The `config.members` networks of the run, trained one after the other (from the networks of the version at
+    `start_from` in a warm run)."""
+    starts = _start_members(start_from, config.members) if start_from is not None else [None] * config.members
+    trained = []
+    for index, start in enumerate(starts):
+        if config.members > 1:
+            run.log(f"network {index + 1} of {config.members} (seed {config.seed + index})")
+        first = trained[0] if trained else None
+        trained.append(_train_member(run, index, config, resume, start, first, extra_callbacks, verbose, start_from))
+    return trained
+
+
+def member_checkpoints(root: Path, index: int) -> Path:
+    """Network `index`'s epoch checkpoints: the run's own directory for the first, a folder in it for the others, so
+    a single network's checkpoints are where they always were."""
+    return checkpoint_dir(root) if index == 0 else checkpoint_dir(root) / f"member_{index}"
+
+
+def _train_member(run: MemberRun, index: int, config: Config, resume: bool, start: list | None, first,
+                  extra_callbacks: tuple, verbose: int, start_from: Path | None) -> TrainedMember:
+    """Trains network `index` of the run with seed `config.seed + index` (its initial weights, dropout and stream
+    order): from `start` (the continued version's weights for it) or, fresh, from the linear start, which the first
+    network (`first`, None for itself) has fitted already. With `resume`, continues its checkpoint where it has one;
+    a network the interrupted run never began starts afresh."""
+    from forecast import checkpoint
+
+    config = config.replace(seed=config.seed + index)
+    checkpoints = member_checkpoints(run.root, index)
+    resume = resume and (index == 0 or (checkpoints / checkpoint.STATE).is_file())
+    train_plan = dataclasses.replace(run.train_plan, seed=config.seed)
+    model, state, start_weights = _set_up_model(config, run, checkpoints, train_plan, resume, start, first, start_from)
+    history = _fit(model, run, checkpoints, train_plan, config, state, resume, start_weights, extra_callbacks, verbose)
+    if history.empty or not np.isfinite(history["loss"]).all():
+        raise ForecastError(f"{run.source}: training diverged (loss is not finite); lower --learning-rate or check the "
+                            "data")
+    if run.replicas > 1:
+        from forecast.model import build_model
+
+        # Each replica's copy takes B / replicas rows; saved and scored is the same network at the global batch size.
+        single_device = build_model(config, run.layout, config.batch_size)
+        single_device.set_weights(model.get_weights())
+        model = single_device
+    return TrainedMember(model, state, start_weights, history)
+
+
+def _set_up_model(config: Config, run: MemberRun, checkpoints: Path, train_plan: StreamPlan, resume: bool,
+                  start: list | None, first, start_from: Path | None):
+    """The network to train (fresh with its linear start, continued from the weights `start`, or resumed from its
+    checkpoint), its `ResumeState`, and the weights the end of training compares with."""
     from forecast import checkpoint
     from forecast.model import build_model, compile_model
 
     _seed_everything(config.seed)
-    checkpoints = checkpoint_dir(root)
-    strategy, replicas = _strategy(config)
-    with strategy.scope():
+    with run.strategy.scope():
         if resume:
             state = checkpoint.load_state(checkpoints)
-            _check_resumable(config, state, checkpoints, purpose)
+            _check_resumable(config, state, checkpoints, run.purpose)
             model = _load_checkpoint_model(checkpoints / checkpoint.LAST_MODEL)
             checkpoint.restore_seeds(model, checkpoints)
-            log(f"resuming {root} after epoch {state.epoch}")
+            run.log(f"resuming {run.root} after epoch {state.epoch}")
         else:
             state = checkpoint.ResumeState(
-                config=json.loads(config.to_json()), purpose=purpose,
+                config=json.loads(config.to_json()), purpose=run.purpose,
                 start_version=None if start_from is None else start_from.name,
             )
-            model = build_model(config, layout, config.batch_size // replicas)
-            _start_staging(staging_dir(root), start_from, model, config, log)
+            model = build_model(config, run.layout, config.batch_size // run.replicas)
+            if start is not None:
+                _load_start(model, start, start_from, config, run.log)
             if config.linear_start:
-                fit = _linear_start(model, batcher, train_plan, val_plan, len(layout.calendar), start_from, log)
-                state.linear_start = asdict(fit) if fit else None
+                state.linear_start = _linear_start(model, run, train_plan, start is not None, first)
             compile_model(model, config)
     # The end of training compares the network with the weights it started from (the linear fit, or the current
     # version's for a warm retrain); a resumed run reads them back.
     if resume:
         start_weights = checkpoint.load_start_weights(checkpoints)
-    elif state.linear_start or start_from is not None:
+    elif state.linear_start or start is not None:
         start_weights = model.get_weights()
         if config.checkpoints:
             checkpoint.save_start_weights(checkpoints, start_weights)
     else:
         start_weights = None
-    return model, state, start_weights, replicas
+    return model, state, start_weights
 
 
-def _fit(model, batcher: WindowBatcher, train_plan: StreamPlan, val_plan: StreamPlan, config: Config, state,
-         resume: bool, start_weights, extra_callbacks: tuple, verbose: int, root: Path):
-    """Runs Keras' fit over the training streams; returns the per-epoch history and the validation set (inputs,
-    targets, weights and origins, in the stream order the model was validated in)."""
+def _fit(model, run: MemberRun, checkpoints: Path, train_plan: StreamPlan, config: Config, state, resume: bool,
+         start_weights, extra_callbacks: tuple, verbose: int) -> pd.DataFrame:
+    """Runs Keras' fit over the training streams, validating on the run's validation set; returns the per-epoch
+    history."""
     from forecast.model import SkipUnscoredBatches, input_names
 
     keras = backend.keras()
-    val_inputs, val_target, val_weight, val_origins = materialise(batcher, val_plan)
+    val_inputs, val_target, val_weight, _ = run.validation
     validation = (
         [val_inputs[name] for name in input_names(model)], {"prediction": val_target}, {"prediction": val_weight}
     )
     chunks = config.chunks_per_stream
-    callbacks = _callbacks(keras, config, checkpoint_dir(root), chunks, state, resume, start_weights)
+    callbacks = _callbacks(keras, config, checkpoints, chunks, state, resume, start_weights)
     callbacks += list(extra_callbacks)
     callbacks.append(SkipUnscoredBatches(lambda epoch: ~train_plan.batches(epoch)[1].any(axis=1)))
     first_epoch = state.epoch if resume else config.initial_epoch
     model.fit(
-        _training_data(batcher, train_plan, config, first_epoch),
+        _training_data(run.batcher, train_plan, config, first_epoch),
         epochs=first_epoch if state.stopped else max(config.epochs, first_epoch),
         initial_epoch=first_epoch,
         steps_per_epoch=train_plan.n_batches,
         validation_data=validation,
         validation_batch_size=config.batch_size,
-        validation_steps=val_plan.n_batches,
+        validation_steps=run.val_plan.n_batches,
         callbacks=callbacks,
         shuffle=False,  # the stateful layout is ordered; the plan shuffles whole streams itself
         verbose=verbose,
     )
-    return pd.DataFrame(state.history), (val_inputs, val_target, val_weight, val_origins)
+    return pd.DataFrame(state.history)
 
 
-def _kept_model_metrics(model, validation, batcher: WindowBatcher, data: TrainingData, config: Config, state,
-                        start_weights, start_from: Path | None, log: Log) -> tuple[dict, np.ndarray]:
+def _kept_model_metrics(model, validation, batcher: WindowBatcher, data: TrainingData, config: Config,
+                        linear_start: dict | None, start_weights, start_from: Path | None, log: Log
+                        ) -> tuple[dict, np.ndarray]:
     """Keeps the trained network or the weights it started from (see `_keep_the_better`) and returns the kept
     model's validation metrics, what kind of model it is and the comparison behind the choice, and its validation
     forecast (n, H, z-units)."""
@@ -370,8 +456,8 @@ def _kept_model_metrics(model, validation, batcher: WindowBatcher, data: Trainin
     metrics["kept_linear_start"] = kept_start and start_from is None
     metrics["kept_start_weights"] = kept_start
     metrics["gate"] = None if verdict is None else {"t": verdict.t, "blocks": verdict.blocks}
-    metrics["linear_start"] = state.linear_start
-    metrics["model_kind"] = _model_kind(state.linear_start, kept_start, verdict, start_from)
+    metrics["linear_start"] = linear_start
+    metrics["model_kind"] = _model_kind(linear_start, kept_start, verdict, start_from, config.members)
     return metrics, forecast
 
 
@@ -495,40 +581,59 @@ def _load_checkpoint_model(path: Path):
         raise ResumeRefused(f"{path}: cannot load the checkpoint ({type(exc).__name__}); train without --resume") from None
 
 
-def _start_staging(staging: Path, start_from: Path | None, model, config: Config, log: Log) -> None:
-    """A clean staging directory (a killed run's leftovers are discarded); `start_from` supplies the first weights."""
+def _clean_staging(staging: Path) -> None:
+    """A clean staging directory: a killed run's leftovers are discarded."""
     shutil.rmtree(staging, ignore_errors=True)
-    if start_from is not None:
-        from forecast.prediction import load_model_file
-
-        weights = load_model_file(start_from / MODEL_FILE).get_weights()
-        if [np.shape(value) for value in weights] != [tuple(variable.shape) for variable in model.weights]:
-            raise IncompatibleWeights(
-                f"{start_from}: its weights do not fit the network this configuration builds (other columns, lookback, "
-                "horizon or units, or a model saved by an earlier version of forecast)"
-            )
-        model.set_weights(weights)
-        log(f"continuing from the weights of {start_from} at epoch {config.initial_epoch + 1}")
     staging.mkdir(parents=True)
 
 
-def _linear_start(
-    model, batcher: WindowBatcher, train_plan: StreamPlan, val_plan: StreamPlan, n_calendar: int, start_from, log: Log
-) -> LinearFit | None:
-    """A fresh model gets its linear terms by ridge regression; a continued one keeps its own. Both are frozen.
+def _start_members(start_from: Path, members: int) -> list[list[np.ndarray]]:
+    """The weights of each network of the version at `start_from`, which a warm run's networks continue from."""
+    from forecast.ensemble import members_of
+    from forecast.prediction import load_model_file
 
-    Returns the ridge fit (a `LinearFit`), or None where none was made and there is no linear start for the end of
-    training to compare with.
+    saved = members_of(load_model_file(start_from / MODEL_FILE))
+    if len(saved) != members:
+        raise IncompatibleWeights(
+            f"{start_from}: its model {'is one network' if len(saved) == 1 else f'averages {len(saved)} networks'}, "
+            f"and this configuration trains {members} (members)"
+        )
+    return [member.get_weights() for member in saved]
+
+
+def _load_start(model, weights: list[np.ndarray], start_from: Path | None, config: Config, log: Log) -> None:
+    """Sets the network's first weights to `weights`, those of its network in the version at `start_from`."""
+    if [np.shape(value) for value in weights] != [tuple(variable.shape) for variable in model.weights]:
+        raise IncompatibleWeights(
+            f"{start_from}: its weights do not fit the network this configuration builds (other columns, lookback, "
+            "horizon or units, or a model saved by an earlier version of forecast)"
+        )
+    model.set_weights(weights)
+    log(f"continuing from the weights of {start_from} at epoch {config.initial_epoch + 1}")
+
+
+def _linear_start(model, run: MemberRun, train_plan: StreamPlan, continued: bool, first: TrainedMember | None
+                  ) -> dict | None:
+    """A fresh model gets its linear terms by ridge regression (or, in an ensemble, the first network's, the same fit);
+    a `continued` one keeps its own. All are frozen.
+
+    Returns the ridge fit (a `LinearFit` as a dict), or None where none was made and there is no linear start for the
+    end of training to compare with.
     """
-    if start_from is not None:
+    if continued:
         freeze_linear_terms(model)
         return None
-    fit = fit_linear_start(model, batcher, train_plan.origins(), val_plan.origins(), n_calendar)
+    if first is not None:
+        if first.state.linear_start is not None:
+            copy_linear_terms(first.model, model)
+        return first.state.linear_start
+    batcher = run.batcher
+    fit = fit_linear_start(model, batcher, train_plan.origins(), run.val_plan.origins(), len(run.layout.calendar))
     if fit is None:
-        log("linear start skipped: gaps leave no fully observed window; all terms train from zero")
+        run.log("linear start skipped: gaps leave no fully observed window; all terms train from zero")
         return None
     scored = len(batcher.scored_origins(train_plan.origins()))
-    log(
+    run.log(
         f"linear start: ridge on {fit.windows} of the {scored} training origins (those whose whole horizon is observed"
         f"{f', at most {MAX_ORIGINS}' if scored > MAX_ORIGINS else ''}), history as {fit.history}, "
         f"covariates {'in' if fit.covariates else 'out'}, calendar {'in' if fit.calendar else 'out'}, "
@@ -539,7 +644,7 @@ def _linear_start(
         + (f"; only {fit.blocks} validation blocks of {batcher.horizon} origins, fewer than {MIN_BLOCKS}: the simplest "
            "inputs kept" if fit.blocks < MIN_BLOCKS else "")
     )
-    return fit
+    return asdict(fit)
 
 
 def _resumed_start(root: Path) -> Path | None:
@@ -558,9 +663,10 @@ def _resumed_start(root: Path) -> Path | None:
     return root / VERSIONS / name
 
 
-def _model_kind(linear_start: dict | None, kept_start: bool, verdict, start_from: Path | None) -> str:
+def _model_kind(linear_start: dict | None, kept_start: bool, verdict, start_from: Path | None, members: int = 1) -> str:
     """What was saved, in words: the linear start alone, or the linear terms with the LSTM's correction (whose t is
-    against the linear start, or in a warm run against the weights of the version it continued)."""
+    against the linear start, or in a warm run against the weights of the version it continued), averaged over
+    `members` networks."""
     if kept_start and start_from is not None:
         return read_metrics(start_from).get("model_kind", "as the version it continued")
     if kept_start and linear_start:
@@ -568,18 +674,29 @@ def _model_kind(linear_start: dict | None, kept_start: bool, verdict, start_from
         inputs += ["covariates"] * bool(linear_start["covariates"]) + ["calendar"] * bool(linear_start["calendar"])
         inputs += ["attributes"] * bool(linear_start.get("attributes"))
         return f"linear (ridge on {', '.join(inputs)})"
+    correction = "LSTM correction" if members == 1 else f"the mean LSTM correction of {members} networks"
     if verdict is None:
-        return "linear terms and LSTM correction trained together (no linear start)"
+        return f"linear terms and {correction} trained together (no linear start)"
     against = f"version {start_from.name}" if start_from is not None else "its linear start"
-    return f"linear + LSTM correction (t = {verdict.t:.1f} over {verdict.blocks} blocks against {against})"
+    return f"linear + {correction} (t = {verdict.t:.1f} over {verdict.blocks} blocks against {against})"
 
 
-def _epochs_kept(history: pd.DataFrame, kept_start: bool, start_from: Path | None) -> int:
-    """The epoch whose weights were saved: 0 for the linear start, the continued version's own for its weights."""
+def _joint_history(histories: list[pd.DataFrame]) -> pd.DataFrame:
+    """One network's per-epoch history, or an ensemble's: each network's, one after the other, with a `member`
+    column (0, 1, ...)."""
+    if len(histories) == 1:
+        return histories[0]
+    return pd.concat([history.assign(member=index) for index, history in enumerate(histories)], ignore_index=True)
+
+
+def _epochs_kept(histories: list[pd.DataFrame], kept_start: bool, start_from: Path | None) -> list[int]:
+    """The epoch whose weights were saved, per network: 0 for the linear start, the continued version's own for its
+    weights."""
     if not kept_start:
-        return _kept_epoch(history)
-    epochs = read_metrics(start_from).get("epochs", 0) if start_from is not None else 0
-    return epochs if isinstance(epochs, int) else 0
+        return [_kept_epoch(history) for history in histories]
+    saved = read_metrics(start_from) if start_from is not None else {}
+    epochs = saved.get("member_epochs", [saved.get("epochs", 0)] * len(histories))
+    return [epoch if isinstance(epoch, int) else 0 for epoch in epochs]
 
 
 def _kept_epoch(history: pd.DataFrame) -> int:

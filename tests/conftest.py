@@ -3,8 +3,10 @@ and the installed command. The tests need nothing outside the repository; only s
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +20,20 @@ CAMELS = DATA / "camels_13331500_seed05.csv"
 BEIJING = DATA / "beijing_pm25.csv"
 FORECAST = Path(sys.executable).with_name("forecast")
 SYNTHETIC_ROWS = 1000
+
+
+def train_until_killed(args: list, state: Path, epoch: int, timeout: float = 300) -> int:
+    """Runs `forecast train ARGS` and kills it (SIGKILL) once the checkpoint state file `state` records at least
+    `epoch` epochs; returns the exit code (-9 when it was killed)."""
+    process = subprocess.Popen([str(FORECAST), "train", *map(str, args)], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None:
+        if state.is_file() and json.loads(state.read_text())["epoch"] >= epoch:
+            process.kill()
+            break
+        time.sleep(0.01)
+    return process.wait()
 
 
 def span(first: int, last: int, lookback: int) -> tuple:

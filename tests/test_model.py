@@ -213,14 +213,16 @@ def test_states_are_reset_at_epoch_start_stream_groups_and_before_validation(set
 def test_continuing_from_weights_that_do_not_fit_is_refused(setup, tmp_path):
     from forecast.errors import IncompatibleWeights
     from forecast.store import MODEL_FILE
-    from forecast.training import _start_staging
+    from forecast.training import _load_start, _start_members
 
     _, layout, _ = setup
     build_model(CONFIG.replace(units=4), layout, batch_size=4).save(tmp_path / MODEL_FILE)
     model = build_model(CONFIG, layout, batch_size=4)
+    (start,) = _start_members(tmp_path, 1)
     with pytest.raises(IncompatibleWeights, match="do not fit the network"):
-        _start_staging(tmp_path / "staging", tmp_path, model, CONFIG, log=lambda message: None)
-    assert not (tmp_path / "staging").exists()
+        _load_start(model, start, tmp_path, CONFIG, log=lambda message: None)
+    with pytest.raises(IncompatibleWeights, match="its model is one network, and this configuration trains 2"):
+        _start_members(tmp_path, 2)
 
 
 def test_multi_scale_means_average_each_channel_over_the_last_rows():

@@ -1,14 +1,12 @@
 """Interrupted training resumes to the same result, and a seed makes training reproducible."""
 
 import json
-import subprocess
-import time
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import FORECAST, run_forecast
+from conftest import run_forecast, train_until_killed
 
 FLAGS = ["--target", "OT", "--lookback", "48", "--horizon", "12", "--batch-size", "16", "--epochs", "4",
          "--patience", "10", "--seed", "7"]
@@ -23,16 +21,8 @@ def weights(model_dir):
 @pytest.mark.slow
 def test_killed_after_epoch_two_resumes_to_the_uninterrupted_result(tmp_path, ett_small):
     state = tmp_path / "interrupted" / ".staging" / "checkpoints" / "state.json"
-    command = [str(FORECAST), "train", str(ett_small), *FLAGS, "--model-dir", "interrupted", "--store", str(tmp_path)]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and process.poll() is None:
-        if state.is_file() and json.loads(state.read_text())["epoch"] >= 2:
-            process.kill()
-            break
-        time.sleep(0.01)
-    process.wait()
-    assert process.returncode == -9, "training ended before it could be killed after epoch 2"
+    returncode = train_until_killed([ett_small, *FLAGS, "--model-dir", "interrupted", "--store", tmp_path], state, 2)
+    assert returncode == -9, "training ended before it could be killed after epoch 2"
     assert json.loads(state.read_text())["epoch"] in (2, 3)
     assert not (tmp_path / "interrupted" / "current").exists()  # nothing half-trained was published
 
