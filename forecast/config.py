@@ -113,6 +113,9 @@ class Config:
                 raise ForecastError(f"config: {name} must be at least 0, got {getattr(self, name)}")
         if not 0 <= self.seed < 2**32:
             raise ForecastError(f"config: seed must be between 0 and {2**32 - 1}, got {self.seed}")
+        if self.seed + self.members > 2**32:  # the last network's seed is seed + members - 1
+            raise ForecastError(f"config: seed + members - 1 must be below 2**32, got {self.seed + self.members - 1}; "
+                                "lower seed or members")
         if self.scaling not in ("series", "global"):
             raise ForecastError(f"config: scaling must be 'series' or 'global', got {self.scaling!r}")
         if self.series_weight not in ("none", "naive"):

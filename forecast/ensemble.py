@@ -36,5 +36,5 @@ def combine(members: list[keras.Model]) -> keras.Model:
 
 def members_of(model: keras.Model) -> list[keras.Model]:
     """The member networks of an ensemble in order, or [model] for a single network."""
-    nested = [layer for layer in model.layers if layer.name.startswith(MEMBER_PREFIX) and hasattr(layer, "layers")]
+    nested = [layer for layer in model.layers if isinstance(layer, keras.Model) and layer.name.startswith(MEMBER_PREFIX)]
     return nested or [model]

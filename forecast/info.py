@@ -24,6 +24,8 @@ def model_info(root: Path) -> str:
         f"settings: lookback {config.lookback}, horizon {config.horizon}, batch {config.batch_size}, "
         f"{'stateful, ' + str(config.stream_chunks) + ' chunks per stream' if config.stateful else 'stateless'}, "
         f"units {config.units}, learning rate {config.learning_rate:g}, seed {config.seed}"
+        + (f", an ensemble of {config.members} networks (seeds {config.seed} to {config.seed + config.members - 1})"
+           if config.members > 1 else "")
     )
     lines.append(saved.intervals.describe() if saved.intervals is not None
                  else "forecast intervals: none (saved without quantiles, or before intervals; point forecasts only)")

@@ -91,6 +91,7 @@ def train(
         try:
             result = train_collection(training, config, root, log, verbose, extra_callbacks, resume, start_from)
         except IncompatibleWeights as exc:
+            shutil.rmtree(staging_dir(root), ignore_errors=True)
             raise ForecastError(f"{exc}; train without --initial-epoch to start afresh") from None
         except ResumeRefused:
             raise
@@ -238,34 +239,20 @@ def train_collection(
         raise ForecastError(f"{collection.path}: no validation origin in any series; add rows or lower --horizon")
     strategy, replicas = _strategy(config)
     _log_run(batcher, train_plan, val_plan, len(data.collection.series), replicas, config, log)
+    starts = _start_members(start_from, config.members) if start_from is not None else [None] * config.members
     if not resume:
         _clean_staging(staging_dir(root))
     validation = materialise(batcher, val_plan)
-    run = MemberRun(data.layout, batcher, train_plan, val_plan, validation, root, strategy, replicas, purpose, log,
-                    str(collection.path))
-    trained = _train_members(run, config, resume, start_from, extra_callbacks, verbose)
+    run = MemberRun(data.layout, batcher, train_plan, val_plan, validation, root, strategy, replicas, purpose,
+                    start_from, resume, extra_callbacks, verbose, log, str(collection.path))
+    trained = _train_members(run, config, starts)
     from forecast.ensemble import combine
 
     model = combine([member.model for member in trained])
-    starts = [member.start_weights for member in trained]
-    start_weights = None if any(weights is None for weights in starts) else [w for weights in starts for w in weights]
     metrics, forecast = _kept_model_metrics(model, validation, batcher, data, config, trained[0].state.linear_start,
-                                            start_weights, start_from, log)
+                                            _joint_start_weights(trained), start_from, log)
     history = _joint_history([member.history for member in trained])
-    epochs = _epochs_kept([member.history for member in trained], metrics["kept_start_weights"], start_from)
-    metrics.update(
-        epochs=max(epochs),
-        epochs_run=len(history),
-        last_epoch=int(history["epoch"].max()),
-        best_val_mse=float(np.nanmin(history["val_mse"])),
-        device=backend.device_name(),
-        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        split={"train_rows": sum(split.train_end for split in data.splits),
-               "val_rows": sum(split.val_end - split.train_end for split in data.splits)},
-        series=len(data.collection.series),
-    )
-    if config.members > 1 and (not metrics["kept_start_weights"] or start_from is not None):
-        metrics["member_epochs"] = epochs
+    metrics.update(_training_record(trained, history, metrics, start_from, data))
     calibration = _intervals(forecast, validation, batcher, data, config, log)
     if calibration is not None:
         metrics["intervals"] = calibration.summary()
@@ -290,9 +277,11 @@ def _log_run(batcher: WindowBatcher, train_plan: StreamPlan, val_plan: StreamPla
 
 @dataclass(frozen=True)
 class MemberRun:
-    """What every network of a run trains on and reports to: the input layout, the windows, the training and
-    validation plans, the materialised validation set (inputs by name, targets, weights, origins), the model's root,
-    the distribution strategy and its replica count, the run's purpose and the logger."""
+    """What every network of a run trains on and reports to: the input layout, the windows, the training plan (which
+    each network walks with its own seed) and the validation plan, the materialised validation set (inputs by name,
+    targets, weights, origins), the model's root, the distribution strategy and its replica count, the run's purpose,
+    the version a warm run continues, whether the run resumes, the caller's callbacks and verbosity, the logger and
+    the data file (for messages)."""
 
     layout: InputLayout
     batcher: WindowBatcher
@@ -303,14 +292,18 @@ class MemberRun:
     strategy: object
     replicas: int
     purpose: str
+    start_from: Path | None
+    resuming: bool
+    extra_callbacks: tuple
+    verbose: int
     log: Log
-    source: str  # the data file, for messages
+    source: str
 
 
 @dataclass(frozen=True)
 class TrainedMember:
-    """One trained network (at the global batch size), its run's `ResumeState`, the weights it started from (None:
-    no linear start and no earlier version) and its per-epoch history."""
+    """One trained network (a Keras model at the global batch size), its run's `checkpoint.ResumeState`, the weights
+    it started from (None: no linear start and no earlier version) and its per-epoch history."""
 
     model: object
     state: object
@@ -318,40 +311,75 @@ class TrainedMember:
     history: pd.DataFrame
 
 
-def _train_members(run: MemberRun, config: Config, resume: bool, start_from: Path | None, extra_callbacks: tuple,
-                   verbose: int) -> list[TrainedMember]:
-    """The `config.members` networks of the run, trained one after the other (from the networks of the version at
-    `start_from` in a warm run)."""
-    starts = _start_members(start_from, config.members) if start_from is not None else [None] * config.members
+def _train_members(run: MemberRun, config: Config, starts: list) -> list[TrainedMember]:
+    """The `config.members` networks of the run, trained one after the other, network k from `starts[k]` (its
+    weights in the version a warm run continues; None: fresh)."""
     trained = []
     for index, start in enumerate(starts):
         if config.members > 1:
             run.log(f"network {index + 1} of {config.members} (seed {config.seed + index})")
-        first = trained[0] if trained else None
-        trained.append(_train_member(run, index, config, resume, start, first, extra_callbacks, verbose, start_from))
+        trained.append(_train_member(run, index, config, start, trained[0] if trained else None))
     return trained
+
+
+def _joint_start_weights(trained: list[TrainedMember]) -> list | None:
+    """The weights the networks started from, in the combined model's order (network 0's, then network 1's, ...);
+    None where one has none to compare with."""
+    starts = [member.start_weights for member in trained]
+    return None if any(start is None for start in starts) else [weight for start in starts for weight in start]
+
+
+def _training_record(trained: list[TrainedMember], history: pd.DataFrame, kept: dict, start_from: Path | None,
+                     data: TrainingData) -> dict:
+    """The metrics.json entries about the run, given those about the `kept` model (`_kept_model_metrics`): the kept
+    epoch (`epochs`, the latest of the networks'; an ensemble's each under `member_epochs`, and its model kind says
+    how many networks kept their linear start), the epochs run, the split's sizes, the device and the time."""
+    epochs = _epochs_kept(trained, kept["kept_start_weights"], start_from)
+    record = {
+        "epochs": max(epochs),
+        "epochs_run": len(history),
+        "last_epoch": int(history["epoch"].max()),
+        "best_val_mse": float(np.nanmin(history["val_mse"])),
+        "device": backend.device_name(),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "split": {"train_rows": sum(split.train_end for split in data.splits),
+                  "val_rows": sum(split.val_end - split.train_end for split in data.splits)},
+        "series": len(data.collection.series),
+    }
+    if len(trained) > 1:
+        record["member_epochs"] = epochs
+        idle = epochs.count(0)
+        if idle and not kept["kept_start_weights"]:
+            record["model_kind"] = f"{kept['model_kind']}; {idle} of the {len(trained)} at their linear start"
+    return record
 
 
 def member_checkpoints(root: Path, index: int) -> Path:
     """Network `index`'s epoch checkpoints: the run's own directory for the first, a folder in it for the others, so
     a single network's checkpoints are where they always were."""
-    return checkpoint_dir(root) if index == 0 else checkpoint_dir(root) / f"member_{index}"
+    from forecast.ensemble import MEMBER_PREFIX
+
+    return checkpoint_dir(root) if index == 0 else checkpoint_dir(root) / f"{MEMBER_PREFIX}{index}"
 
 
-def _train_member(run: MemberRun, index: int, config: Config, resume: bool, start: list | None, first,
-                  extra_callbacks: tuple, verbose: int, start_from: Path | None) -> TrainedMember:
+def _train_member(run: MemberRun, index: int, config: Config, start: list | None, first: TrainedMember | None
+                  ) -> TrainedMember:
     """Trains network `index` of the run with seed `config.seed + index` (its initial weights, dropout and stream
-    order): from `start` (the continued version's weights for it) or, fresh, from the linear start, which the first
-    network (`first`, None for itself) has fitted already. With `resume`, continues its checkpoint where it has one;
-    a network the interrupted run never began starts afresh."""
+    order): from `start` (its weights in the version a warm run continues) or, fresh, from the linear start, which
+    the first network (`first`; None for the first itself) has fitted already. A resumed run continues the network's
+    checkpoint where it has one; a network the interrupted run never began starts afresh."""
     from forecast import checkpoint
+    from forecast.ensemble import MEMBER_PREFIX
 
     config = config.replace(seed=config.seed + index)
     checkpoints = member_checkpoints(run.root, index)
-    resume = resume and (index == 0 or (checkpoints / checkpoint.STATE).is_file())
+    resume = run.resuming and (index == 0 or (checkpoints / checkpoint.STATE).is_file())
     train_plan = dataclasses.replace(run.train_plan, seed=config.seed)
-    model, state, start_weights = _set_up_model(config, run, checkpoints, train_plan, resume, start, first, start_from)
-    history = _fit(model, run, checkpoints, train_plan, config, state, resume, start_weights, extra_callbacks, verbose)
+    model, state, start_weights = _set_up_model(config, run, checkpoints, train_plan, resume, start, first)
+    tensorboard = config.tensorboard_dir
+    if tensorboard and config.members > 1:  # each network its own curves
+        tensorboard = str(Path(tensorboard) / f"{MEMBER_PREFIX}{index}")
+    history = _fit(model, run, checkpoints, train_plan, config, state, resume, start_weights, tensorboard)
     if history.empty or not np.isfinite(history["loss"]).all():
         raise ForecastError(f"{run.source}: training diverged (loss is not finite); lower --learning-rate or check the "
                             "data")
@@ -366,7 +394,7 @@ def _train_member(run: MemberRun, index: int, config: Config, resume: bool, star
 
 
 def _set_up_model(config: Config, run: MemberRun, checkpoints: Path, train_plan: StreamPlan, resume: bool,
-                  start: list | None, first, start_from: Path | None):
+                  start: list | None, first: TrainedMember | None):
     """The network to train (fresh with its linear start, continued from the weights `start`, or resumed from its
     checkpoint), its `ResumeState`, and the weights the end of training compares with."""
     from forecast import checkpoint
@@ -383,11 +411,11 @@ def _set_up_model(config: Config, run: MemberRun, checkpoints: Path, train_plan:
         else:
             state = checkpoint.ResumeState(
                 config=json.loads(config.to_json()), purpose=run.purpose,
-                start_version=None if start_from is None else start_from.name,
+                start_version=None if run.start_from is None else run.start_from.name,
             )
             model = build_model(config, run.layout, config.batch_size // run.replicas)
             if start is not None:
-                _load_start(model, start, start_from, config, run.log)
+                _load_start(model, start, run.start_from, config, run.log)
             if config.linear_start:
                 state.linear_start = _linear_start(model, run, train_plan, start is not None, first)
             compile_model(model, config)
@@ -405,9 +433,9 @@ def _set_up_model(config: Config, run: MemberRun, checkpoints: Path, train_plan:
 
 
 def _fit(model, run: MemberRun, checkpoints: Path, train_plan: StreamPlan, config: Config, state, resume: bool,
-         start_weights, extra_callbacks: tuple, verbose: int) -> pd.DataFrame:
-    """Runs Keras' fit over the training streams, validating on the run's validation set; returns the per-epoch
-    history."""
+         start_weights, tensorboard: str | None) -> pd.DataFrame:
+    """Runs Keras' fit over the training streams, validating on the run's validation set (and logging to the
+    TensorBoard folder `tensorboard`, if any); returns the per-epoch history."""
     from forecast.model import SkipUnscoredBatches, input_names
 
     keras = backend.keras()
@@ -416,8 +444,8 @@ def _fit(model, run: MemberRun, checkpoints: Path, train_plan: StreamPlan, confi
         [val_inputs[name] for name in input_names(model)], {"prediction": val_target}, {"prediction": val_weight}
     )
     chunks = config.chunks_per_stream
-    callbacks = _callbacks(keras, config, checkpoints, chunks, state, resume, start_weights)
-    callbacks += list(extra_callbacks)
+    callbacks = _callbacks(keras, config, checkpoints, chunks, state, resume, start_weights, tensorboard)
+    callbacks += list(run.extra_callbacks)
     callbacks.append(SkipUnscoredBatches(lambda epoch: ~train_plan.batches(epoch)[1].any(axis=1)))
     first_epoch = state.epoch if resume else config.initial_epoch
     model.fit(
@@ -430,7 +458,7 @@ def _fit(model, run: MemberRun, checkpoints: Path, train_plan: StreamPlan, confi
         validation_steps=run.val_plan.n_batches,
         callbacks=callbacks,
         shuffle=False,  # the stateful layout is ordered; the plan shuffles whole streams itself
-        verbose=verbose,
+        verbose=run.verbose,
     )
     return pd.DataFrame(state.history)
 
@@ -596,7 +624,7 @@ def _start_members(start_from: Path, members: int) -> list[list[np.ndarray]]:
     if len(saved) != members:
         raise IncompatibleWeights(
             f"{start_from}: its model {'is one network' if len(saved) == 1 else f'averages {len(saved)} networks'}, "
-            f"and this configuration trains {members} (members)"
+            f"and this configuration trains {members} (set members = {len(saved)} to continue it)"
         )
     return [member.get_weights() for member in saved]
 
@@ -663,7 +691,7 @@ def _resumed_start(root: Path) -> Path | None:
     return root / VERSIONS / name
 
 
-def _model_kind(linear_start: dict | None, kept_start: bool, verdict, start_from: Path | None, members: int = 1) -> str:
+def _model_kind(linear_start: dict | None, kept_start: bool, verdict, start_from: Path | None, members: int) -> str:
     """What was saved, in words: the linear start alone, or the linear terms with the LSTM's correction (whose t is
     against the linear start, or in a warm run against the weights of the version it continued), averaged over
     `members` networks."""
@@ -689,19 +717,25 @@ def _joint_history(histories: list[pd.DataFrame]) -> pd.DataFrame:
     return pd.concat([history.assign(member=index) for index, history in enumerate(histories)], ignore_index=True)
 
 
-def _epochs_kept(histories: list[pd.DataFrame], kept_start: bool, start_from: Path | None) -> list[int]:
-    """The epoch whose weights were saved, per network: 0 for the linear start, the continued version's own for its
-    weights."""
+def _epochs_kept(trained: list[TrainedMember], kept_start: bool, start_from: Path | None) -> list[int]:
+    """The epoch whose weights were saved, per network: the one early stopping restored, 0 where no epoch beat the
+    linear start (early stopping then restored it: in an ensemble that the gate keeps, such a network adds no
+    correction), and the continued version's own where the gate kept its weights."""
     if not kept_start:
-        return [_kept_epoch(history) for history in histories]
+        return [_kept_epoch(member.history, member.state.linear_start if member.start_weights is not None else None)
+                for member in trained]
     saved = read_metrics(start_from) if start_from is not None else {}
-    epochs = saved.get("member_epochs", [saved.get("epochs", 0)] * len(histories))
+    epochs = saved.get("member_epochs", [saved.get("epochs", 0)] * len(trained))
     return [epoch if isinstance(epoch, int) else 0 for epoch in epochs]
 
 
-def _kept_epoch(history: pd.DataFrame) -> int:
-    """The epoch whose weights early stopping restored: the one with the lowest validation MSE."""
-    return int(history["epoch"].iloc[int(np.argmin(history["val_mse"].to_numpy()))])
+def _kept_epoch(history: pd.DataFrame, linear_start: dict | None = None) -> int:
+    """The epoch whose weights early stopping restored: the one with the lowest validation MSE, or 0 where none is
+    below the `linear_start`'s (whose weights early stopping then restored)."""
+    val_mse = history["val_mse"].to_numpy()
+    if linear_start is not None and not np.nanmin(val_mse) < linear_start["val_mse"]:
+        return 0
+    return int(history["epoch"].iloc[int(np.argmin(val_mse))])
 
 
 def _keep_the_better(model, start_weights, trained_forecast, val_inputs, val_target, val_weight, val_origins,
@@ -739,9 +773,11 @@ def _keep_the_better(model, start_weights, trained_forecast, val_inputs, val_tar
     return trained_forecast, False, verdict
 
 
-def _callbacks(keras, config: Config, checkpoints: Path, chunks: int, state, resumed: bool, start_weights=None) -> list:
+def _callbacks(keras, config: Config, checkpoints: Path, chunks: int, state, resumed: bool, start_weights=None,
+               tensorboard: str | None = None) -> list:
     """The training callbacks; early stopping compares with the linear start (`start_weights`, whose validation MSE
-    `state.linear_start` holds) as well as with the epochs before."""
+    `state.linear_start` holds) as well as with the epochs before; `tensorboard` is the folder for TensorBoard's log
+    (None: none)."""
     from forecast import checkpoint
     from forecast.model import StateResetter
 
@@ -758,8 +794,8 @@ def _callbacks(keras, config: Config, checkpoints: Path, chunks: int, state, res
         callbacks.append(checkpoint.EpochCheckpoint(checkpoints, early_stopping, state))
     else:
         callbacks.append(checkpoint.HistoryRecorder(early_stopping, state))
-    if config.tensorboard_dir:
-        callbacks.append(keras.callbacks.TensorBoard(log_dir=config.tensorboard_dir))
+    if tensorboard:
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=tensorboard))
     return callbacks
 
 

@@ -106,6 +106,15 @@ def test_the_ablations_reach_every_member(setup):
                                    err_msg=f"every member's {parts}")
 
 
+def test_a_network_that_never_beat_its_linear_start_kept_epoch_zero():
+    from forecast.training import _kept_epoch
+
+    history = pd.DataFrame({"epoch": [1, 2, 3], "val_mse": [0.52, 0.50, 0.51]})
+    assert _kept_epoch(history) == 2
+    assert _kept_epoch(history, {"val_mse": 0.55}) == 2
+    assert _kept_epoch(history, {"val_mse": 0.50}) == 0  # early stopping needs a strictly lower score
+
+
 @pytest.mark.slow
 def test_an_ensemble_trains_exactly_the_networks_its_seeds_train_alone(tmp_path, ett_small):
     from forecast.training import train
@@ -160,5 +169,6 @@ def test_an_ensemble_predicts_evaluates_and_continues_each_network_in_a_warm_run
     refused = run_forecast("train", ett_small, *FLAGS[:-2], "--epochs", "5", "--initial-epoch", "4", "--model-dir",
                            "ens", "--store", tmp_path, check=False)
     assert refused.returncode == 1
-    assert "averages 2 networks, and this configuration trains 1" in refused.stderr
+    assert "averages 2 networks, and this configuration trains 1 (set members = 2 to continue it)" in refused.stderr
     assert "Traceback" not in refused.stderr
+    assert not (tmp_path / "ens" / ".staging").exists()

@@ -177,6 +177,8 @@ def test_messages_name_the_real_cause(tmp_path):
         (["--learning-rate", "nan"], "learning_rate must be above 0 and at most 1, got nan"),
         (["--patience", "-1"], "patience must be at least 0, got -1"),
         (["--seed", "-1"], "seed must be between 0 and 4294967295, got -1"),
+        (["--members", "0"], "members must be at least 1, got 0"),
+        (["--seed", "4294967295", "--members", "2"], "seed + members - 1 must be below 2**32, got 4294967296"),
     ],
 )
 def test_out_of_range_training_settings_are_refused(copy, flags, message):
