@@ -19,6 +19,11 @@ keras = backend.keras()
 MEMBER_PREFIX = "member_"
 
 
+def member_name(index: int) -> str:
+    """Network `index`'s name: its layer in the combined model, its checkpoint folder and its TensorBoard folder."""
+    return f"{MEMBER_PREFIX}{index}"
+
+
 def combine(members: list[keras.Model]) -> keras.Model:
     """One model whose "prediction" (B, H) is the mean of the members' predictions; the members (built with the same
     inputs and batch size) are renamed member_0, member_1, ... and keep their weights. A single member is returned
@@ -28,7 +33,7 @@ def combine(members: list[keras.Model]) -> keras.Model:
     inputs = [keras.Input(batch_shape=tensor.shape, name=tensor.name) for tensor in members[0].inputs]
     predictions = []
     for index, member in enumerate(members):
-        member.name = f"{MEMBER_PREFIX}{index}"
+        member.name = member_name(index)
         predictions.append(member(inputs)["prediction"])
     mean = keras.layers.Average(name="prediction")(predictions)
     return keras.Model(inputs=inputs, outputs={"prediction": mean}, name="ensemble")

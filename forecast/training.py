@@ -357,9 +357,9 @@ def _training_record(trained: list[TrainedMember], history: pd.DataFrame, kept: 
 def member_checkpoints(root: Path, index: int) -> Path:
     """Network `index`'s epoch checkpoints: the run's own directory for the first, a folder in it for the others, so
     a single network's checkpoints are where they always were."""
-    from forecast.ensemble import MEMBER_PREFIX
+    from forecast.ensemble import member_name
 
-    return checkpoint_dir(root) if index == 0 else checkpoint_dir(root) / f"{MEMBER_PREFIX}{index}"
+    return checkpoint_dir(root) if index == 0 else checkpoint_dir(root) / member_name(index)
 
 
 def _train_member(run: MemberRun, index: int, config: Config, start: list | None, first: TrainedMember | None
@@ -369,7 +369,7 @@ def _train_member(run: MemberRun, index: int, config: Config, start: list | None
     the first network (`first`; None for the first itself) has fitted already. A resumed run continues the network's
     checkpoint where it has one; a network the interrupted run never began starts afresh."""
     from forecast import checkpoint
-    from forecast.ensemble import MEMBER_PREFIX
+    from forecast.ensemble import member_name
 
     config = config.replace(seed=config.seed + index)
     checkpoints = member_checkpoints(run.root, index)
@@ -378,7 +378,7 @@ def _train_member(run: MemberRun, index: int, config: Config, start: list | None
     model, state, start_weights = _set_up_model(config, run, checkpoints, train_plan, resume, start, first)
     tensorboard = config.tensorboard_dir
     if tensorboard and config.members > 1:  # each network its own curves
-        tensorboard = str(Path(tensorboard) / f"{MEMBER_PREFIX}{index}")
+        tensorboard = str(Path(tensorboard) / member_name(index))
     history = _fit(model, run, checkpoints, train_plan, config, state, resume, start_weights, tensorboard)
     if history.empty or not np.isfinite(history["loss"]).all():
         raise ForecastError(f"{run.source}: training diverged (loss is not finite); lower --learning-rate or check the "
@@ -722,18 +722,24 @@ def _epochs_kept(trained: list[TrainedMember], kept_start: bool, start_from: Pat
     linear start (early stopping then restored it: in an ensemble that the gate keeps, such a network adds no
     correction), and the continued version's own where the gate kept its weights."""
     if not kept_start:
-        return [_kept_epoch(member.history, member.state.linear_start if member.start_weights is not None else None)
+        return [_kept_epoch(member.history, _start_mse(member.state.linear_start, member.start_weights))
                 for member in trained]
     saved = read_metrics(start_from) if start_from is not None else {}
     epochs = saved.get("member_epochs", [saved.get("epochs", 0)] * len(trained))
     return [epoch if isinstance(epoch, int) else 0 for epoch in epochs]
 
 
-def _kept_epoch(history: pd.DataFrame, linear_start: dict | None = None) -> int:
+def _start_mse(linear_start: dict | None, start_weights) -> float | None:
+    """The linear start's validation MSE, which early stopping must beat, where training began from it (None: it
+    began from zero or from an earlier version's weights)."""
+    return linear_start["val_mse"] if linear_start and start_weights is not None else None
+
+
+def _kept_epoch(history: pd.DataFrame, start_mse: float | None = None) -> int:
     """The epoch whose weights early stopping restored: the one with the lowest validation MSE, or 0 where none is
-    below the `linear_start`'s (whose weights early stopping then restored)."""
+    below the linear start's `start_mse` (whose weights early stopping then restored)."""
     val_mse = history["val_mse"].to_numpy()
-    if linear_start is not None and not np.nanmin(val_mse) < linear_start["val_mse"]:
+    if start_mse is not None and not np.nanmin(val_mse) < start_mse:
         return 0
     return int(history["epoch"].iloc[int(np.argmin(val_mse))])
 
@@ -781,7 +787,7 @@ def _callbacks(keras, config: Config, checkpoints: Path, chunks: int, state, res
     from forecast import checkpoint
     from forecast.model import StateResetter
 
-    start_mse = state.linear_start["val_mse"] if state.linear_start and start_weights is not None else None
+    start_mse = _start_mse(state.linear_start, start_weights)
     early_stopping = checkpoint.ResumableEarlyStopping(
         config.patience, state if resumed else None, checkpoint.load_best_weights(checkpoints) if resumed else None,
         start_mse, start_weights,

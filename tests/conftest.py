@@ -36,6 +36,13 @@ def train_until_killed(args: list, state: Path, epoch: int, timeout: float = 300
     return process.wait()
 
 
+def randomised(model, seed: int = 0):
+    """Random weights everywhere, so that every input moves the output (the built model's linear terms start at 0)."""
+    rng = np.random.default_rng(seed)
+    model.set_weights([rng.normal(0.0, 0.1, weight.shape).astype("float32") for weight in model.get_weights()])
+    return model
+
+
 def span(first: int, last: int, lookback: int) -> tuple:
     """The origin ranges of a plan over origins first..last of a single series starting at row 0."""
     from forecast.sampler import OriginRange

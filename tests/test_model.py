@@ -10,7 +10,7 @@ from forecast.features import InputLayout, build_features, fit_scaler
 from forecast.sampler import StreamPlan
 from forecast.windowing import WindowBatcher, materialise
 
-from conftest import span, CAMELS, ETTH1, head_csv
+from conftest import randomised, span, CAMELS, ETTH1, head_csv
 
 keras = backend.keras()
 from forecast.model import (  # noqa: E402  (after the backend is pinned)
@@ -33,13 +33,6 @@ def setup(tmp_path_factory):
     features = build_features(series, fit_scaler(series, 400), CONFIG.horizon)
     layout = InputLayout.from_roles(series.roles, series.freq)
     return features, layout, WindowBatcher(features, CONFIG.lookback, CONFIG.horizon)
-
-
-def randomised(model, seed: int = 0):
-    """Random weights everywhere, so that every input moves the output (the built model's linear terms start at 0)."""
-    rng = np.random.default_rng(seed)
-    model.set_weights([rng.normal(0.0, 0.1, weight.shape).astype("float32") for weight in model.get_weights()])
-    return model
 
 
 def lstm_state(model):
