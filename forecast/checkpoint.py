@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from forecast import backend
+from forecast.criterion import improves
 from forecast.errors import ResumeRefused
 from forecast.store import CHECKPOINT_STATE
 
@@ -91,19 +92,27 @@ def restore_seeds(model, directory: Path) -> None:
 
 
 class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
-    """Early stopping on validation MSE whose counters and best weights survive a restart.
+    """Early stopping on the validation score (`val_mse`: `criterion.score`) whose counters and best weights survive
+    a restart.
 
-    With `start_mse` and `start_weights` (the linear start's validation MSE and weights), the start is the score to
-    beat: epochs that do not beat it count towards patience, and when none does, its weights are restored.
+    An epoch counts as better only when it lowers the best score by more than the fraction `min_delta` of it
+    (`criterion.improves`). With `start_mse` and `start_weights` (the linear start's validation score and weights), the
+    start is the score to beat: epochs that do not beat it count towards patience, and when none does, its weights are
+    restored.
     """
 
-    def __init__(self, patience: int, resumed: ResumeState | None = None, best_weights=None, start_mse=None,
-                 start_weights=None):
+    def __init__(self, patience: int, min_delta: float, resumed: ResumeState | None = None, best_weights=None,
+                 start_mse=None, start_weights=None):
         super().__init__(monitor="val_mse", mode="min", patience=patience, restore_best_weights=True)
+        self.relative_min_delta = min_delta
         self.resumed = resumed
         self.resumed_weights = best_weights
         self.start_mse = start_mse
         self.start_weights = start_weights
+
+    def _is_improvement(self, monitor_value, reference_value):
+        return improves(float(monitor_value), None if reference_value is None else float(reference_value),
+                        self.relative_min_delta)
 
     def on_train_begin(self, logs=None):
         super().on_train_begin(logs)
@@ -115,14 +124,14 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
 
 
 def plateau_learning_rate(val_mse: list[float], start_mse: float | None, base: float, patience: int,
-                          factor: float = 0.5) -> float:
-    """The learning rate for the epoch after those whose validation MSE is `val_mse`: `base`, times `factor` each
-    time `patience` epochs in a row have not beaten the best so far (the linear start's `start_mse` included), the
-    count starting again after each drop. A function of the history alone, so a resumed run picks up the same rate.
-    patience 0: always `base`."""
-    rate, best, wait = base, math.inf if start_mse is None else start_mse, 0
+                          min_delta: float = 0.0, factor: float = 0.5) -> float:
+    """The learning rate for the epoch after those whose validation scores are `val_mse`: `base`, times `factor` each
+    time `patience` epochs in a row have not improved on the best so far (`criterion.improves` by `min_delta`; the
+    linear start's `start_mse` included), the count starting again after each drop. A function of the history alone,
+    so a resumed run picks up the same rate. patience 0: always `base`."""
+    rate, best, wait = base, start_mse, 0
     for value in val_mse:
-        if value < best:
+        if improves(value, best, min_delta):
             best, wait = value, 0
             continue
         wait += 1
@@ -134,13 +143,14 @@ def plateau_learning_rate(val_mse: list[float], start_mse: float | None, base: f
 class PlateauLearningRate(keras.callbacks.Callback):
     """Sets the optimizer's learning rate before each epoch from `plateau_learning_rate` over the history so far."""
 
-    def __init__(self, state: ResumeState, base: float, patience: int, start_mse: float | None = None):
+    def __init__(self, state: ResumeState, base: float, patience: int, min_delta: float, start_mse: float | None = None):
         super().__init__()
         self.state, self.base, self.patience, self.start_mse = state, base, patience, start_mse
+        self.min_delta = min_delta
 
     def on_epoch_begin(self, epoch, logs=None):
         history = [entry["val_mse"] for entry in self.state.history if "val_mse" in entry]
-        rate = plateau_learning_rate(history, self.start_mse, self.base, self.patience)
+        rate = plateau_learning_rate(history, self.start_mse, self.base, self.patience, self.min_delta)
         self.model.optimizer.learning_rate.assign(rate)
 
     def on_epoch_end(self, epoch, logs=None):
@@ -187,9 +197,9 @@ class EpochCheckpoint(HistoryRecorder):
 class OneValidationScore(keras.callbacks.Callback):
     """Leaves `val_mse` as the one validation number in the epoch logs (progress line, log file, history.csv).
 
-    Early stopping watches `val_mse`, the exact weighted MSE over the whole validation set; Keras' `val_loss` averages
-    per-batch losses instead, and on a small validation set the two were up to 2.2x apart. Runs first, so every
-    callback after it (Keras' progress bar and history too) sees the logs without `val_loss`.
+    Early stopping watches `val_mse`, the exact weighted MSE over the whole validation set under the score's weights
+    (`criterion.score`); Keras' `val_loss` averages per-batch losses instead, which counts a half-empty batch fully.
+    Runs first, so every callback after it (Keras' progress bar and history too) sees the logs without `val_loss`.
     """
 
     def on_epoch_end(self, epoch, logs=None):

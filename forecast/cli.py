@@ -80,14 +80,39 @@ def _listed(values: Optional[list[str]]) -> Optional[tuple[str, ...]]:
     return tuple(item.strip() for value in values for item in value.split(",") if item.strip())
 
 
-def _series_ids(value: Optional[str]) -> Optional[tuple[str, ...]]:
-    """Series ids given as a comma-separated list, or as a file that lists one id a line."""
-    if not value:
+def _series_ids(value: Optional[str], option: str = "--series") -> Optional[tuple[str, ...]]:
+    """Series ids given as a comma-separated list, or as a file that lists one id a line; a value naming none (`,`,
+    an empty file) is refused."""
+    if value is None:
         return None
     path = Path(value)
-    if path.is_file():
-        return tuple(line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
-    return _listed([value])
+    try:
+        ids = tuple(line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
+    except (OSError, ValueError):  # not a file (or a name too long for one): the ids themselves
+        if path.is_file():
+            raise ForecastError(f"{path}: {option}: cannot read this file of ids as UTF-8 text") from None
+        ids = _listed([value]) or ()
+    if not ids:
+        raise ForecastError(f"{option}: {value!r} names no series; give ids separated by commas, or a file of ids, "
+                            "one a line")
+    return ids
+
+
+def _outside_models(store: Path, **paths: Optional[Path]) -> None:
+    """Refuses any of the output `paths` (by option name) that lies inside a model directory of the store."""
+    from forecast.store import check_output
+
+    for option, path in paths.items():
+        if path is not None:
+            check_output(path, store, f"--{option.replace('_', '-')}")
+
+
+def _checked_log(log_file: Optional[Path], store: Path) -> None:
+    """A --log file inside a model directory is refused, and the refusal not appended to it."""
+    try:
+        _outside_models(store, log=log_file)
+    except ForecastError as error:
+        raise _fail(error) from None
 
 
 SeriesOption = Annotated[
@@ -125,6 +150,7 @@ def train(
     learning_rate: Annotated[Optional[float], typer.Option(help="Adam learning rate.")] = None,
     patience: Annotated[Optional[int], typer.Option(help="Epochs without validation gain before stopping.")] = None,
     lr_patience: Annotated[Optional[int], typer.Option(help="Epochs without validation gain before the learning rate halves (0: never).")] = None,
+    min_delta: Annotated[Optional[float], typer.Option(help="Relative gain in the validation score an epoch needs to count as better.")] = None,
     train_end: Annotated[Optional[str], typer.Option(help="Training rows: a row count or the last date to include.")] = None,
     val_end: Annotated[Optional[str], typer.Option(help="End of validation: a row count or the last date to include.")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Random seed.")] = None,
@@ -150,10 +176,14 @@ def train(
     store: StoreOption = Path("models"),
 ) -> None:
     """Train a model on DATA and write it to a model directory."""
+    _checked_log(log_file, store)
+    target_dir, new = None, False
     try:
         from forecast.store import CHECKPOINT_STATE, checkpoint_dir, locked, resolve_model_path
 
+        _outside_models(store, tensorboard=tensorboard)
         target_dir = resolve_model_path(model_dir or data.stem, store)
+        new = not target_dir.exists()
         if resume:
             state = checkpoint_dir(target_dir) / CHECKPOINT_STATE
             if not state.is_file():
@@ -164,11 +194,12 @@ def train(
         config = base.replace(
             target=target, sim=_listed(sim), bg=_listed(bg), past=_listed(past), exclude=_listed(exclude),
             time_column=time_column, lookback=lookback, horizon=horizon, batch_size=batch_size, epochs=epochs,
-            initial_epoch=initial_epoch, stateful=stateful, stream_chunks=stream_chunks, learning_rate=learning_rate, patience=patience, lr_patience=lr_patience,
+            initial_epoch=initial_epoch, stateful=stateful, stream_chunks=stream_chunks, learning_rate=learning_rate, patience=patience, lr_patience=lr_patience, min_delta=min_delta,
             train_end=train_end, val_end=val_end, seed=seed, members=members, verbose=verbose,
             tensorboard_dir=str(tensorboard) if tensorboard else None, gaps=gaps, max_gap=max_gap,
             skip_rows=skip_rows, target_min=target_min, target_max=target_max, id_column=id_column,
-            static=str(static) if static else None, holdout_series=_series_ids(holdout_series), scaling=scaling,
+            static=str(static) if static else None, holdout_series=_series_ids(holdout_series, "--holdout-series"),
+            scaling=scaling,
             series_weight=series_weight, attribute_terms=attribute_terms, decoder=decoder,
             quantiles=_levels(quantiles),
         )
@@ -180,6 +211,10 @@ def train(
             log, keras_verbose, callbacks = _progress(config.verbose, log_file)
             run_training(data, config, target_dir, log, keras_verbose, callbacks, resume=resume)
     except ForecastError as error:
+        if target_dir is not None and new:
+            from forecast.store import discard_unpublished
+
+            discard_unpublished(target_dir)  # a refused first training leaves no model directory behind
         raise _fail(error, log_file) from None
 
 
@@ -187,7 +222,7 @@ def train(
 def predict(
     data: DataArg,
     model: Annotated[str, typer.Option(help="Model name or directory written by `forecast train`.", show_default=False)],
-    output: Annotated[Optional[Path], typer.Option(help="Write the forecast CSV here (default: standard output).")] = None,
+    output: Annotated[Optional[Path], typer.Option(help="Write the forecast here, CSV or .parquet (default: CSV on standard output).")] = None,
     plot: Annotated[Optional[Path], typer.Option(help="Also draw the forecast with its intervals into this PNG file (one series).")] = None,
     series: SeriesOption = None,
     store: StoreOption = Path("models"),
@@ -199,11 +234,12 @@ def predict(
         from forecast.store import resolve_model_path
 
         model_dir = resolve_model_path(model, store)
-        forecast = run_prediction(data, model_dir, _log, _series_ids(series))
+        _outside_models(store, output=output, plot=plot)
+        ids = _series_ids(series)
+        forecast = run_prediction(data, model_dir, _log, ids)
         if plot is not None:
             from forecast.plots import plot_forecast
 
-            ids = _series_ids(series)
             result = forecast_from(data, model_dir, None, _log, ids[0] if ids else None)
             _log(f"drew the forecast in {plot_forecast(result, plot)}")
     except ForecastError as error:
@@ -211,9 +247,12 @@ def predict(
     if output is None:
         typer.echo(forecast.to_csv(index=False), nl=False)
     else:
-        partial = output.with_name(f".{output.name}.partial")
-        forecast.to_csv(partial, index=False)
-        partial.replace(output)  # a reader of `output` never sees half a file
+        from forecast.tables import write_table
+
+        try:
+            write_table(forecast, output)  # a reader of `output` never sees half a file
+        except ForecastError as error:
+            raise _fail(error) from None
         _log(f"wrote {len(forecast)} forecast rows to {output}")
 
 
@@ -221,7 +260,7 @@ def predict(
 def plot(
     data: DataArg,
     model: Annotated[str, typer.Option(help="Model name or directory written by `forecast train`.", show_default=False)],
-    origin: Annotated[Optional[str], typer.Option(help="The forecast's last observed row: a row count or date (default: the last observation); inside the data, the truth is drawn too.")] = None,
+    origin: Annotated[Optional[str], typer.Option(help="The forecast's last observed row: a row count or date (default: the last observation, or the last row whose horizon the sim covers); inside the data, the truth is drawn too.")] = None,
     output: Annotated[Path, typer.Option(help="The PNG file to write.")] = Path("forecast.png"),
     series: Annotated[Optional[str], typer.Option("--series", help="The series to draw (for a file of many).")] = None,
     store: StoreOption = Path("models"),
@@ -233,8 +272,11 @@ def plot(
         from forecast.prediction import forecast_from
         from forecast.store import resolve_model_path
 
-        result = forecast_from(data, resolve_model_path(model, store), origin, _log, series)
-        _log(f"drew the forecast from {result.series.time[result.origin]} in {plot_forecast(result, output)}")
+        model_dir = resolve_model_path(model, store)
+        _outside_models(store, output=output)
+        result = forecast_from(data, model_dir, origin, _log, series)
+        chosen = "" if origin is not None else f" ({result.origin_note})"
+        _log(f"drew the forecast from {result.series.time[result.origin]} in {plot_forecast(result, output)}{chosen}")
     except ForecastError as error:
         raise _fail(error) from None
 
@@ -246,8 +288,9 @@ def evaluate(
     start: Annotated[Optional[str], typer.Option(help="First target row (0-based) or date (default: after validation).")] = None,
     end: Annotated[Optional[str], typer.Option(help="Row count or last date of the range (default: the last row).")] = None,
     validation_rows: Annotated[bool, typer.Option("--validation-rows", help="Score the validation rows (flattering: they chose the model).")] = False,
-    output_dir: Annotated[Path, typer.Option(help="Where to write <model>.json, <model>_steps.csv, <model>_series.csv and <model>_steps.png.")] = Path("evaluation"),
+    output_dir: Annotated[Path, typer.Option(help="Where to write <model>.json, <model>_steps.csv, <model>_series.csv, <model>_steps.png and, for many series, <model>_series.png.")] = Path("evaluation"),
     plot: Annotated[Optional[Path], typer.Option(help="Draw the error per step here instead of <model>_steps.png.")] = None,
+    forecasts: Annotated[Optional[Path], typer.Option(help="Write every forecast scored here, one row per series, origin and step (.csv or .parquet).")] = None,
     series: SeriesOption = None,
     store: StoreOption = Path("models"),
 ) -> None:
@@ -257,7 +300,9 @@ def evaluate(
         from forecast.store import resolve_model_path, write_json
 
         model_dir = resolve_model_path(model, store)
-        result = run_evaluation(data, model_dir, start, end, validation_rows, warn=_log, series_ids=_series_ids(series))
+        _outside_models(store, output_dir=output_dir, plot=plot, forecasts=forecasts)
+        result = run_evaluation(data, model_dir, start, end, validation_rows, warn=_log, series_ids=_series_ids(series),
+                                keep_forecasts=forecasts is not None)
     except ForecastError as error:
         raise _fail(error) from None
     if result.warning:
@@ -267,19 +312,35 @@ def evaluate(
         "mse and mae on z-scored values; the others in the target's units\n" + result.table()
         + "".join(f"\n{note}" for note in result.notes)
     )
-    output_dir.mkdir(parents=True, exist_ok=True)
-    write_json(output_dir / f"{model_dir.name}.json", result.to_json())
-    result.per_step.to_csv(output_dir / f"{model_dir.name}_steps.csv", index=False)
-    result.per_series.to_csv(output_dir / f"{model_dir.name}_series.csv", index=False)
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        write_json(output_dir / f"{model_dir.name}.json", result.to_json())
+        result.per_step.to_csv(output_dir / f"{model_dir.name}_steps.csv", index=False)
+        result.per_series.to_csv(output_dir / f"{model_dir.name}_series.csv", index=False)
+    except OSError as exc:
+        raise _fail(ForecastError(f"{output_dir}: cannot write the reports here ({exc.strerror or exc}); choose "
+                                  "another --output-dir")) from None
     try:
         from forecast.plots import plot_steps
 
-        picture = plot_steps(result.per_step, f"{model_dir.name}: {result.origins} origins, targets "
-                             f"{result.first_time} to {result.last_time}", plot or output_dir / f"{model_dir.name}_steps.png")
+        scored = f"{model_dir.name}: {result.origins} origins, targets {result.first_time} to {result.last_time}"
+        pictures = [plot_steps(result.per_step, scored, plot or output_dir / f"{model_dir.name}_steps.png")]
+        if result.per_series["series"].nunique() > 1:  # a distribution over series needs more than one
+            from forecast.plots import plot_series_nse
+
+            pictures.append(plot_series_nse(result.per_series, scored, output_dir / f"{model_dir.name}_series.png"))
     except ForecastError as error:
         raise _fail(error) from None
-    _log(f"wrote {output_dir / model_dir.name}.json, {model_dir.name}_steps.csv, {model_dir.name}_series.csv and "
-         f"{picture}")
+    _log(f"wrote {output_dir / model_dir.name}.json, {model_dir.name}_steps.csv, {model_dir.name}_series.csv, "
+         f"{' and '.join(map(str, pictures))}")
+    if forecasts is not None:
+        from forecast.tables import write_table
+
+        try:
+            write_table(result.forecasts, forecasts)
+        except ForecastError as error:
+            raise _fail(error) from None
+        _log(f"wrote {len(result.forecasts)} backtest forecasts to {forecasts}")
 
 
 @app.command()
@@ -299,6 +360,7 @@ def retrain(
     Exit codes: 0 promoted or deliberately kept the old model; 1 a problem with the data or the model; 75 another run
     holds the lock.
     """
+    _checked_log(log_file, store)
     try:
         from forecast.store import locked, resolve_model_path
 

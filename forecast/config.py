@@ -67,6 +67,7 @@ class Config:
     initial_epoch: int = 0
     learning_rate: float = 1e-3
     patience: int = 5
+    min_delta: float = 1e-3  # the relative gain in the validation score an epoch needs to count as better (criterion)
     lr_patience: int = 0  # epochs without validation gain before the learning rate halves (0: never)
     verbose: int | None = None
     checkpoints: bool = True
@@ -108,6 +109,8 @@ class Config:
             raise ForecastError(f"config: max_gap must be at least 0, got {self.max_gap}")
         if not (math.isfinite(self.learning_rate) and 0.0 < self.learning_rate <= 1.0):
             raise ForecastError(f"config: learning_rate must be above 0 and at most 1, got {self.learning_rate}")
+        if not (math.isfinite(self.min_delta) and 0.0 <= self.min_delta < 0.5):
+            raise ForecastError(f"config: min_delta must be at least 0 and below 0.5, got {self.min_delta}")
         for name in ("patience", "lr_patience"):
             if getattr(self, name) < 0:
                 raise ForecastError(f"config: {name} must be at least 0, got {getattr(self, name)}")
@@ -191,7 +194,7 @@ class Config:
 
 
 # Settings whose default changed, with the value a configuration saved before they existed behaved as.
-SAVED_BEFORE = {"decoder": False}
+SAVED_BEFORE = {"decoder": False, "min_delta": 0.0}
 
 
 def check_quantiles(quantiles: tuple[float, ...], source: str = "config") -> tuple[float, ...]:

@@ -15,6 +15,7 @@ import pandas as pd
 from forecast import validation
 from forecast.config import Config
 from forecast.errors import ForecastError
+from forecast.tables import is_parquet
 
 TIME_COLUMN_NAMES = ("date", "datetime", "time", "timestamp", "ds", "period")
 
@@ -89,6 +90,8 @@ class Collection:
         """The series named in `ids` (None: all), in this collection's order; an unknown id is an error."""
         if ids is None:
             return self
+        if not ids:
+            raise ForecastError(f"{self.path}: no series named; name at least one of {validation.listing(self.ids)}")
         unknown = [name for name in ids if name not in self.ids]
         if unknown:
             raise ForecastError(
@@ -148,8 +151,8 @@ def _groups(frame: pd.DataFrame, id_name: str | None, path: Path, skip_rows: int
     file of one series, else the array of the rows' file lines."""
     if id_name is None:
         return {"": (np.arange(len(frame)), skip_rows)}
-    ids = frame[id_name]
-    empty = np.flatnonzero(ids.isna().to_numpy())
+    ids = frame[id_name].astype(str).str.strip().where(frame[id_name].notna(), "")
+    empty = np.flatnonzero((ids == "").to_numpy())
     if empty.size:
         raise ForecastError(
             f"{path}: row {validation.line_of(int(empty[0]), skip_rows)}: column {id_name!r} is empty; every row needs "
@@ -157,7 +160,7 @@ def _groups(frame: pd.DataFrame, id_name: str | None, path: Path, skip_rows: int
         )
     lines = validation.line_of(np.arange(len(frame)), skip_rows)
     # One pass over the rows (a comparison per id would cost rows x series); groups in the order ids first appear.
-    groups = pd.Series(np.arange(len(frame))).groupby(ids.astype(str).str.strip().to_numpy(), sort=False).indices
+    groups = pd.Series(np.arange(len(frame))).groupby(ids.to_numpy(), sort=False).indices
     return {series_id: (rows, lines[rows]) for series_id, rows in groups.items()}
 
 
@@ -171,7 +174,8 @@ def _one_series(frame: pd.DataFrame, series_id: str, lines, path: Path, config: 
     business = validation.business_daily(time) if business_days is None else business_days
     if business:
         validation.check_weekdays(time, where, lines)
-    time, values, freq = validation.regular_grid(time, values, where, config.gaps, config.max_gap, lines, business)
+    time, values, freq = validation.regular_grid(time, values, where, config.gaps, config.max_gap, lines, business,
+                                                 roles.target)
     validation.check_target(values[roles.target], where)
     time_name = time_names[0] if len(time_names) == 1 else "time"
     return Series(
@@ -188,7 +192,7 @@ def _left_out(frame: pd.DataFrame, roles: Roles, config: Config) -> tuple[tuple[
             continue
         if column in config.exclude:
             reasons.append((column, "excluded"))
-        elif not _mostly_numeric(frame[column]):
+        elif not validation.mostly_numeric(frame[column]):
             reasons.append((column, "text; give it a role to use it"))
         else:
             reasons.append((column, "not among the past columns given"))
@@ -210,7 +214,7 @@ def resolve_roles(frame: pd.DataFrame, path: Path, config: Config) -> Roles:
         past = tuple(config.past)
     else:
         taken = {config.target, *config.sim, *config.bg, *config.exclude}
-        past = tuple(str(column) for column in frame.columns if column not in taken and _mostly_numeric(frame[column]))
+        past = tuple(str(column) for column in frame.columns if column not in taken and validation.mostly_numeric(frame[column]))
     return Roles(
         target=config.target, past=past, sim=tuple(config.sim), bg=tuple(config.bg), sim_in_history=config.sim_in_history
     )
@@ -234,15 +238,6 @@ def _check_named_columns(columns: list[str], body: bytes, path: Path, config: Co
         raise ForecastError(f"{path}: column {column!r} not found; the file has: {validation.listing(columns)}")
 
 
-def _mostly_numeric(column: pd.Series) -> bool:
-    """Numeric, or numbers with a few stray cells of text: such a column is a covariate whose bad cells must be
-    reported, not a text column to be left out silently."""
-    if pd.api.types.is_numeric_dtype(column):
-        return True
-    given = column.dropna()
-    return len(given) > 0 and pd.to_numeric(given, errors="coerce").notna().mean() > 0.5
-
-
 SKIP_HINT = "if the file has lines before its header (station metadata), pass --skip-rows N (skip_rows = N)"
 
 
@@ -252,6 +247,8 @@ def _read_csv(path: Path, config: Config, warn: Callable[[str], None] | None) ->
     pandas is a one-line error, not a note above a confusing one later."""
     if not path.is_file():
         raise ForecastError(f"{path}: file not found")
+    if is_parquet(path):
+        return _read_parquet(path, config)
     data = validation.without_partial_line(path.read_bytes(), path, warn)
     try:
         body = b"".join(data.splitlines(keepends=True)[config.skip_rows :]) if config.skip_rows else data
@@ -266,7 +263,9 @@ def _read_csv(path: Path, config: Config, warn: Callable[[str], None] | None) ->
             # index_col=False: rows with one field more than the header must not turn the first column into an index
             # An id such as a gauge number 01013500 is a name, not a number: read as text, its leading zero stays.
             frame = pd.read_csv(io.BytesIO(body), skipinitialspace=True, index_col=False,
-                                dtype={config.id_column: str} if config.id_column else None)
+                                dtype={config.id_column: str} if config.id_column else None,
+                                keep_default_na=config.id_column is None,
+                                na_values=validation.missing_markers(header, config.id_column))
         if caught:
             first = str(caught[0].message).split(". ")[0].strip()
             if "Length of header" in first:
@@ -285,6 +284,31 @@ def _read_csv(path: Path, config: Config, warn: Callable[[str], None] | None) ->
     if frame.empty:
         raise ForecastError(f"{path}: the file has a header but no rows")
     return _without_unnamed(frame, header, path)
+
+
+def _read_parquet(path: Path, config: Config) -> pd.DataFrame:
+    """The rows of a Parquet file (pyarrow), checked as a CSV's header is: the same frame a CSV of the same table
+    gives, with the id column as text."""
+    try:
+        import pyarrow.parquet as parquet
+
+        frame = parquet.read_table(path).to_pandas()
+    except ImportError:
+        raise ForecastError(f"{path}: reading Parquet needs pyarrow; pip install pyarrow, or give a CSV") from None
+    except Exception as exc:  # a damaged file fails in many ways inside pyarrow; all mean the same to a user
+        raise ForecastError(f"{path}: not a readable Parquet file ({type(exc).__name__}); re-export it, or give a "
+                            "CSV") from None
+    names = [str(name).strip() for name in frame.columns]
+    validation.check_header(names, path)
+    if frame.empty:
+        raise ForecastError(f"{path}: the file has columns but no rows")
+    if config.skip_rows:
+        raise ForecastError(f"{path}: skip_rows applies to CSV files only; set it to 0 for a Parquet file")
+    frame.columns = names
+    if config.id_column and config.id_column in frame:
+        ids = frame[config.id_column]
+        frame[config.id_column] = ids.astype(str).where(ids.notna(), None)
+    return frame
 
 
 def _without_unnamed(frame: pd.DataFrame, header: list[str], path: Path) -> pd.DataFrame:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from forecast import backend
 from forecast.sampler import StreamPlan
-from forecast.windowing import Batch, WindowBatcher
+from forecast.windowing import Batch, ValidationSet, WindowBatcher
 
 keras = backend.keras()
 
@@ -39,3 +39,20 @@ class WindowDataset(keras.utils.PyDataset):
             self._layout = layout
         origins, scored = layout[1]
         return self.batcher.batch(origins[batch], scored[batch])
+
+
+class ValidationBatches(keras.utils.PyDataset):
+    """A `ValidationSet`'s batches in order, each with its slice of `weights` (n, H: the run's score weights), for
+    Keras' validation: the inputs are cut per batch, so the validation windows are never held all at once."""
+
+    def __init__(self, validation: ValidationSet, weights, **kwargs):
+        super().__init__(**kwargs)
+        self.validation = validation
+        self.weights = weights
+
+    def __len__(self) -> int:
+        return self.validation.n_batches
+
+    def __getitem__(self, index: int) -> Batch:
+        rows = self.validation.rows(index)
+        return self.validation.inputs(index), {"prediction": self.validation.target[rows]}, self.weights[rows]

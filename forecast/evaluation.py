@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from forecast.backtest import backtest_table
+from forecast.criterion import Improvement, improvement
 from forecast.errors import ForecastError
 from forecast.intervals import IntervalScores, score_intervals
 from forecast.scaling import target_stats
@@ -49,13 +51,21 @@ class Season:
     steps: int
     cycle: str | None
     candidates: tuple[str, ...] = ()
+    worse_than_repeat: bool = False  # its error on the training rows exceeds Repeat's: a worse Repeat, not scored
+
+    @property
+    def scored(self) -> bool:
+        return self.cycle is not None and not self.worse_than_repeat
 
     def describe(self) -> str:
         if self.cycle is None:
             return "seasonal naive: no calendar cycle is covered twice by the training rows, so it is left out"
         names = [CYCLE_NAMES[cycle] for cycle in self.candidates]
         among = f" (the smallest error on the training rows among a {', a '.join(names)})" if len(names) > 1 else ""
-        return f"seasonal naive: a season of {self.steps} steps, a {CYCLE_NAMES[self.cycle]}{among}"
+        described = f"seasonal naive: a season of {self.steps} steps, a {CYCLE_NAMES[self.cycle]}{among}"
+        if self.worse_than_repeat:
+            return f"{described}, errs more than Repeat on the training rows, so it is left out"
+        return described
 
 
 CYCLE_NAMES = {"hour_of_day": "day", "day_of_week": "week", "day_of_year": "year"}
@@ -69,7 +79,7 @@ def choose_season(
     Candidates are the cycles longer than one step that the training rows (`training`, spanning `span`) cover at least
     twice, as for the calendar features; a year of daily data counts 365 steps (261 business days, a week 5). Among
     them wins the one whose seasonal-naive forecasts over `horizon` steps err least (mean absolute error) on the
-    training rows themselves.
+    training rows themselves; where that error exceeds Repeat's there, the season is marked `worse_than_repeat`.
     """
     from forecast.calendar import CYCLES
 
@@ -82,7 +92,9 @@ def choose_season(
         return Season(1, None)
     errors = {cycle: _training_error(training, steps, horizon) for cycle, steps in candidates.items()}
     best = min(errors, key=errors.get)
-    return Season(candidates[best], best, tuple(candidates))
+    # Repeat is the seasonal naive of a 1-step season; a daily river's weekly season, say, only repeats older values.
+    worse = errors[best] > _training_error(training, 1, horizon)
+    return Season(candidates[best], best, tuple(candidates), worse)
 
 
 def _training_error(values: np.ndarray, season: int, horizon: int) -> float:
@@ -109,76 +121,6 @@ def nse(forecast: np.ndarray, truth: np.ndarray, weight: np.ndarray) -> float:
     observed = truth[mask]
     spread = np.sum((observed - observed.mean()) ** 2) if observed.size else 0.0
     return float(1.0 - np.sum((forecast[mask] - observed) ** 2) / spread) if spread > 0 else float("nan")
-
-
-# A richer model replaces a simpler one only when it beats it by this t statistic (`improvement`) on validation. One
-# comparison passes it by chance about once in 40; the linear start makes up to seven, so this is a parsimony prior
-# rather than an exact test.
-SIGNIFICANT_T = 2.0
-# ... and only over at least this many independent blocks of origins: on three block means a weekly series' gate passed
-# at t = 3.1 and 3.8 with a model that was 41-55 % worse on its test rows than the simpler one.
-MIN_BLOCKS = 10
-
-
-@dataclass(frozen=True)
-class Improvement:
-    """How surely a richer model's errors beat a simpler one's: the t statistic over `blocks` block means."""
-
-    t: float
-    blocks: int
-    block: int
-
-    @property
-    def required_t(self) -> float:
-        """The two-sided 95 % Student t quantile for blocks - 1 degrees of freedom, and at least SIGNIFICANT_T."""
-        from scipy.stats import t as student_t
-
-        return max(SIGNIFICANT_T, float(student_t.ppf(0.975, self.blocks - 1))) if self.blocks > 1 else math.inf
-
-    @property
-    def clear(self) -> bool:
-        """True only with enough blocks and a t above the threshold for their number; else keep the simpler model."""
-        return self.blocks >= MIN_BLOCKS and self.t > self.required_t
-
-    def describe(self) -> str:
-        if self.blocks < MIN_BLOCKS:
-            return (f"t = {self.t:.1f} over {self.blocks} blocks of {self.block} origins, fewer than the {MIN_BLOCKS} "
-                    "blocks a decision needs")
-        return f"t = {self.t:.1f} over {self.blocks} blocks of {self.block} origins, needs above {self.required_t:.2f}"
-
-
-def improvement(baseline_errors: np.ndarray, errors: np.ndarray, origins: np.ndarray, block: int) -> Improvement:
-    """How surely `errors` beat `baseline_errors`: the t statistic of the mean loss difference (a Diebold-Mariano test).
-
-    The inputs are per-origin squared errors (NaN where an origin is not scored). Overlapping forecasts make
-    neighbouring origins' errors correlated, so the differences are averaged over blocks of `block` consecutive
-    origins before the standard error is taken. t is positive when `errors` are smaller; 0 with fewer than two blocks.
-    """
-    keep = np.isfinite(baseline_errors) & np.isfinite(errors)
-    order = np.argsort(origins[keep], kind="stable")
-    difference = (baseline_errors[keep] - errors[keep])[order]
-    n_blocks = len(difference) // block
-    if n_blocks < 2:
-        return Improvement(0.0, n_blocks, block)
-    means = difference[: n_blocks * block].reshape(n_blocks, block).mean(axis=1)
-    spread = means.std(ddof=1)
-    return Improvement(float(means.mean() / (spread / math.sqrt(n_blocks))) if spread > 0 else 0.0, n_blocks, block)
-
-
-def nse_weights(series: np.ndarray, target: np.ndarray, weight: np.ndarray) -> np.ndarray:
-    """Per origin (n,), 1 / the variance of its series' observed targets among these origins (`series` (n,); `target`
-    and `weight` (n, H), z-units): an origin's error times this is its series' share of 1 - NSE, so a comparison
-    pooled over many series weighs each series' error against its own spread, as the mean NSE over series does, and is
-    not decided by the few series whose floods make the largest errors. Constant for one series: a t statistic
-    `improvement` takes is then unchanged."""
-    weights = np.ones(len(series))
-    observed = weight > 0
-    for index in np.unique(series):
-        rows = series == index
-        values = target[rows][observed[rows]]
-        if len(values) > 1:
-            weights[rows] = 1.0 / max(float(values.var()), 1e-6)
-    return weights
 
 
 def origin_errors(forecast: np.ndarray, target: np.ndarray, weight: np.ndarray) -> np.ndarray:
@@ -208,8 +150,12 @@ def scores(forecast, truth, weight, scaled_forecast, scaled_truth, mase_scale: n
 
 def series_scores(forecast, truth, weight, scaled_forecast, scaled_truth) -> dict[str, float]:
     """One series' headline metrics: MSE on z-scored values, MAE in its units, NSE overall and at the first and last
-    horizon step."""
+    horizon step, and what the run's score (`criterion.series_score`) needs: the scored steps and the variance of the
+    observed targets in the series' units."""
+    observed = truth[weight > 0]
     return {
+        "steps": float(weight.sum()),
+        "variance_original": float(observed.var()) if observed.size > 1 else float("nan"),
         "mse": weighted_errors(scaled_forecast, scaled_truth, weight)["mse"],
         "mae_original": weighted_errors(forecast, truth, weight)["mae"],
         "mse_original": weighted_errors(forecast, truth, weight)["mse"],
@@ -236,6 +182,7 @@ class Evaluation:
     ablation: dict[str, Improvement] | None = None  # per variant: how surely the model as it runs beats it
     per_series: pd.DataFrame | None = None
     intervals: dict[str, IntervalScores] | None = None  # "model" and "naive" (Repeat's); None without a calibration
+    forecasts: pd.DataFrame | None = None  # every forecast scored, one row per (series, origin, step); on request
 
     def over_series(self) -> pd.DataFrame:
         """The median and mean over series of each forecaster's per-series metrics (the series held out of training
@@ -363,7 +310,9 @@ def range_forecasts(
                                            after_training)
     collection = collection.select(tuple(rows))
     saved = with_network(saved, load_model_file)
-    scalers = scalers_for(collection, saved, {name: first for name, (first, _) in rows.items()}, warn)
+    # An unseen series is z-scored on its rows up to its first origin: the first scored target's row, or the first
+    # row with a whole lookback before it where the range starts earlier.
+    scalers = scalers_for(collection, saved, {name: max(first, lookback) for name, (first, _) in rows.items()}, warn)
     features = collection_features(collection, saved, scalers, for_prediction=False)
     ranges = origin_ranges(features.starts, features.lengths, [rows[series.id] for series in collection.series],
                            lookback, horizon)
@@ -395,6 +344,7 @@ def evaluate(
     warn: Callable[[str], None] | None = None,
     ablation: bool = True,
     series_ids: tuple[str, ...] | None = None,
+    keep_forecasts: bool = False,
 ) -> Evaluation:
     """Scores every origin whose whole horizon lies in rows [start, end) of each series (or of those in `series_ids`).
 
@@ -404,11 +354,16 @@ def evaluate(
     series. A last line still being written is refused, or with `warn`, left out with a warning through it. With
     `ablation`, the model is also scored with its state reset before every chunk and with its LSTM zeroed (see
     forecast.ablation). A model with an interval calibration also gets its intervals scored next to the naive
-    interval's.
+    interval's. `keep_forecasts` keeps every forecast scored, in long format (`backtest.backtest_table`).
     """
     import time
 
+    from forecast.store import current_version, read_metrics
+
     began = time.perf_counter()
+    # A linear start has no network to ablate: its three variants would only repeat its own forecasts.
+    linear = linear_start_kept(read_metrics(current_version(Path(model_dir))))
+    ablation = ablation and not linear
     ranged = range_forecasts(csv_path, model_dir, start, end, validation_rows, warn, ablation, series_ids)
     saved, collection, features, ranges, ends = ranged.saved, ranged.collection, ranged.features, ranged.ranges, \
         ranged.ends
@@ -417,16 +372,17 @@ def evaluate(
     verdicts = {label: improvement(errors[label], errors["model"], ends, horizon) for label in models if label != "model"}
     candidates = {**models, "repeat": repeat_forecast(features.history[ends, 0], horizon)}
     naive, season, mase_scale, notes = _seasonal_naive(collection, saved.schema, features, ranges, horizon)
-    notes += ranged.left_out
+    notes = [LINEAR_START_NOTE] * linear + notes + list(ranged.left_out)
     if naive is not None:
         candidates["seasonal_naive"] = naive
     summary, per_step, per_series = _score_candidates(
         candidates, target, weight, ranged.in_units, mase_scale[ranged.series_index], ranged.series_index, ranges,
         collection, saved.schema
     )
-    intervals = None
+    intervals, bounds = None, {}
     if saved.intervals is not None:
-        intervals = interval_scores(ranged, candidates["repeat"])
+        bounds = interval_bounds(ranged, candidates["repeat"])
+        intervals = interval_scores(ranged, bounds)
         for label, scored_intervals in intervals.items():
             for interval, coverage in scored_intervals.coverage_by_step.items():
                 per_step[f"{label}_coverage_{interval}"] = coverage
@@ -443,25 +399,40 @@ def evaluate(
         ablation=verdicts if ablation else None,
         per_series=per_series,
         intervals=intervals,
+        forecasts=backtest_table(ranged, candidates, bounds.get("model")) if keep_forecasts else None,
     )
 
 
-def interval_scores(ranged: RangeForecasts, repeat: np.ndarray) -> dict[str, IntervalScores]:
-    """The model's intervals around its forecasts, and the naive interval around Repeat's (n, H, z-scored), each
-    clipped to the target's bounds and scored against the truth in the target's units where it is observed."""
+LINEAR_START_NOTE = "the model is its linear start (the network was discarded at training): no ablations"
+
+
+def linear_start_kept(metrics: dict) -> bool:
+    """Whether a version's metrics say it is a linear start: the gate kept it at training, or a warm retrain kept the
+    weights of a version that was one (and took its kind)."""
+    if metrics.get("kept_linear_start") is True:
+        return True
+    return metrics.get("kept_start_weights") is True and str(metrics.get("model_kind", "")).startswith("linear (")
+
+
+def interval_bounds(ranged: RangeForecasts, repeat: np.ndarray) -> dict[str, np.ndarray]:
+    """The model's interval bounds around its forecasts and the naive interval's around Repeat's (`repeat`, n, H,
+    z-units), each (n, Q, H) in the target's units and clipped to its bounds."""
     from forecast.prediction import bounded
 
     calibration, config = ranged.saved.intervals, ranged.saved.config
     history = ranged.features.history[:, 0]
     bounds = {"model": calibration.bounds(ranged.models["model"], history, ranged.ends, ranged.offsets),
               "naive": calibration.naive_bounds(repeat)}
-    truth = ranged.in_units(ranged.target)
     mean, std = ranged.mean[:, :, None], ranged.std[:, :, None]  # (n, 1, 1): over the Q levels and H steps
-    return {
-        label: score_intervals(bounded(values * std + mean, config.target_min, config.target_max), truth,
-                               ranged.weight, calibration.quantiles)
-        for label, values in bounds.items()
-    }
+    return {label: bounded(values * std + mean, config.target_min, config.target_max) for label, values in bounds.items()}
+
+
+def interval_scores(ranged: RangeForecasts, bounds: dict[str, np.ndarray]) -> dict[str, IntervalScores]:
+    """Each interval's `bounds` (`interval_bounds`) scored against the truth in the target's units where it is
+    observed."""
+    truth = ranged.in_units(ranged.target)
+    quantiles = ranged.saved.intervals.quantiles
+    return {label: score_intervals(values, truth, ranged.weight, quantiles) for label, values in bounds.items()}
 
 
 def _score_candidates(candidates: dict[str, np.ndarray], target: np.ndarray, weight: np.ndarray, in_units,
@@ -481,6 +452,8 @@ def _score_candidates(candidates: dict[str, np.ndarray], target: np.ndarray, wei
         per_step[f"{label}_nse"] = [nse(values[:, k], truth[:, k], scored[:, k]) for k in steps]
         for span in ranges:
             mine = series_index == span.series
+            if not np.isfinite(scaled[mine]).any():  # a baseline left out for this series (seasonal naive): no row
+                continue
             series = collection.series[span.series]
             per_series.append({
                 "series": series.id, "forecaster": label, "held_out": series.id in schema.holdout,
@@ -507,10 +480,11 @@ def _check_ranges(collection, ranges, rows: dict[str, tuple[int, int]], lookback
 
 
 def _seasonal_naive(collection, schema: Schema, features, ranges, horizon: int):
-    """The seasonal-naive forecasts (n_origins, H, z-scored; None when no series has a cycle covered twice), the
-    season of the first series, each series' MASE scale (in-sample seasonal-naive MAE of its training rows, target
-    units) and notes. Each series repeats its own season, chosen on its own training rows (all rows before the range
-    for a series the model was not trained on)."""
+    """The seasonal-naive forecasts (n_origins, H, z-scored; None when no series has a cycle covered twice whose
+    forecasts beat Repeat's on its training rows), the season of the first series, each series' MASE scale (in-sample
+    seasonal-naive MAE of its training rows, target units, whether or not the baseline is scored) and notes. Each
+    series repeats its own season, chosen on its own training rows (all rows before the range for a series the model
+    was not trained on); a series where it errs more than Repeat there gets NaN forecasts, which are not scored."""
     name = collection.first.roles.target
     forecasts, scales, seasons, short = [], [], [], 0
     for span in ranges:
@@ -525,20 +499,24 @@ def _seasonal_naive(collection, schema: Schema, features, ranges, horizon: int):
         start = features.bounds(span.series)[0]
         origins = np.arange(span.first, span.last + 1) - start
         values = features.history[start : features.bounds(span.series)[1], 0]
-        naive = (seasonal_naive_forecast(values, origins, horizon, season.steps) if season.cycle is not None
+        naive = (seasonal_naive_forecast(values, origins, horizon, season.steps) if season.scored
                  else np.full((len(origins), horizon), np.nan))
-        short += int(np.count_nonzero(np.isnan(naive).any(axis=1))) if season.cycle is not None else 0
+        short += int(np.count_nonzero(np.isnan(naive).any(axis=1))) if season.scored else 0
         forecasts.append(naive)
     scale = np.full(len(collection.series), np.nan)
     for span, value in zip(ranges, scales):
         scale[span.series] = value
     notes = [seasons[0].describe()]
-    if len({season.steps for season in seasons}) > 1:
+    worse = sum(season.worse_than_repeat for season in seasons)
+    if len({season.steps for season in seasons}) > 1 or 0 < worse < len(seasons):
         notes = ["seasonal naive: each series repeats the season that fits its own training rows best"]
+        if worse:
+            notes.append(f"seasonal naive: left out for {worse} of the {len(seasons)} series, where it errs more "
+                         "than Repeat on their training rows")
     if short:
         notes.append(f"seasonal naive: {short} of the first origins lack a season of history; their steps before "
                      "the first row are not scored for it")
-    if all(season.cycle is None for season in seasons):
+    if not any(season.scored for season in seasons):
         return None, seasons[0], scale, notes
     return np.concatenate(forecasts), seasons[0], scale, notes
 

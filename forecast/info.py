@@ -19,6 +19,7 @@ def model_info(root: Path) -> str:
     lines += _columns(saved)
     lines += _data_range(saved)
     lines += _scores(metrics)
+    lines += _gate(metrics)
     config = saved.config
     lines.append(
         f"settings: lookback {config.lookback}, horizon {config.horizon}, batch {config.batch_size}, "
@@ -72,8 +73,41 @@ def _scores(metrics: dict) -> list[str]:
     if not (isinstance(model, dict) and isinstance(repeat, dict)):
         return ["validation: not recorded"]
     return [
-        f"validation MSE {model.get('mse', float('nan')):.4f} (Repeat {repeat.get('mse', float('nan')):.4f}), "
-        f"RMSE in the target's units {model.get('rmse_original', float('nan')):.4g} "
-        f"(Repeat {repeat.get('rmse_original', float('nan')):.4g}); weights of {kept_epochs(metrics)} kept "
+        f"validation MSE {_number(model.get('mse')):.4f} (Repeat {_number(repeat.get('mse')):.4f}), "
+        f"RMSE in the target's units {_number(model.get('rmse_original')):.4g} "
+        f"(Repeat {_number(repeat.get('rmse_original')):.4g}); weights of {kept_epochs(metrics)} kept "
         f"of {metrics.get('epochs_run', '?')} trained"
-    ]
+    ] + _nse_over_series(model, repeat)
+
+
+def _nse_over_series(model: dict, repeat: dict) -> list[str]:
+    """With many series, the median and mean validation NSE over series, next to Repeat's."""
+    over = [side.get("nse_over_series") for side in (model, repeat)]
+    if not all(isinstance(item, dict) and item for item in over):
+        return []
+    (ours, naive) = over
+    return [f"validation NSE over {ours.get('series', '?')} series, median / mean: {_number(ours.get('median')):.3f} / "
+            f"{_number(ours.get('mean')):.3f} (Repeat {_number(naive.get('median')):.3f} / "
+            f"{_number(naive.get('mean')):.3f})"]
+
+
+def _gate(metrics: dict) -> list[str]:
+    """The keep/discard gate's scores and the series that argued most for each side, as the training log said them."""
+    gate = metrics.get("gate")
+    if not isinstance(gate, dict) or "start_score" not in gate:
+        return []
+    kept = "the start" if metrics.get("kept_start_weights") else "the network"
+    lines = [f"gate: kept {kept}; validation score start {_number(gate.get('start_score')):.4f}, network "
+             f"{_number(gate.get('trained_score')):.4f} (t = {_number(gate.get('t')):.1f} over "
+             f"{gate.get('blocks', '?')} blocks)"]
+    for side, label in (("favoured_start", "start"), ("favoured_network", "network")):
+        named = [item for item in gate.get(side) or () if isinstance(item, dict)]
+        if named:
+            lines.append(f"  argued most for the {label}: " + ", ".join(
+                f"{item.get('series')} (NSE {_number(item.get('nse_start')):.2f} start, "
+                f"{_number(item.get('nse_trained')):.2f} network)" for item in named))
+    return lines
+
+
+def _number(value) -> float:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else float("nan")

@@ -35,6 +35,8 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from forecast.config import check_quantiles
 from forecast.errors import ForecastError
+from forecast.scaling import FLOAT32_MAX
+from forecast.seal import sealed
 
 METHODS = ("plain", "recent")
 
@@ -120,9 +122,11 @@ class Calibration:
         for name, table in (("offsets", self.offsets), ("naive", self.naive)):
             if not np.isfinite(table).all() or (np.diff(table, axis=0) < 0).any():
                 raise ValueError(f"{name} must be finite and ascending along the quantiles")
+            if table.size and np.abs(table).max() > FLOAT32_MAX:
+                raise ValueError(f"{name} holds {np.abs(table).max():g}, beyond the float32 range the model computes in")
         if check_quantiles(self.quantiles, "intervals") != tuple(self.quantiles) or not self.quantiles:
             raise ValueError("quantiles must be ascending")
-        if not (math.isfinite(self.floor) and self.floor > 0 and self.span >= 1):
+        if not (math.isfinite(self.floor) and 0 < self.floor <= FLOAT32_MAX and self.span >= 1):
             raise ValueError("floor must be above 0 and span at least 1")
         if self.window < 0:
             raise ValueError("window must be at least 0")
@@ -190,11 +194,11 @@ class Calibration:
                 "checked": self.checked}
 
     def to_json(self) -> str:
-        return json.dumps({
+        return json.dumps(sealed({
             "quantiles": list(self.quantiles), "method": self.method, "span": self.span, "floor": self.floor,
             "offsets": self.offsets.tolist(), "naive": self.naive.tolist(), "origins": self.origins,
             "window": self.window, "checked": self.checked,
-        }, indent=1)
+        }), indent=1)
 
     @classmethod
     def from_json(cls, path: Path, horizon: int) -> Calibration:
@@ -222,27 +226,37 @@ def calibrate(
 ) -> Calibration:
     """Calibrates intervals on validation forecasts (n, H) against `truth` (n, H), scored where `weight` (n, H) > 0,
     at `origins` (n,) of series `series` (n,), in z-units; Repeat's forecast is `history[origins]`. Plain and the
-    recent scale over each of `spans` are calibrated on the earlier half of the origins and scored by pinball loss on
-    the later half; the best is calibrated again on all of them (plain where too few origins leave nothing to
+    recent scale over each of `spans` are calibrated on the earlier half in time of each series' origins and scored by
+    pinball loss on the later half (`earlier_half`); the best is calibrated again on all of them (plain where too few origins leave nothing to
     compare). The sliding window is the scored origins per series."""
     scored = (weight > 0).any(axis=1)
     order = np.argsort(origins[scored], kind="stable")
-    forecast, truth, weight, origins = (array[scored][order] for array in (forecast, truth, weight, origins))
+    forecast, truth, weight, origins, series = (array[scored][order]
+                                                for array in (forecast, truth, weight, origins, series))
     if not len(origins):
         raise ValueError("no scored origin to calibrate on")
-    window = round(len(origins) / len(np.unique(series[scored])))
+    window = round(len(origins) / len(np.unique(series)))
     candidates = {"plain": ("plain", spans[0]), **{f"recent {span}": ("recent", span) for span in spans}}
-    half, later = len(origins) // 2, slice(len(origins) // 2, None)
+    early, later = earlier_half(series), ~earlier_half(series)
     checked = {}
     for name, (method, span) in candidates.items():
-        if half < 1:
+        if not early.any() or not later.any():
             break
-        early = fit(method, span, forecast[:half], truth[:half], weight[:half], history, origins[:half], quantiles)
-        bounds = early.bounds(forecast[later], history, origins[later])
+        fitted = fit(method, span, forecast[early], truth[early], weight[early], history, origins[early], quantiles)
+        bounds = fitted.bounds(forecast[later], history, origins[later])
         checked[name] = pinball_loss(bounds, truth[later], weight[later], quantiles)
     finite = {name: loss for name, loss in checked.items() if math.isfinite(loss)}
     method, span = candidates[min(finite, key=finite.get) if finite else "plain"]
     return fit(method, span, forecast, truth, weight, history, origins, quantiles, checked, window)
+
+
+def earlier_half(series: np.ndarray) -> np.ndarray:
+    """For origins (n,) grouped by series and in time order within each (as the stacked rows are), of series `series`
+    (n,): True for the first half (rounded down) of each series' origins. A split in time, so that the later half is
+    scored as new data would be."""
+    _, first, inverse, counts = np.unique(series, return_index=True, return_inverse=True, return_counts=True)
+    rank = np.arange(len(series)) - first[inverse]
+    return rank < counts[inverse] // 2
 
 
 def fit(method, span, forecast, truth, weight, history, origins, quantiles, checked=None, window=0) -> Calibration:

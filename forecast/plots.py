@@ -1,5 +1,7 @@
-"""Pictures, written as PNG files: a forecast with its interval bands, a training run's learning curves, and the error
-per horizon step of an evaluation.
+"""Pictures, written as PNG files: a forecast with its interval bands and its sim columns, a training run's learning
+curves, and an evaluation's error per horizon step and, for many series, its distribution of NSE over series.
+
+Each picture is built by a `*_figure` function (which tests inspect) and written by its `plot_*` function.
 
 matplotlib is imported inside each function, with the non-interactive Agg backend, so that commands which draw nothing
 never load it and no display is needed.
@@ -19,7 +21,7 @@ from forecast.intervals import interval_name, interval_pairs
 if TYPE_CHECKING:
     from forecast.prediction import Forecast
 
-SIZE = (10, 5)  # inches; at DPI 100 every picture is 1000 x 500 pixels (the forecast's, with a sim panel, 1000 x 650)
+SIZE = (10, 5)  # inches; at DPI 100 every picture is 1000 x 500 pixels (the forecast's taller by its sim panels)
 DPI = 100
 MODEL_COLOUR, TRUTH_COLOUR, HISTORY_COLOUR, SIM_COLOUR = "tab:blue", "black", "0.35", "tab:green"
 
@@ -54,19 +56,29 @@ def context_rows(horizon: int, lookback: int) -> int:
 
 
 def plot_forecast(forecast: Forecast, path: Path) -> Path:
+    """Draws `forecast_figure` into the PNG file `path`."""
+    return _save(forecast_figure(forecast), path)
+
+
+def forecast_figure(forecast: Forecast):
     """The last stretch of history, the point forecast with its interval bands (the outermost pair lightest), the
-    truth where the data holds it (an origin inside the data), and the sim columns over history and horizon in a
-    panel below; values in the target's units."""
+    truth where the data holds it (an origin inside the data), and below it the sim columns over history and horizon,
+    each in a small panel on its own scale (`sim_panels`); values in the target's units. The title names the series,
+    the target and how the origin was chosen."""
+    from forecast.prediction import time_label
+
     pyplot = _pyplot()
     series, frame, config = forecast.series, forecast.frame, forecast.saved.config
     target, time_name = series.roles.target, series.time_name
     first = max(forecast.origin + 1 - context_rows(config.horizon, config.lookback), 0)
     shown = slice(first, forecast.origin + 1)
     ahead = slice(forecast.origin + 1, forecast.origin + 1 + config.horizon)
-    sims = forecast.saved.schema.layout.sim_columns
+    panels = sim_panels(forecast.saved.schema.layout.sim_columns)
+    # The sim panels take an inch each, and together at least SIM_HEIGHT inches.
+    below = max(SIM_HEIGHT, float(len(panels))) if panels else 0.0
     figure, axes = pyplot.subplots(
-        2 if sims else 1, 1, figsize=(SIZE[0], SIZE[1] + (1.5 if sims else 0)), sharex=True, squeeze=False,
-        gridspec_kw={"height_ratios": [3, 1] if sims else [1]}, layout="constrained",
+        1 + len(panels), 1, figsize=(SIZE[0], SIZE[1] + below), sharex=True, squeeze=False,
+        gridspec_kw={"height_ratios": [SIZE[1]] + [below / max(len(panels), 1)] * len(panels)}, layout="constrained",
     )
     top = axes[0, 0]
     history = series.values[target].to_numpy()
@@ -93,28 +105,61 @@ def plot_forecast(forecast: Forecast, path: Path) -> Path:
                  label="observed")
     top.axvline(series.time[forecast.origin], color="0.6", linestyle=":", linewidth=1)
     top.set_ylabel(target)
-    top.set_title(f"{target}: forecast of {config.horizon} steps from {series.time[forecast.origin]}")
+    name = series.id or Path(series.path).stem
+    figure.suptitle(f"{name}: {target}, forecast of {config.horizon} steps from {time_label(series, forecast.origin)}")
+    if forecast.origin_note:
+        top.set_title(forecast.origin_note, fontsize="small", color="0.3")
     top.legend(loc="best", fontsize="small", framealpha=0.8)
     top.grid(alpha=0.3)
-    if sims:
-        bottom = axes[1, 0]
-        span = slice(first, forecast.origin + 1 + config.horizon)
-        for name in sims:
-            values = series.values[name].to_numpy()[span]
-            bottom.plot(series.time[span][: len(values)], values, linewidth=1.2, label=f"{name} (sim)")
-        bottom.axvspan(series.time[forecast.origin], times[-1], color=SIM_COLOUR, alpha=0.08, linewidth=0)
-        bottom.axvline(series.time[forecast.origin], color="0.6", linestyle=":", linewidth=1)
-        bottom.set_ylabel("known ahead")
-        bottom.legend(loc="upper left", fontsize="small", frameon=False)
-        bottom.grid(alpha=0.3)
+    span = slice(first, forecast.origin + 1 + config.horizon)
+    for axis, names in zip(axes[1:, 0], panels):
+        _sim_panel(axis, series, names, span)
+        axis.axvspan(series.time[forecast.origin], times[-1], color=SIM_COLOUR, alpha=0.08, linewidth=0)
+        axis.axvline(series.time[forecast.origin], color="0.6", linestyle=":", linewidth=1)
     figure.autofmt_xdate()
-    return _save(figure, path)
+    return figure
+
+
+SIM_HEIGHT = 1.5  # inches
+MAX_SIM_PANELS = 6
+
+
+def sim_panels(sims: tuple[str, ...]) -> list[tuple[str, ...]]:
+    """The sim columns of each small panel: one each, or with more than MAX_SIM_PANELS columns, the first ones each
+    alone and the rest together in the last panel, each of those scaled to [0, 1]."""
+    if len(sims) <= MAX_SIM_PANELS:
+        return [(name,) for name in sims]
+    return [(name,) for name in sims[: MAX_SIM_PANELS - 1]] + [tuple(sims[MAX_SIM_PANELS - 1 :])]
+
+
+def _sim_panel(axis, series, names: tuple[str, ...], span: slice) -> None:
+    """One small panel: a sim column on its own scale (the units are not known: the column names it), or several,
+    each scaled to [0, 1], so that a column of large numbers (day length in seconds) cannot flatten a small one."""
+    for name in names:
+        values = series.values[name].to_numpy()[span]
+        if len(names) > 1:
+            low, high = np.nanmin(values), np.nanmax(values)
+            values = (values - low) / (high - low) if high > low else values - low
+        axis.plot(series.time[span][: len(values)], values, color=SIM_COLOUR if len(names) == 1 else None,
+                  linewidth=1.2, label=name)
+    label = names[0] if len(names) == 1 else "scaled to 0-1"
+    axis.text(0.005, 0.92, f"{label} (sim)", transform=axis.transAxes, fontsize="small", va="top",
+              bbox={"facecolor": "white", "alpha": 0.8, "linewidth": 0})
+    if len(names) > 1:
+        axis.legend(loc="upper right", fontsize="x-small", frameon=False, ncol=min(len(names), 4))
+    axis.tick_params(labelsize="x-small")
+    axis.grid(alpha=0.3)
 
 
 def plot_training(history: pd.DataFrame, metrics: dict, path: Path) -> Path:
+    """Draws `training_figure` into the PNG file `path`."""
+    return _save(training_figure(history, metrics), path)
+
+
+def training_figure(history: pd.DataFrame, metrics: dict):
     """Training loss and validation MSE per epoch (z-units; an ensemble's for each network), with Repeat's and the
-    linear start's validation MSE as horizontal lines, and the epoch whose weights were kept marked (none where the
-    linear start was kept)."""
+    linear start's validation MSE as horizontal lines, and the epoch whose weights were kept marked; where the gate
+    kept the start instead (`discarded_network`), the title and a box say that the network was discarded."""
     pyplot = _pyplot()
     figure, axis = pyplot.subplots(figsize=SIZE, layout="constrained")
     # An ensemble's history holds each network's epochs in turn (its `member` column): one pair of curves each.
@@ -146,16 +191,73 @@ def plot_training(history: pd.DataFrame, metrics: dict, path: Path) -> Path:
     axis.set_xlabel("epoch")
     axis.set_ylabel("MSE (z-scored)")
     axis.set_title(f"training: {metrics.get('model_kind', '')}", fontsize="medium")
+    discarded = discarded_network(metrics)
+    if discarded:
+        # The curves show what the network reached, which the gate judged no better than the start: say what was kept.
+        figure.suptitle(discarded, color="tab:red", fontsize="large")
+        axis.text(0.5, 0.5, "network discarded\n" + ("linear start kept" if metrics.get("kept_linear_start")
+                                                   else "start weights kept"),
+                  transform=axis.transAxes, ha="center", va="center", fontsize="x-large", color="tab:red", alpha=0.8,
+                  bbox={"facecolor": "white", "edgecolor": "tab:red", "alpha": 0.85, "boxstyle": "round"})
     axis.legend(loc="best", fontsize="small", framealpha=0.85)  # a frame keeps it readable over the level lines
     axis.grid(alpha=0.3)
-    return _save(figure, path)
+    return figure
+
+
+def discarded_network(metrics: dict) -> str:
+    """What `training.png` says where the gate discarded the trained network and kept the weights it started from
+    (the linear start, or a warm retrain's current version); "" where the network was kept."""
+    if metrics.get("kept_linear_start"):
+        return "the network was discarded: the model is its linear start, which the gate kept"
+    if metrics.get("kept_start_weights"):
+        return "the network was discarded: the gate kept the weights it started from"
+    return ""
 
 
 STEP_LABELS = {"model": "model", "repeat": "Repeat", "seasonal_naive": "seasonal naive", "linear_only": "linear start",
                "lstm_zeroed": "LSTM zeroed", "state_reset": "state reset"}
 
 
+SERIES_FORECASTERS = {"model": "model", "repeat": "Repeat", "seasonal_naive": "seasonal naive"}
+
+
+def plot_series_nse(per_series: pd.DataFrame, title: str, path: Path) -> Path:
+    """Draws `series_nse_figure` into the PNG file `path`."""
+    return _save(series_nse_figure(per_series, title), path)
+
+
+def series_nse_figure(per_series: pd.DataFrame, title: str):
+    """The distribution over series of NSE at the first and the last horizon step (evaluate's per-series table), one
+    line per forecaster (the model and the baselines, not the ablations): NSE sorted against the fraction of series
+    at or below it, clipped to [-1, 1] so that one very poor series does not squash the rest against 1."""
+    pyplot = _pyplot()
+    figure, axes = pyplot.subplots(1, 2, figsize=SIZE, sharey=True, squeeze=False, layout="constrained")
+    for axis, (column, name) in zip(axes[0], (("nse_first_step", "step 1"), ("nse_last_step", "last step"))):
+        for label, shown in SERIES_FORECASTERS.items():
+            values = np.sort(per_series.loc[per_series["forecaster"] == label, column].dropna().to_numpy())
+            if values.size:
+                # From 0 at the lowest NSE, rising by 1/n at each series' NSE.
+                fraction = np.arange(values.size + 1) / values.size
+                axis.step(np.clip(np.r_[values[0], values], -1, 1), fraction, where="post",
+                          linewidth=2.2 if label == "model" else 1.2,
+                          label=f"{shown} (median {np.median(values):.2f})")
+        axis.set_xlim(-1.02, 1.02)
+        axis.set_ylim(0, 1)
+        axis.set_xlabel(f"NSE at {name} (clipped to [-1, 1])")
+        axis.set_title(f"NSE per series, {name}", fontsize="medium")
+        axis.legend(loc="upper left", fontsize="small", frameon=False)
+        axis.grid(alpha=0.3)
+    axes[0, 0].set_ylabel("fraction of series")
+    figure.suptitle(title)
+    return figure
+
+
 def plot_steps(per_step: pd.DataFrame, title: str, path: Path) -> Path:
+    """Draws `steps_figure` into the PNG file `path`."""
+    return _save(steps_figure(per_step, title), path)
+
+
+def steps_figure(per_step: pd.DataFrame, title: str):
     """MSE per horizon step (z-units) of the model and each baseline in `per_step` (evaluate's table), and where the
     model has intervals, each interval's coverage per step for the model and the naive interval next to its nominal."""
     pyplot = _pyplot()
@@ -185,4 +287,4 @@ def plot_steps(per_step: pd.DataFrame, title: str, path: Path) -> Path:
         covered.legend(fontsize="small", frameon=False, loc="lower left")
         covered.grid(alpha=0.3)
     figure.suptitle(title)
-    return _save(figure, path)
+    return figure

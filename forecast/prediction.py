@@ -19,7 +19,10 @@ from forecast.sampler import OriginRange, rolling_streams
 from forecast.scaling import Scaler, target_stats
 from forecast.split import row_bound
 from forecast.store import SavedModel, Schema, current_version, read_saved, with_network
-from forecast.validation import describe_grid, listing
+from forecast.validation import describe_grid, listing, lookalike
+
+# The fewest observed targets a series that took no part in training is z-scored on (its mean and spread need two).
+MIN_SCALER_ROWS = 2
 
 
 def load_model_file(path: Path):
@@ -41,13 +44,23 @@ def load_model_file(path: Path):
 def scalers_for(collection: Collection, saved: SavedModel, fit_rows: dict[str, int], log: Callable[[str], None]
                 ) -> list[Scaler]:
     """Each series' scaler: the one saved with the model, or for a series the model was not trained on (held out, or
-    new), one fitted on its own first `fit_rows[id]` rows, those before the first origin scored or forecast."""
+    new), one fitted on its own first `fit_rows[id]` rows, those up to its first forecast origin (what is known there:
+    nothing after the origin may change a forecast), which must hold MIN_SCALER_ROWS observed targets."""
     scalers, unseen = [], []
+    target = collection.first.roles.target
     for series in collection.series:
         scaler = saved.scaler.get(series.id)
         if scaler is None:
             unseen.append(series.id)
-            scaler = fit_scaler(series, fit_rows[series.id])
+            rows = fit_rows[series.id]
+            observed = int(np.isfinite(series.values[target].to_numpy()[:rows]).sum())
+            if observed < MIN_SCALER_ROWS:
+                raise ForecastError(
+                    f"{series.where}: took no part in training, and only {observed} observed {target} values lie "
+                    f"before its first forecast origin, too few to z-score it (at least {MIN_SCALER_ROWS}); forecast "
+                    "from a later origin"
+                )
+            scaler = fit_scaler(series, rows)
         scalers.append(scaler)
     if unseen:
         log(f"series {listing(unseen)} took no part in training: each is z-scored on its own rows before its first "
@@ -55,14 +68,16 @@ def scalers_for(collection: Collection, saved: SavedModel, fit_rows: dict[str, i
     return scalers
 
 
-def collection_features(collection: Collection, saved: SavedModel, scalers: list[Scaler], for_prediction: bool
-                        ) -> Features:
-    """The features of every series of `collection` as the saved model reads them, stacked in collection order."""
+def collection_features(collection: Collection, saved: SavedModel, scalers: list[Scaler], for_prediction: bool,
+                        ahead: list[int] | None = None) -> Features:
+    """The features of every series of `collection` as the saved model reads them, stacked in collection order; with
+    `for_prediction`, sim also covers the `ahead[s]` rows after series s's last observation (default: the horizon)."""
     statics, calendar = saved.statics, saved.schema.layout.calendar
+    ahead = ahead or [saved.config.horizon] * len(collection.series)
     return stack([
-        build_features(series, scaler, saved.config.horizon, for_prediction, calendar,
+        build_features(series, scaler, rows, for_prediction and rows > 0, calendar,
                        statics.encode(series.id) if statics else None)
-        for series, scaler in zip(collection.series, scalers)
+        for series, scaler, rows in zip(collection.series, scalers, ahead)
     ])
 
 
@@ -91,6 +106,7 @@ class Forecast:
     series: Series
     origin: int
     saved: SavedModel
+    origin_note: str = ""  # how the origin was chosen, in words ("origin: last observed target")
 
     @property
     def quantile_columns(self) -> list[str]:
@@ -114,7 +130,8 @@ def predict(csv_path: str | Path, model_dir: str | Path, log: Callable[[str], No
 def forecast_from(csv_path: str | Path, model_dir: str | Path, origin: str | None = None,
                   log: Callable[[str], None] | None = None, series_id: str | None = None) -> Forecast:
     """The forecast of one series (`series_id`; needed for a file of many) for the H steps after `origin` (a row
-    number or the last date to include, as in `--end`; None: the last observed target), with its quantiles."""
+    number or the last date to include, as in `--end`; None: the latest the file can forecast, `default_origin`),
+    with its quantiles."""
     log = log or (lambda message: None)
     saved = read_saved(current_version(Path(model_dir)))
     collection = load_collection(csv_path, saved.config, saved.schema.business_days, warn=log)
@@ -123,9 +140,37 @@ def forecast_from(csv_path: str | Path, model_dir: str | Path, origin: str | Non
     collection = collection.select(None if series_id is None else (series_id,))
     check_compatible(collection, saved.schema, saved)
     series = collection.first
-    row = series.n_observed - 1 if origin is None else origin_row(series, origin, saved.config.lookback)
+    if origin is None:
+        row, note = default_origin(series, saved.config.horizon, saved.config.lookback)
+    else:
+        row, note = origin_row(series, origin, saved.config.lookback), "origin: as given"
     frame = _forecasts(collection, saved, [row], log)
-    return Forecast(frame.drop(columns=[collection.id_name] if collection.id_name else []), series, row, saved)
+    return Forecast(frame.drop(columns=[collection.id_name] if collection.id_name else []), series, row, saved, note)
+
+
+def default_origin(series: Series, horizon: int, lookback: int) -> tuple[int, str]:
+    """The latest origin the file can forecast `series` from, and which it is in words: its last observed target
+    where the sim columns cover the `horizon` rows after it, else the last row whose horizon they cover (a file whose
+    forcings stop before the last observation's horizon ends)."""
+    last = series.n_observed - 1
+    future = series.values[list(series.roles.sim)].to_numpy()[last + 1 : last + 1 + horizon]
+    # The rows after the last observation with every sim value, up to the first that lacks one.
+    covered = int(np.isfinite(future).all(axis=1).cumprod().sum()) if series.roles.sim else horizon
+    if covered >= horizon:
+        return last, "origin: last observed target"
+    row = last - (horizon - covered)
+    if row < lookback - 1:
+        raise ForecastError(
+            f"{series.where}: the sim columns cover {covered} of the {horizon} rows after the last observed target "
+            f"({series.time[last]}), and no earlier origin has {lookback} rows of history; add sim rows for the horizon"
+        )
+    return row, f"origin: {time_label(series, row)}, the last whose horizon the sim covers"
+
+
+def time_label(series: Series, row: int) -> str:
+    """The time of `row` as a message or a picture names it: its date alone for steps of whole days."""
+    whole_days = series.freq % pd.Timedelta(days=1) == pd.Timedelta(0)
+    return str(series.time[row].date() if whole_days else series.time[row])
 
 
 def _forecasts(collection: Collection, saved: SavedModel, rows: list[int], log: Callable[[str], None]) -> pd.DataFrame:
@@ -140,10 +185,11 @@ def _forecasts(collection: Collection, saved: SavedModel, rows: list[int], log: 
     from forecast.model import inference_copy
     from forecast.windowing import WindowBatcher
 
-    scalers = scalers_for(collection, saved, {series.id: series.n_observed for series in collection.series}, log)
-    # Only a horizon that reaches past the last observation needs (and checks) the sim rows appended after it.
-    beyond = any(row + config.horizon >= series.n_observed for series, row in zip(collection.series, rows))
-    features = collection_features(collection, saved, scalers, for_prediction=beyond)
+    scalers = scalers_for(collection, saved, {series.id: row + 1 for series, row in zip(collection.series, rows)}, log)
+    # Only a horizon that reaches past the last observation needs (and checks) the sim rows appended after it, and
+    # only as many as it reaches.
+    ahead = [max(row + config.horizon + 1 - series.n_observed, 0) for series, row in zip(collection.series, rows)]
+    features = collection_features(collection, saved, scalers, for_prediction=any(ahead), ahead=ahead)
     origins = [features.bounds(index)[0] + row for index, row in enumerate(rows)]
     ranges = tuple(OriginRange(index, origin, origin, features.bounds(index)[0] + config.lookback - 1)
                    for index, origin in enumerate(origins))
@@ -246,9 +292,31 @@ def check_compatible(collection: Collection, schema: Schema, saved: SavedModel |
             f"{series.path}: the columns differ from the training file's ({'; '.join(differences)}); give the file the "
             "same columns, or train a new model on them"
         )
+    if saved is not None:
+        check_known_ids(collection, saved)
     static = saved.statics.channels if saved is not None and saved.statics else ()
     if InputLayout.from_roles(series.roles, series.freq, static=static).with_calendar(schema.layout.calendar) != schema.layout:
         raise ForecastError(
             f"{series.path}: the columns do not match the model (it needs history {', '.join(schema.layout.history[:-1])}"
             f"; sim {', '.join(schema.layout.sim_columns) or 'none'})"
+        )
+
+
+def check_known_ids(collection: Collection, saved: SavedModel) -> None:
+    """Refuses a file where fewer than half the series are known to the model (trained, held out or with saved
+    attributes) and an unknown id is a known one without its leading zeros: a spreadsheet dropped them, and every
+    series would be forecast as new. A file of new series with ids of their own is forecast as such."""
+    if collection.id_name is None:
+        return
+    known = (*saved.schema.ids, *saved.schema.holdout, *(saved.statics.table if saved.statics else ()))
+    listed = set(known)
+    unknown = [name for name in collection.ids if name not in listed]
+    if 2 * (len(collection.ids) - len(unknown)) >= len(collection.ids):
+        return
+    pair = lookalike(unknown, known)
+    if pair is not None:
+        raise ForecastError(
+            f"{collection.path}: {len(unknown)} of its {len(collection.ids)} series are unknown to the model, and its id "
+            f"{pair[0]!r} is the model's {pair[1]!r} without the leading zeros; write the ids in column "
+            f"{collection.id_name!r} exactly as in training (did a spreadsheet drop the zeros? keep the column as text)"
         )

@@ -18,6 +18,7 @@ from pathlib import Path
 from forecast.config import Config
 import pandas as pd
 
+from forecast.criterion import series_score
 from forecast.data import Collection, Series, load_collection
 from forecast.errors import ForecastError, IncompatibleWeights
 from forecast.evaluation import evaluate, range_forecasts
@@ -141,6 +142,10 @@ def retrain(
         training = collection.without(schema.holdout)
         cut = _holdout_cut(training, holdout, config, csv_path)
         candidate_config = _candidate_config(config, current, options, cut)
+        overlaps = holdout_overlap(schema, cut)
+        if overlaps:
+            log(f"the holdout after {cut} overlaps version {current.name}'s validation rows, which chose it: its "
+                "holdout score is flattering; retrain when more new rows have come")
         mode = "full retrain" if options.full else f"warm start at epoch {candidate_config.initial_epoch + 1}"
         log(f"{csv_path}: {new_rows} new rows; training a candidate ({mode}), holding out the last {holdout} rows")
         staging = staging_dir(root)
@@ -158,6 +163,8 @@ def retrain(
             "holdout_rows": holdout, "mode": "full" if options.full else "warm",
             "epochs": int(trained.metrics["last_epoch"]), "kept_start_weights": trained.metrics["kept_start_weights"],
             "gate": trained.metrics["gate"], "current_version": current.name, **scores,
+            "split": {"train_end": candidate_config.train_end, "val_end": candidate_config.val_end},
+            "holdout_overlaps_validation": overlaps,
             "tolerance": options.tolerance,
         }
         return _decide(record, trained, options, csv_path, root, current, series_ids, config.keep_versions, log)
@@ -191,8 +198,8 @@ def _train_candidate(training: Collection, candidate_config: Config, config: Con
 
 
 def _holdout_scores(csv_path, root: Path, current: Path, candidate: Path, cut: str, series_ids, log: Log) -> dict:
-    """The holdout MSE (median over series, each in its own units) of the current version, the candidate and the
-    current line's reference version."""
+    """The holdout score (`_holdout_mse`) of the current version, the candidate and the current line's reference
+    version."""
     current_mse = _holdout_mse(csv_path, current, cut, series_ids)
     candidate_mse = _holdout_mse(csv_path, candidate, cut, series_ids)
     reference = reference_version(root, current)
@@ -256,13 +263,43 @@ def reference_version(root: Path, current: Path) -> Path | None:
 
 
 def _candidate_config(config: Config, current: Path, options: RetrainOptions, cut: str) -> Config:
-    """The current configuration with the split moved to the grown data (validation ends at the time `cut`, the last
-    row before the holdout) and the epochs continued (or restarted)."""
-    moved = dataclasses.replace(config, train_end=None, val_end=cut)
+    """The current configuration with the split moved to the grown data (`candidate_split`: validation ends at the
+    time `cut`, the last row before the holdout) and the epochs continued (or restarted)."""
+    train_end, val_end = candidate_split(config, cut)
+    moved = dataclasses.replace(config, train_end=train_end, val_end=val_end)
     if options.full:
         return dataclasses.replace(moved, initial_epoch=0)
     last_epoch = _last_epoch(current / METRICS_FILE)
     return dataclasses.replace(moved, initial_epoch=last_epoch, epochs=last_epoch + options.epochs)
+
+
+def candidate_split(config: Config, cut: str) -> tuple[str | None, str]:
+    """The candidate's (train_end, val_end): the model's own split rule on the grown data, validation ending at the
+    time `cut`. Dated splits stay dated: with both ends dates, the validation stretch keeps its length; with a dated
+    train_end alone, training keeps its end and validation runs to the cut. Otherwise (row counts, or the default
+    fraction) validation is the last `validation_fraction` of the rows before the cut."""
+    dated = [bound is not None and not bound.isdigit() for bound in (config.train_end, config.val_end)]
+    if dated[0] and dated[1]:
+        stretch = _end_of(config.val_end) - _end_of(config.train_end)
+        return str(_end_of(cut) - stretch), cut
+    if dated[0]:
+        return config.train_end, cut
+    return None, cut
+
+
+def _end_of(value: str) -> pd.Timestamp:
+    """The last instant a date bound includes (`2006-09-30`: that whole day), as `split.row_bound` reads it."""
+    try:
+        return pd.Period(value).end_time
+    except ValueError:
+        return pd.Timestamp(value)
+
+
+def holdout_overlap(schema: Schema, cut: str) -> bool:
+    """Whether the holdout (rows after `cut`) reaches into the current version's validation rows, which chose it: its
+    holdout score then flatters it."""
+    ends = [pd.Timestamp(record.val_time) for record in schema.series if record.val_time]
+    return bool(ends) and pd.Timestamp(cut) < max(ends)
 
 
 def _last_epoch(path: Path) -> int:
@@ -288,12 +325,16 @@ def _keep_configured_epochs(model_dir: Path, epochs: int) -> None:
 
 
 def _holdout_mse(csv_path, model_dir: Path, cut: str, series_ids: tuple[str, ...] | None) -> float:
-    """The median over series of each one's holdout MSE (the rows after the time `cut`) in the target's own units: a
-    full retrain fits new scalers, so z-scored errors would not compare; for one series, its MSE."""
+    """The holdout score (the rows after the time `cut`) by the run's one criterion (`criterion.series_score`), each
+    series' MSE in the target's own units, since a full retrain fits new scalers and z-scored errors would not compare;
+    for one series, its MSE."""
     start = str(pd.Timestamp(cut) + pd.Timedelta(microseconds=1))
     scored = evaluate(csv_path, model_dir, start, ablation=False, series_ids=series_ids)
     per_series = scored.per_series[scored.per_series["forecaster"] == "model"]
-    return float(per_series["mse_original"].median())
+    return series_score(per_series["mse_original"].to_numpy(), per_series["steps"].to_numpy(),
+                        per_series["variance_original"].to_numpy())
+
+
 def recalibrate(csv_path, model_dir: Path, series_ids: tuple[str, ...] | None = None, end: str | None = None
                 ) -> Calibration | None:
     """Calibrates the intervals of the model at `model_dir` again on every origin after each series' training rows,

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -89,13 +90,15 @@ def warm_up(origins: np.ndarray, earliest: int) -> np.ndarray:
 
 
 def max_streams(ranges: tuple[OriginRange, ...], chunk: int, chunks: int) -> int:
-    """An upper bound on the number of streams `stream_layout` returns for any phase, so an epoch has fixed length."""
-    total = 0
-    for span in ranges:
-        for offset in range(min(chunk, span.size)):
-            count = len(range(span.first + offset, span.last + 1, chunk))
-            total += math.ceil((count + chunks - 1) / chunks)
-    return total
+    """An upper bound on the number of streams `stream_layout` returns for any phase, so an epoch has fixed length:
+    per range and residue class (offset) of its origins, the streams its origins and a full warm-up could fill."""
+    if not ranges:
+        return 0
+    sizes = np.array([span.size for span in ranges], dtype=np.int64)
+    offsets = np.arange(chunk, dtype=np.int64)[None, :]
+    used = offsets < np.minimum(sizes, chunk)[:, None]
+    counts = -(-(sizes[:, None] - offsets) // chunk)  # origins in each class: ceil((size - offset) / chunk)
+    return int(np.where(used, -(-(counts + chunks - 1) // chunks), 0).sum())
 
 
 def rolling_streams(ranges: tuple[OriginRange, ...], chunk: int, chunks: int) -> tuple[np.ndarray, np.ndarray]:
@@ -144,14 +147,15 @@ class StreamPlan:
     shuffle: bool
     seed: int = 0
 
-    @property
+    @cached_property
     def n_streams(self) -> int:
-        """Fixed for every epoch: the bound over phases when shuffled, else the exact count (no empty batches)."""
+        """Fixed for every epoch: the bound over phases when shuffled, else the exact count (no empty batches). Computed
+        once per plan: a batch must not pay for walking every series."""
         if self.shuffle:
             return max_streams(self.ranges, self.lookback, self.chunks)
         return len(stream_layout(self.ranges, self.lookback, self.chunks, 0)[0])
 
-    @property
+    @cached_property
     def n_batches(self) -> int:
         return math.ceil(self.n_streams / self.batch_size) * self.chunks
 

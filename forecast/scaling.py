@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from forecast.errors import ForecastError
+from forecast.seal import sealed
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)  # the model computes in float32
 
@@ -100,7 +101,7 @@ class Scalers:
 
     def to_json(self) -> str:
         return json.dumps(
-            {"series": {name: json.loads(scaler.to_json()) for name, scaler in self.by_id.items()}}, indent=2
+            sealed({"series": {name: json.loads(scaler.to_json()) for name, scaler in self.by_id.items()}}), indent=2
         )
 
     @classmethod

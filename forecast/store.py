@@ -9,7 +9,8 @@
 A model directory holds `model.keras` (loaded in Keras safe mode), `config.json` (the configuration train used, with
 the resolved column roles), `scaler.json`, `schema.json` (frequency, input channels, training range, data digests),
 `history.csv`, `metrics.json`, `intervals.json` (the interval calibration, see intervals.py), `training.png` and, for a
-model with static attributes, `statics.json`. Nothing is pickled.
+model with static attributes, `statics.json`. Nothing is pickled. Read back, a version is checked whole (see
+store_checks.py); no command but train and retrain writes inside a model directory (`check_output`).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from forecast.features import InputLayout
 from forecast.intervals import Calibration
 from forecast.scaling import Scalers
 from forecast.statics import StaticEncoder
+from forecast.store_checks import check_contained, check_sealed_files, check_trained_ids
 from forecast.validation import DIGEST_BLOCK
 
 MODEL_FILE = "model.keras"
@@ -174,6 +176,31 @@ def resolve_model_path(value: str | Path, store: str | Path = DEFAULT_STORE) -> 
     return resolved
 
 
+def check_output(path: Path, store: str | Path, option: str) -> None:
+    """Refuses an output path (a file, or a folder to write into) inside a model directory of the store: only train
+    and retrain write there, so that a forecast can never land on a version's scaler.json. The store's root itself
+    may hold other files (the nightly wrapper keeps each model's log beside it)."""
+    root = Path(store).resolve()
+    target = Path(path).resolve()
+    for folder in (target, *target.parents):
+        if not _inside(folder, root):
+            return
+        if folder.is_dir() and any(os.path.lexists(folder / name) for name in MODEL_MARKS):
+            raise ForecastError(f"{path}: {option} lies inside the model directory {folder}, which only train and "
+                                "retrain may write to; write it outside the model store's model directories")
+
+
+def discard_unpublished(root: Path) -> None:
+    """Removes the directory a refused first training created, so that the refusal leaves the store as it was; one
+    that holds a version or an interrupted run's checkpoint, or whose lock another run holds, stays."""
+    if not root.is_dir() or os.path.lexists(root / CURRENT) or (root / VERSIONS).exists():
+        return
+    if (checkpoint_dir(root) / CHECKPOINT_STATE).is_file():
+        return
+    with contextlib.suppress(LockHeld), locked(root):
+        shutil.rmtree(root)
+
+
 def _inside(path: Path, root: Path) -> bool:
     return path != root and root in path.parents
 
@@ -191,6 +218,8 @@ def checkpoint_dir(root: Path) -> Path:
 CHECKPOINT_STATE = "state.json"
 CURRENT = "current"
 VERSIONS = "versions"
+# What makes a folder a model directory, or a version of one: writing there is the store's own business.
+MODEL_MARKS = (CURRENT, VERSIONS, ".lock", ".staging", *REQUIRED_FILES)
 EXIT_LOCKED = 75  # EX_TEMPFAIL: another run holds the lock; cron may simply try again later
 
 
@@ -374,6 +403,7 @@ def check_model_dir(model_dir: Path) -> None:
     missing = [name for name in REQUIRED_FILES if not (model_dir / name).is_file()]
     if missing:
         raise ForecastError(f"{model_dir}: not a complete model directory (missing {', '.join(missing)}); retrain it")
+    check_contained(model_dir)
 
 
 def read_saved(model_dir: Path) -> SavedModel:
@@ -392,8 +422,11 @@ def read_saved(model_dir: Path) -> SavedModel:
                 f"{model_dir / INTERVALS_FILE}: calibrated for quantiles {list(intervals.quantiles)}, but config.json "
                 f"asks for {list(config.quantiles)}; the files were changed after training: roll back or retrain"
             )
-    return SavedModel(model_dir, config, scaler, Schema.from_json(model_dir / SCHEMA_FILE), statics=statics,
-                      intervals=intervals)
+    schema = Schema.from_json(model_dir / SCHEMA_FILE)
+    # After each file's own checks, so that a value out of range is named as such rather than as a changed file.
+    check_trained_ids(model_dir, schema.ids, scaler)
+    check_sealed_files(model_dir, (SCALER_FILE, STATICS_FILE, INTERVALS_FILE))
+    return SavedModel(model_dir, config, scaler, schema, statics=statics, intervals=intervals)
 
 
 def with_network(saved: SavedModel, loader: Callable[[Path], Any]) -> SavedModel:

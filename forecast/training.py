@@ -19,7 +19,8 @@ from forecast.config import Config
 from forecast.data import Collection, describe_left_out, load_collection
 from forecast.errors import ForecastError, IncompatibleWeights, ResumeRefused
 from forecast.split import Split, resolve_splits
-from forecast.evaluation import MIN_BLOCKS, improvement, nse_weights, origin_errors, repeat_forecast, weighted_errors
+from forecast.criterion import MIN_BLOCKS, WEIGHT_CAP, best_epoch, score_weights
+from forecast.evaluation import nse, repeat_forecast, weighted_errors
 from forecast.features import Features, InputLayout, build_features, fit_pooled_scaler, fit_scaler, stack
 from forecast.linear_start import MAX_ORIGINS, copy_linear_terms, fit_linear_start, freeze_linear_terms, linear_terms
 from forecast.store import (
@@ -50,7 +51,7 @@ from forecast.sampler import StreamPlan, origin_ranges
 from forecast.scaling import GLOBAL, Scalers, target_stats
 from forecast.statics import StaticEncoder, read_statics
 from forecast.validation import row_digests
-from forecast.windowing import WindowBatcher, materialise, window_generator
+from forecast.windowing import ValidationSet, WindowBatcher, window_generator
 
 Log = Callable[[str], None]
 
@@ -82,7 +83,10 @@ def train(
     collection = load_collection(csv_path, config)
     config = config.replace(past=collection.first.roles.past)
     training = training_series(collection, config.holdout_series)
-    resolve_splits(training, config, lambda message: None)  # too little data: report it before touching the store
+    # Too little data or a bad attribute table: report it before touching the store.
+    resolve_splits(training, config, lambda message: None)
+    if config.static and not resume and config.initial_epoch == 0:
+        read_statics(config.static, config.id_column, training.ids, lambda message: None)
     with locked(root):
         if resume:
             start_from = _resumed_start(root)
@@ -141,11 +145,15 @@ class TrainingData:
         mean, std = self._target_stats(origins)
         return tuple(None if bound is None else (bound - mean) / std for bound in (low, high))
 
+    def series_index(self, origins: np.ndarray) -> np.ndarray:
+        """The index (n,) of each origin's series in `collection` (PADDING: the first series')."""
+        return self.features.series_of(np.where(origins < 0, 0, origins))
+
     def _target_stats(self, origins: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The mean and spread (n, 1) of the target in the series of each origin (PADDING: the first series')."""
         target = self.collection.first.roles.target
         stats = target_stats([self.scalers.get(series.id) for series in self.collection.series], target)
-        series = self.features.series_of(np.where(origins < 0, 0, origins))
+        series = self.series_index(origins)
         return stats[series, :1], stats[series, 1:]
 
     def target_units(self, origins: np.ndarray, values: np.ndarray) -> np.ndarray:
@@ -242,17 +250,18 @@ def train_collection(
     starts = _start_members(start_from, config.members) if start_from is not None else [None] * config.members
     if not resume:
         _clean_staging(staging_dir(root))
-    validation = materialise(batcher, val_plan)
-    run = MemberRun(data.layout, batcher, train_plan, val_plan, validation, root, strategy, replicas, purpose,
-                    start_from, resume, extra_callbacks, verbose, log, str(collection.path))
+    validation = ValidationSet.of(batcher, val_plan)
+    val_score_weights = score_weights(data.series_index(validation.origins), validation.target, validation.weight)
+    run = MemberRun(data.layout, batcher, train_plan, val_plan, validation, val_score_weights, root, strategy, replicas,
+                    purpose, start_from, resume, extra_callbacks, verbose, log, str(collection.path))
     trained = _train_members(run, config, starts)
     from forecast.ensemble import combine
 
     model = combine([member.model for member in trained])
-    metrics, forecast = _kept_model_metrics(model, validation, batcher, data, config, trained[0].state.linear_start,
-                                            _joint_start_weights(trained), start_from, log)
+    metrics, forecast = _kept_model_metrics(model, run, data, config, trained[0].state.linear_start,
+                                            _joint_start_weights(trained), log)
     history = _joint_history([member.history for member in trained])
-    metrics.update(_training_record(trained, history, metrics, start_from, data))
+    metrics.update(_training_record(trained, history, metrics, start_from, data, config.min_delta))
     calibration = _intervals(forecast, validation, batcher, data, config, log)
     if calibration is not None:
         metrics["intervals"] = calibration.summary()
@@ -273,13 +282,17 @@ def _log_run(batcher: WindowBatcher, train_plan: StreamPlan, val_plan: StreamPla
         + (f" over {replicas} replicas" if replicas > 1 else "")
         + (f", an ensemble of {config.members} networks" if config.members > 1 else "")
     )
+    if n_series > 1:
+        log(f"validation score: each series' squared errors against its own spread, no series above {WEIGHT_CAP:g} "
+            f"times the median series' weight; an epoch is better when it lowers the score by more than "
+            f"{config.min_delta:.2%}")
 
 
 @dataclass(frozen=True)
 class MemberRun:
     """What every network of a run trains on and reports to: the input layout, the windows, the training plan (which
-    each network walks with its own seed) and the validation plan, the materialised validation set (inputs by name,
-    targets, weights, origins), the model's root, the distribution strategy and its replica count, the run's purpose,
+    each network walks with its own seed) and the validation plan, the validation set (`windowing.ValidationSet`)
+    and its step weights under the run's score (`criterion.score_weights`), the model's root, the distribution strategy and its replica count, the run's purpose,
     the version a warm run continues, whether the run resumes, the caller's callbacks and verbosity, the logger and
     the data file (for messages)."""
 
@@ -287,7 +300,8 @@ class MemberRun:
     batcher: WindowBatcher
     train_plan: StreamPlan
     val_plan: StreamPlan
-    validation: tuple
+    validation: ValidationSet
+    score_weights: np.ndarray
     root: Path
     strategy: object
     replicas: int
@@ -330,11 +344,11 @@ def _joint_start_weights(trained: list[TrainedMember]) -> list | None:
 
 
 def _training_record(trained: list[TrainedMember], history: pd.DataFrame, kept: dict, start_from: Path | None,
-                     data: TrainingData) -> dict:
+                     data: TrainingData, min_delta: float) -> dict:
     """The metrics.json entries about the run, given those about the `kept` model (`_kept_model_metrics`): the kept
     epoch (`epochs`, the latest of the networks'; an ensemble's each under `member_epochs`, and its model kind says
     how many networks kept their linear start), the epochs run, the split's sizes, the device and the time."""
-    epochs = _epochs_kept(trained, kept["kept_start_weights"], start_from)
+    epochs = _epochs_kept(trained, kept["kept_start_weights"], start_from, min_delta)
     record = {
         "epochs": max(epochs),
         "epochs_run": len(history),
@@ -436,13 +450,11 @@ def _fit(model, run: MemberRun, checkpoints: Path, train_plan: StreamPlan, confi
          start_weights, tensorboard: str | None) -> pd.DataFrame:
     """Runs Keras' fit over the training streams, validating on the run's validation set (and logging to the
     TensorBoard folder `tensorboard`, if any); returns the per-epoch history."""
-    from forecast.model import SkipUnscoredBatches, input_names
+    from forecast.model import SkipUnscoredBatches
 
     keras = backend.keras()
-    val_inputs, val_target, val_weight, _ = run.validation
-    validation = (
-        [val_inputs[name] for name in input_names(model)], {"prediction": val_target}, {"prediction": val_weight}
-    )
+    from forecast.dataset import ValidationBatches
+
     chunks = config.chunks_per_stream
     callbacks = _callbacks(keras, config, checkpoints, chunks, state, resume, start_weights, tensorboard)
     callbacks += list(run.extra_callbacks)
@@ -453,9 +465,8 @@ def _fit(model, run: MemberRun, checkpoints: Path, train_plan: StreamPlan, confi
         epochs=first_epoch if state.stopped else max(config.epochs, first_epoch),
         initial_epoch=first_epoch,
         steps_per_epoch=train_plan.n_batches,
-        validation_data=validation,
-        validation_batch_size=config.batch_size,
-        validation_steps=run.val_plan.n_batches,
+        validation_data=ValidationBatches(run.validation, run.score_weights),
+        validation_steps=run.validation.n_batches,
         callbacks=callbacks,
         shuffle=False,  # the stateful layout is ordered; the plan shuffles whole streams itself
         verbose=run.verbose,
@@ -463,29 +474,34 @@ def _fit(model, run: MemberRun, checkpoints: Path, train_plan: StreamPlan, confi
     return pd.DataFrame(state.history)
 
 
-def _kept_model_metrics(model, validation, batcher: WindowBatcher, data: TrainingData, config: Config,
-                        linear_start: dict | None, start_weights, start_from: Path | None, log: Log
-                        ) -> tuple[dict, np.ndarray]:
-    """Keeps the trained network or the weights it started from (see `_keep_the_better`) and returns the kept
-    model's validation metrics, what kind of model it is and the comparison behind the choice, and its validation
-    forecast (n, H, z-units)."""
-    from forecast.model import predict_batches, stacked_batches
+def _kept_model_metrics(model, run: MemberRun, data: TrainingData, config: Config, linear_start: dict | None,
+                        start_weights, log: Log) -> tuple[dict, np.ndarray]:
+    """Keeps the trained network or the weights it started from (`gate.keep_the_better`) and returns the kept model's
+    validation metrics, what kind of model it is and the verdict behind the choice, and its validation forecast (n, H,
+    z-units)."""
+    from forecast.gate import keep_the_better
+    from forecast.model import predict_batches
 
-    val_inputs, val_target, val_weight, val_origins = validation
-    forecast = predict_batches(model, stacked_batches(val_inputs, config.batch_size), config.chunks_per_stream)
+    validation = run.validation
+    val_target, val_weight, val_origins = validation.target, validation.weight, validation.origins
+
+    def forecast_with(network):
+        return predict_batches(network, validation.batches(), config.chunks_per_stream)
+
+    forecast = forecast_with(model)
     kept_start, verdict = False, None
     if start_weights is not None:
-        start_label = "the current version's weights" if start_from is not None else "the linear start"
-        forecast, kept_start, verdict = _keep_the_better(
-            model, start_weights, forecast, val_inputs, val_target, val_weight, val_origins,
-            batcher.features.series_of(val_origins), config, log, start_label,
+        start_label = "the current version's weights" if run.start_from is not None else "the linear start"
+        forecast, kept_start, verdict = keep_the_better(
+            model, start_weights, forecast, forecast_with, val_target, run.score_weights, val_origins,
+            data.series_index(val_origins), tuple(data.collection.ids), config.horizon, log, start_label,
         )
-    metrics = _validation_metrics(forecast, val_target, val_weight, val_origins, batcher, data)
-    metrics["kept_linear_start"] = kept_start and start_from is None
+    metrics = _validation_metrics(forecast, val_target, val_weight, val_origins, run.batcher, data)
+    metrics["kept_linear_start"] = kept_start and run.start_from is None
     metrics["kept_start_weights"] = kept_start
-    metrics["gate"] = None if verdict is None else {"t": verdict.t, "blocks": verdict.blocks}
+    metrics["gate"] = None if verdict is None else verdict.to_json()
     metrics["linear_start"] = linear_start
-    metrics["model_kind"] = _model_kind(linear_start, kept_start, verdict, start_from, config.members)
+    metrics["model_kind"] = _model_kind(linear_start, kept_start, verdict, run.start_from, config.members)
     return metrics, forecast
 
 
@@ -518,9 +534,10 @@ def _write_version(staging: Path, model, config: Config, data: TrainingData, his
     plot_training(full_history, metrics, staging / TRAINING_PLOT)
 
 
-def _intervals(forecast, validation, batcher: WindowBatcher, data: TrainingData, config: Config, log: Log):
+def _intervals(forecast, validation: ValidationSet, batcher: WindowBatcher, data: TrainingData, config: Config,
+               log: Log):
     """The interval calibration of the kept model, or None where none is asked for or possible."""
-    _, target, weight, origins = validation
+    target, weight, origins = validation.target, validation.weight, validation.origins
     if not config.quantiles:
         return None
     if not weight.any():
@@ -717,12 +734,13 @@ def _joint_history(histories: list[pd.DataFrame]) -> pd.DataFrame:
     return pd.concat([history.assign(member=index) for index, history in enumerate(histories)], ignore_index=True)
 
 
-def _epochs_kept(trained: list[TrainedMember], kept_start: bool, start_from: Path | None) -> list[int]:
+def _epochs_kept(trained: list[TrainedMember], kept_start: bool, start_from: Path | None, min_delta: float
+                 ) -> list[int]:
     """The epoch whose weights were saved, per network: the one early stopping restored, 0 where no epoch beat the
     linear start (early stopping then restored it: in an ensemble that the gate keeps, such a network adds no
     correction), and the continued version's own where the gate kept its weights."""
     if not kept_start:
-        return [_kept_epoch(member.history, _start_mse(member.state.linear_start, member.start_weights))
+        return [_kept_epoch(member.history, _start_mse(member.state.linear_start, member.start_weights), min_delta)
                 for member in trained]
     saved = read_metrics(start_from) if start_from is not None else {}
     epochs = saved.get("member_epochs", [saved.get("epochs", 0)] * len(trained))
@@ -735,48 +753,11 @@ def _start_mse(linear_start: dict | None, start_weights) -> float | None:
     return linear_start["val_mse"] if linear_start and start_weights is not None else None
 
 
-def _kept_epoch(history: pd.DataFrame, start_mse: float | None = None) -> int:
-    """The epoch whose weights early stopping restored: the one with the lowest validation MSE, or 0 where none is
-    below the linear start's `start_mse` (whose weights early stopping then restored)."""
-    val_mse = history["val_mse"].to_numpy()
-    if start_mse is not None and not np.nanmin(val_mse) < start_mse:
-        return 0
-    return int(history["epoch"].iloc[int(np.argmin(val_mse))])
-
-
-def _keep_the_better(model, start_weights, trained_forecast, val_inputs, val_target, val_weight, val_origins,
-                     series, config: Config, log: Log, start_label: str = "the linear start"):
-    """The trained model, unless it does not beat the weights it began from (`start_label`: the linear start, or the
-    current version's weights in a warm retrain) clearly on validation; `series` (n,) names each validation origin's
-    series.
-
-    "Clearly" is `Improvement.clear` for the per-origin error difference, each series' errors scaled by its spread
-    (`nse_weights`): at least MIN_BLOCKS independent blocks of H origins and a t statistic above the Student t
-    threshold for their number. A network that only matches its own
-    linear start, or beats it on too few blocks to tell, has found nothing shown to generalise, and the simpler model
-    is the safer forecast for unseen data. Returns the kept model's validation forecast, whether it is the start, and
-    the comparison (`Improvement`).
-    """
-    from forecast.model import predict_batches, stacked_batches
-
-    trained_weights = model.get_weights()
-    model.set_weights(start_weights)
-    start_forecast = predict_batches(model, stacked_batches(val_inputs, config.batch_size), config.chunks_per_stream)
-    trained = weighted_errors(trained_forecast, val_target, val_weight)["mse"]
-    start = weighted_errors(start_forecast, val_target, val_weight)["mse"]
-    # Each series' errors against its own spread (nse_weights): with many series, the gate asks about the mean NSE
-    # over series rather than about the few largest floods.
-    scale = nse_weights(series, val_target, val_weight)
-    verdict = improvement(
-        origin_errors(start_forecast, val_target, val_weight) * scale,
-        origin_errors(trained_forecast, val_target, val_weight) * scale, val_origins, config.horizon,
-    )
-    if not verdict.clear:
-        log(f"kept {start_label}: validation MSE {start:.4f}, trained {trained:.4f} ({verdict.describe()})")
-        return start_forecast, True, verdict
-    log(f"the trained network beats {start_label}: validation MSE {trained:.4f} vs {start:.4f} ({verdict.describe()})")
-    model.set_weights(trained_weights)
-    return trained_forecast, False, verdict
+def _kept_epoch(history: pd.DataFrame, start_mse: float | None = None, min_delta: float = 0.0) -> int:
+    """The epoch whose weights early stopping restored (`criterion.best_epoch` over the validation scores), or 0 where
+    none improved on the linear start's `start_mse` (whose weights early stopping then restored)."""
+    kept = best_epoch(list(history["val_mse"].to_numpy(dtype=float)), start_mse, min_delta)
+    return 0 if kept is None else int(history["epoch"].iloc[kept])
 
 
 def _callbacks(keras, config: Config, checkpoints: Path, chunks: int, state, resumed: bool, start_weights=None,
@@ -789,12 +770,13 @@ def _callbacks(keras, config: Config, checkpoints: Path, chunks: int, state, res
 
     start_mse = _start_mse(state.linear_start, start_weights)
     early_stopping = checkpoint.ResumableEarlyStopping(
-        config.patience, state if resumed else None, checkpoint.load_best_weights(checkpoints) if resumed else None,
+        config.patience, config.min_delta, state if resumed else None, checkpoint.load_best_weights(checkpoints) if resumed else None,
         start_mse, start_weights,
     )
     callbacks = [
         checkpoint.OneValidationScore(), StateResetter(chunks), early_stopping, keras.callbacks.TerminateOnNaN(),
-        checkpoint.PlateauLearningRate(state, config.learning_rate, config.lr_patience, start_mse),
+        checkpoint.PlateauLearningRate(state, config.learning_rate, config.lr_patience, config.min_delta,
+                                       start_mse),
     ]
     if config.checkpoints:
         callbacks.append(checkpoint.EpochCheckpoint(checkpoints, early_stopping, state))
@@ -831,4 +813,17 @@ def _validation_metrics(forecast, target, weight, origins, batcher: WindowBatche
         original = weighted_errors(data.target_units(origins, values), truth, weight)
         scores[name] = {"mse": scaled["mse"], "mae": scaled["mae"], "mae_original": original["mae"],
                         "rmse_original": math.sqrt(original["mse"])}
+        if len(data.collection.series) > 1:
+            scores[name]["nse_over_series"] = _nse_over_series(values, target, weight, data.series_index(origins))
     return {"validation": scores, "origins": int(np.count_nonzero(weight.any(axis=1)))}
+
+
+def _nse_over_series(forecast, target, weight, series) -> dict:
+    """The median and mean over series of each series' NSE over all its validation steps (NSE is the same in z-units
+    as in the target's own)."""
+    values = [nse(forecast[series == index], target[series == index], weight[series == index])
+              for index in np.unique(series[(weight > 0).any(axis=1)])]
+    values = np.array([value for value in values if math.isfinite(value)])
+    if not values.size:
+        return {}
+    return {"median": float(np.median(values)), "mean": float(values.mean()), "series": int(values.size)}

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from pandas._libs.parsers import STR_NA_VALUES  # pandas' own list of the cells it reads as missing
 
 from forecast.errors import ForecastError
 from forecast.scaling import FLOAT32_MAX
@@ -81,6 +82,46 @@ def listing(names, limit: int = 12) -> str:
     return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
+def mostly_numeric(column: pd.Series) -> bool:
+    """Numeric, or numbers with a few stray cells of text: such a column holds numbers whose bad cells must be
+    reported, not text to be left out or read as categories."""
+    if pd.api.types.is_numeric_dtype(column):
+        return True
+    given = column.dropna()
+    return len(given) > 0 and pd.to_numeric(given, errors="coerce").notna().mean() > 0.5
+
+
+def missing_markers(header: list[str], id_column: str | None) -> dict[str, list[str]] | None:
+    """The `na_values` of pandas' read_csv (with keep_default_na=False) for a file with this header line: pandas'
+    usual missing-value markers in every column but the ids, where only an empty cell is missing, so that a series
+    whose id is NA, None or null (a real station name) keeps it. None without an id column: pandas' defaults."""
+    if id_column is None:
+        return None
+    markers = {}
+    for index, raw in enumerate(header):
+        # as pandas names the column, with or without skipinitialspace, and a column without a name
+        for name in {raw, raw.lstrip(), raw.strip()} if raw.strip() else {f"Unnamed: {index}"}:
+            markers[name] = [""] if raw.strip() == id_column else sorted(STR_NA_VALUES)
+    return markers
+
+
+def id_key(series_id: str) -> str:
+    """An id as a spreadsheet may rewrite it: without its leading zeros or a trailing `.0`."""
+    return series_id.strip().removesuffix(".0").lstrip("0")
+
+
+def lookalike(ids, known) -> tuple[str, str] | None:
+    """The first of `ids` that is none of `known` but matches one of them once leading zeros are ignored, with that
+    one: the sign of ids whose zeros a spreadsheet dropped."""
+    keys = {id_key(name): name for name in known if id_key(name)}
+    known = set(known)
+    for name in ids:
+        match = keys.get(id_key(name))
+        if name not in known and match is not None:
+            return name, match
+    return None
+
+
 def first_non_utf8_line(path: Path) -> int:
     """The file line holding the first byte that is not UTF-8 (pandas reports offsets within its own buffers)."""
     data = path.read_bytes()
@@ -134,13 +175,15 @@ def check_weekdays(time: pd.DatetimeIndex, path: Path, skip_rows: int | np.ndarr
 
 def regular_grid(
     time: pd.DatetimeIndex, values: pd.DataFrame, path: Path, gaps: str, max_gap: int, skip_rows: int | np.ndarray = 0,
-    business_days: bool = False,
+    business_days: bool = False, target: str | None = None,
 ) -> tuple[pd.DatetimeIndex, pd.DataFrame, pd.Timedelta]:
     """The series on a regular grid at its most common step (with `business_days`, the business days: weekends are
     not gaps, and a holiday is one).
 
     Missing timestamps are refused, or (gaps="mask") inserted as empty rows, so their targets get weight 0, or
-    (gaps="interpolate") inserted and filled linearly; a gap longer than `max_gap` steps is refused either way.
+    (gaps="interpolate") inserted with each column's last value before the gap (causal: nothing after an origin
+    reaches it) and the `target` column left empty, so filled targets get weight 0 too; a gap longer than `max_gap`
+    steps is refused either way.
     """
     if len(time) < 2:
         raise ForecastError(f"{path}: a series needs at least two rows to have a frequency")
@@ -188,8 +231,12 @@ def regular_grid(
         )
     regular = values.set_axis(time).reindex(grid)
     if gaps == "interpolate":
+        # Filled from the past only (the last value before the gap), never from the row after it, which an origin
+        # inside the gap has not seen; a filled target is no observation, so `target` stays empty there (weight 0).
         inserted = ~grid.isin(time)
-        regular.loc[inserted] = regular.interpolate(method="linear", limit_area="inside").loc[inserted]
+        regular.loc[inserted] = regular.ffill().loc[inserted]
+        if target is not None:
+            regular.loc[inserted, target] = np.nan
     return grid, regular.reset_index(drop=True), freq
 
 
@@ -202,13 +249,12 @@ def numeric_values(values: pd.DataFrame, path: Path, skip_rows: int | np.ndarray
             # In a long file a column is text for every series when one cell of one series is: the others are numbers.
             numbers = pd.to_numeric(series, errors="coerce")
             bad = np.flatnonzero(numbers.isna().to_numpy() & series.notna().to_numpy())
-            if not bad.size:
-                values[column] = numbers
-                continue
-            raise ForecastError(
-                f"{path}: row {line_of(int(bad[0]), skip_rows)}: column {column!r} holds {series.iloc[bad[0]]!r}, not a number; "
-                "fix the cell, or exclude the column or give it no numeric role"
-            )
+            if bad.size:
+                raise ForecastError(
+                    f"{path}: row {line_of(int(bad[0]), skip_rows)}: column {column!r} holds {series.iloc[bad[0]]!r}, "
+                    "not a number; fix the cell, or exclude the column or give it no numeric role"
+                )
+            series = values[column] = numbers.astype("float64")  # text read as numbers is checked as numbers are
         numbers = series.to_numpy(dtype="float64")
         infinite = np.flatnonzero(np.isinf(numbers))
         if infinite.size:

@@ -8,6 +8,7 @@ and in which order, is the origin sampler's (`forecast.sampler`).
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -107,3 +108,37 @@ def materialise(batcher: WindowBatcher, plan: StreamPlan, epoch: int = 0) -> tup
     flat_origins, flat_scored = origins.reshape(-1), scored.reshape(-1)
     target, weight = batcher.targets(flat_origins, flat_scored)
     return batcher.inputs(flat_origins), target, weight, flat_origins
+
+
+@dataclass(frozen=True)
+class ValidationSet:
+    """One epoch of a plan's batches, in order, for scoring (validation): the origins (n_batches * B,; PADDING at
+    padding), their targets (n, H, z-units, gaps as 0) and step weights (n, H), which are small; the inputs, which grow
+    with the lookback, are cut batch by batch from the window views when asked for, never all at once."""
+
+    batcher: WindowBatcher
+    origins: np.ndarray
+    target: np.ndarray
+    weight: np.ndarray
+    batch_size: int
+
+    @classmethod
+    def of(cls, batcher: WindowBatcher, plan: StreamPlan, epoch: int = 0) -> ValidationSet:
+        origins, scored = plan.batches(epoch)
+        target, weight = batcher.targets(origins.reshape(-1), scored.reshape(-1))
+        return cls(batcher, origins.reshape(-1), target, weight, plan.batch_size)
+
+    @property
+    def n_batches(self) -> int:
+        return len(self.origins) // self.batch_size
+
+    def rows(self, batch: int) -> slice:
+        return slice(batch * self.batch_size, (batch + 1) * self.batch_size)
+
+    def inputs(self, batch: int) -> dict[str, np.ndarray]:
+        """The three inputs of batch `batch`."""
+        return self.batcher.inputs(self.origins[self.rows(batch)])
+
+    def batches(self) -> Iterator[dict[str, np.ndarray]]:
+        """The inputs of every batch, in order (what `model.predict_batches` walks)."""
+        return (self.inputs(batch) for batch in range(self.n_batches))

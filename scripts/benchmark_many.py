@@ -4,7 +4,7 @@ time of the data path for 10, 100 and 1,000 generated series.
     python scripts/benchmark_many.py global   [--results FILE] [--epochs N] [--lookback T --chunks K]
     python scripts/benchmark_many.py holdout  [--results FILE]   # test_basins.txt kept out of training
     python scripts/benchmark_many.py per-basin --basins 01013500,02046000 [--results FILE]   # one model per basin
-    python scripts/benchmark_many.py ensemble --names global,global_seed1   # the mean of saved global models
+    python scripts/benchmark_many.py ensemble --names global,global_seed1 [--store DIR]   # the mean of saved models
     python scripts/benchmark_many.py table    [--results FILE]   # the table from the saved results
     python scripts/benchmark_many.py memory                      # peak memory and seconds per epoch
 
@@ -116,7 +116,7 @@ def ensemble(arguments) -> None:
     names = arguments.names.split(",")
     label = f"ensemble({'+'.join(names)})"
     for span, where in (("validation", {"validation_rows": True}), ("test", {"start": TEST_START, "end": TEST_END})):
-        runs = [range_forecasts(data, WORK / "models" / name, ablation=False, intervals=False, **where) for name in names]
+        runs = [range_forecasts(data, arguments.store / name, ablation=False, intervals=False, **where) for name in names]
         if any(not np.array_equal(run.ends, runs[0].ends) for run in runs):
             raise SystemExit(f"{label}: the models score different origins; give models of one configuration")
         forecast, first = np.mean([run.models["model"] for run in runs], axis=0), runs[0]
@@ -214,6 +214,8 @@ def main() -> None:
     parser.add_argument("--name", help="the model's name in the store (default: the part; per-basin: the prefix "
                         "of each basin's model, default basin)")
     parser.add_argument("--names", help="ensemble: the saved global models to average, comma-separated")
+    parser.add_argument("--store", type=Path, default=WORK / "models",
+                        help="ensemble: the model store the --names are in (forecast train's --store)")
     parser.add_argument("--settings", default="{}", help="other settings as JSON, e.g. '{\"units\": 128}'")
     arguments = parser.parse_args()
     arguments.results.parent.mkdir(parents=True, exist_ok=True)

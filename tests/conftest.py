@@ -93,3 +93,39 @@ def run_forecast(*args: str, check: bool = True, **kwargs) -> subprocess.Complet
 def ett_small(tmp_path_factory) -> Path:
     """The first 1,500 hours of ETTh1."""
     return head_csv(ETTH1, 1500, tmp_path_factory.mktemp("ett") / "ETTh1_small.csv")
+
+
+BASIN_IDS = ("01022500", "01547700", "02064000", "NA")  # the fourth sample basin renamed: a real station name
+
+
+def tiny_basins(folder: Path, days: int = 60) -> tuple[Path, Path]:
+    """The first `days` days of the four basins of the bundled sample (three columns of forcing), the fourth named
+    NA, and their attribute table: three numeric columns and a text one. Returns the long file and the table."""
+    frame = pd.read_csv(DATA / "camels_us_nh.csv", dtype={"basin": str})
+    frame = frame.groupby("basin").head(days)[["basin", "date", "QObs", "PRCP", "Tmax"]]
+    frame["basin"] = frame.basin.map(dict(zip(sorted(frame.basin.unique()), BASIN_IDS)))
+    static = pd.read_csv(DATA / "camels_us_nh_static.csv", dtype={"basin": str})
+    static = static[["basin", "area_gages2", "elev_mean", "frac_snow"]].assign(climate=["snow", "rain", "rain", "snow"])
+    static["basin"] = static.basin.map(dict(zip(sorted(static.basin), BASIN_IDS)))
+    frame.to_csv(folder / "basins.csv", index=False)
+    static.to_csv(folder / "basins_static.csv", index=False)
+    return folder / "basins.csv", folder / "basins_static.csv"
+
+
+TINY_BASINS = ["--target", "QObs", "--id-column", "basin", "--lookback", "8", "--horizon", "2", "--batch-size", "16",
+               "--epochs", "1", "--verbose", "0"]
+
+
+@pytest.fixture(scope="session")
+def basins_store(tmp_path_factory) -> tuple[Path, Path, Path]:
+    """A store with a tiny model `basins` trained (in process) on `tiny_basins`, with attributes: the data, the
+    attribute table and the store. Tests work on copies of the store."""
+    from forecast.config import Config
+    from forecast.training import train
+
+    folder = tmp_path_factory.mktemp("basins")
+    data, static = tiny_basins(folder)
+    config = Config(target="QObs", id_column="basin", static=str(static), lookback=8, horizon=2, batch_size=16,
+                    epochs=1, units=4, head_units=4, stream_chunks=2)
+    train(data, config, folder / "store" / "basins")
+    return data, static, folder / "store"

@@ -156,5 +156,13 @@ def test_short_gaps_can_be_masked_or_interpolated(tmp_path):
     for series in (masked, interpolated):
         assert len(series.time) == ROWS and (series.time == original.time[:ROWS]).all()
     assert masked.values["OT"].iloc[59:61].isna().all()
-    before, after = original.values["OT"].iloc[58], original.values["OT"].iloc[61]
-    assert interpolated.values["OT"].iloc[59] == pytest.approx(before + (after - before) / 3)
+    # Interpolation fills from the past only: a covariate carries its last value into the gap, never one read from
+    # the row after it, and the target stays empty there (a filled target is not an observation: weight 0).
+    assert interpolated.values["OT"].iloc[59:61].isna().all()
+    assert (interpolated.values["HUFL"].iloc[59:61] == original.values["HUFL"].iloc[58]).all()
+    changed = tmp_path / "changed.csv"
+    row = LINES[62].split(",")
+    changed.write_text("".join(LINES[:60] + [",".join([row[0], *(str(float(v) * 5) for v in row[1:])]) + "\n"]
+                               + LINES[63:]), encoding="utf-8")
+    after_gap = load_series(changed, Config(target="OT", gaps="interpolate"))
+    pd.testing.assert_frame_equal(after_gap.values.iloc[:61], interpolated.values.iloc[:61])

@@ -9,7 +9,7 @@ import pytest
 from forecast.config import Config
 from forecast.evaluation import choose_season, nse, repeat_forecast, seasonal_naive_forecast, weighted_errors
 
-from conftest import ETTH1, assert_png, run_forecast
+from conftest import ETTH1, assert_png, run_forecast, synthetic_lines
 from saved_models import untrained_model
 
 
@@ -131,16 +131,39 @@ def test_the_cli_prints_the_validation_warning_above_the_table(tmp_path, ett_600
     assert_png(tmp_path / "evaluation" / "m_steps.png", (1000, 500))  # no intervals: the error panel alone
 
 
-def test_evaluate_names_the_season_and_skips_steps_before_the_first_row(tmp_path, ett_600):
+def test_evaluate_names_the_season_and_skips_steps_before_the_first_row(tmp_path):
     from forecast.evaluation import evaluate
 
-    model = untrained_model(ett_600, SMALL.replace(lookback=12), tmp_path / "m", train_rows=300, val_end=450)
-    result = evaluate(ett_600, model, start="0", end="100")
+    # A daily cycle that a day-ago value forecasts better than the last one (ETTh1's OT over 6 hours does not).
+    data = tmp_path / "daily.csv"
+    data.write_text("".join(synthetic_lines(600)), encoding="utf-8")
+    model = untrained_model(data, SMALL.replace(target="y", lookback=12), tmp_path / "m", train_rows=300, val_end=450)
+    result = evaluate(data, model, start="0", end="100")
     assert result.season.steps == 24 and "seasonal naive: a season of 24 steps, a day" in result.notes[0]
     assert "12 of the first origins lack a season of history" in result.notes[1]  # origins 11 to 22
     assert result.to_json()["seasonal_naive_season"] == {"steps": 24, "cycle": "hour_of_day"}
     assert result.to_json()["notes"] == list(result.notes)
     assert np.isfinite(list(result.summary["seasonal_naive"].values())).all()
+
+
+def test_a_season_that_errs_more_than_repeat_on_the_training_rows_is_left_out(tmp_path, ett_600):
+    from forecast.evaluation import _training_error, evaluate
+
+    day = pd.Timedelta(days=1)
+    river = 5 + np.cumsum(np.random.default_rng(1).normal(size=800)) * 0.1  # persistent: last week is a worse guess
+    season = choose_season(day, day * len(river), river, horizon=7)
+    assert season.steps == 7 and season.worse_than_repeat and not season.scored
+    assert season.describe().endswith("a year), errs more than Repeat on the training rows, so it is left out")
+    assert _training_error(river, 7, 7) > _training_error(river, 1, 7)
+    # Over 6 hours ETTh1's OT is such a series: no row, a note, and MASE still scaled by the day-ago error.
+    model = untrained_model(ett_600, SMALL.replace(lookback=12), tmp_path / "m", train_rows=300, val_end=450)
+    result = evaluate(ett_600, model, start="0", end="100")
+    assert "seasonal_naive" not in result.summary and "seasonal naive" not in result.table().split("\n\n")[0]
+    assert result.notes[0].endswith("a day, errs more than Repeat on the training rows, so it is left out")
+    training = pd.read_csv(ett_600)["OT"].to_numpy()[:300]
+    scale = np.mean(np.abs(training[24:] - training[:-24]))
+    truth, repeat = result.summary["repeat"]["mae_original"], result.summary["repeat"]["mase"]
+    assert repeat == pytest.approx(truth / scale)
 
 
 def test_a_date_only_end_includes_the_whole_day(ett_600):

@@ -164,17 +164,24 @@ def check_outcome(result, data: bytes, path) -> str:
     return "accepted"
 
 
+def fuzzed(tmp_path, cases: int, make, arguments):
+    """For each case, the file `make()` gives written to `tmp_path` and the command `arguments(path, case)` run on
+    it (checked by `check_outcome`): yields the case, the path, the result and "refused" or "accepted"."""
+    for case in range(cases):
+        path = tmp_path / f"mangled_{case}.csv"
+        data = make()
+        path.write_bytes(data)
+        result = invoke(arguments(path, case))
+        yield case, path, result, check_outcome(result, data, path)
+
+
 @pytest.mark.parametrize("seed", range(3))
 def test_predict_on_mangled_files_forecasts_or_refuses_in_one_line(fuzz_store, tmp_path, seed):
     lines = synthetic_lines(300)
     rng = random.Random(100 + seed)
     outcomes = {"refused": 0, "accepted": 0}
-    for case in range(100):
-        path = tmp_path / f"mangled_{case}.csv"
-        data = mangle(lines, rng)
-        path.write_bytes(data)
-        result = invoke(["predict", path, "--model", "model", "--store", fuzz_store])
-        outcome = check_outcome(result, data, path)
+    for _, _, result, outcome in fuzzed(tmp_path, 100, lambda: mangle(lines, rng),
+                                     lambda path, case: ["predict", path, "--model", "model", "--store", fuzz_store]):
         if outcome == "accepted":
             forecast = pd.read_csv(io.StringIO(result.stdout))
             assert len(forecast) == TINY.horizon and np.isfinite(forecast["y"]).all(), result.stdout

@@ -230,3 +230,12 @@ def test_a_sim_driven_forecast_draws_the_sim_below_through_the_commands(tmp_path
     assert (forecast["OBS_RUN_q0.1"] >= 0).all() and (forecast["OBS_RUN_q0.1"] <= forecast["OBS_RUN_q0.9"]).all()
     refused = CliRunner().invoke(app, ["plot", str(data), *model, "--output", str(tmp_path / "forecast.svg")])
     assert refused.exit_code == 1 and "pictures are written as PNG" in refused.output
+
+
+def test_the_interval_method_is_chosen_on_a_split_in_time_within_each_series():
+    from forecast.intervals import earlier_half
+
+    series = np.array([0, 0, 0, 0, 1, 1, 1, 2])
+    np.testing.assert_array_equal(earlier_half(series), [True, True, False, False, True, False, False, False])
+    one = np.zeros(9, dtype=int)
+    assert earlier_half(one).sum() == 4 and earlier_half(one)[:4].all()  # one series: the earlier half, as before

@@ -231,3 +231,85 @@ def test_naive_weights_count_each_series_against_its_own_repeat_error(uneven):
 def stacked_one(path):
     series = load_collection(path, LONG).first
     return stack([build_features(series, fit_scaler(series, 300), 3)])
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_evaluate_exports_every_forecast_it_scored_and_its_nse_is_the_table_s(tmp_path, trained, suffix):
+    path, store = trained
+    exported = tmp_path / f"backtest{suffix}"
+    cli("evaluate", path, "--model", "basins", "--store", store, "--start", "2002-01-01", "--output-dir", tmp_path,
+        "--forecasts", exported)
+    table = pd.read_parquet(exported) if suffix == ".parquet" else pd.read_csv(exported, dtype={"series": str})
+    assert list(table.columns[:6]) == ["series", "origin", "step", "target_time", "truth", "forecast"]
+    assert {"QObs_q0.1", "QObs_q0.9", "repeat"} <= set(table.columns)
+    assert not table.duplicated(["series", "origin", "step"]).any() and set(table.step) == {1, 2, 3}
+    per_series = pd.read_csv(tmp_path / "basins_series.csv", dtype={"series": str})
+    model = per_series[per_series.forecaster == "model"].set_index("series")
+    assert sorted(table.series.unique()) == sorted(model.index)
+    for series, rows in table.groupby("series"):
+        for step, column in ((1, "nse_first_step"), (3, "nse_last_step")):
+            scored = rows[(rows.step == step) & rows.truth.notna()]
+            truth, forecast = scored.truth.to_numpy(), scored.forecast.to_numpy()
+            nse = 1 - ((forecast - truth) ** 2).sum() / ((truth - truth.mean()) ** 2).sum()
+            assert nse == pytest.approx(model.loc[series, column], abs=1e-9)
+
+
+def test_info_repeats_the_gate_and_the_series_that_argued_for_each_side(trained):
+    _, store = trained
+    metrics = json.loads((store / "basins" / "current" / "metrics.json").read_text())
+    gate = metrics["gate"]
+    assert {"t", "blocks", "start_score", "trained_score", "favoured_start", "favoured_network"} <= set(gate)
+    named = gate["favoured_start"] + gate["favoured_network"]
+    assert named and {item["series"] for item in named} <= set(IDS[:3])  # only trained series argue
+    shown = cli("info", "--model", "basins", "--store", store)
+    assert "gate: kept the " in shown and f"{named[0]['series']} (NSE " in shown
+    assert "validation NSE over 3 series, median / mean: " in shown and "(Repeat " in shown
+
+
+@pytest.mark.parametrize("change", ["times five", "missing", "shuffled"])
+def test_nothing_after_the_origin_changes_the_forecast_of_a_trained_or_an_unseen_series(tmp_path, trained, change):
+    """The origin contract for predict's path (plot, from any origin) and evaluate's: every row after origin + H of
+    the series changed, the forecast and its interval at the origin stay bit for bit; and both paths agree."""
+    from forecast.evaluation import range_forecasts
+    from forecast.prediction import forecast_from
+
+    path, store = trained
+    model_dir = store / "basins"
+    frame = pd.read_csv(path, dtype={"basin": str})
+    origin, horizon = pd.Timestamp("2002-08-01"), 3
+    later = frame.date > str((origin + pd.Timedelta(days=horizon)).date())
+    rng = np.random.default_rng(0)
+    for series in (IDS[0], IDS[3]):  # trained, and held out of training
+        rows = later & (frame.basin == series)
+        changed = frame.copy()
+        for column in ("QObs", "PRCP"):
+            values = changed.loc[rows, column].to_numpy()
+            changed.loc[rows, column] = {"times five": values * 5, "missing": np.nan,
+                                         "shuffled": rng.permutation(values)}[change]
+        changed_path = tmp_path / f"changed_{series}.csv"
+        changed.to_csv(changed_path, index=False)
+        before = forecast_from(path, model_dir, str(origin.date()), series_id=series).frame
+        after = forecast_from(changed_path, model_dir, str(origin.date()), series_id=series).frame
+        pd.testing.assert_frame_equal(before, after, check_exact=True)
+        ranged = range_forecasts(path, model_dir, str((origin + pd.Timedelta(days=1)).date()),
+                                 str((origin + pd.Timedelta(days=horizon)).date()), ablation=False, series_ids=(series,))
+        np.testing.assert_allclose(ranged.in_units(ranged.models["model"])[0], before["QObs"].to_numpy(), atol=1e-6)
+
+
+def test_a_parquet_file_trains_the_model_its_csv_trains_and_a_damaged_one_is_refused_in_one_line(tmp_path, uneven):
+    _, frame = uneven
+    early = frame[frame.date <= "2002-09-30"]
+    early.to_csv(tmp_path / "basins.csv", index=False)
+    early.to_parquet(tmp_path / "basins.parquet", index=False)
+    settings = ("--target", "QObs", "--id-column", "basin", "--sim", "PRCP", "--lookback", "10", "--horizon", "3",
+                "--epochs", "1", "--train-end", "2001-12-31", "--val-end", "2002-06-30", "--store", tmp_path / "store")
+    scores = []
+    for name in ("basins.csv", "basins.parquet"):
+        cli("train", tmp_path / name, *settings, "--model-dir", name.replace(".", "_"))
+        metrics = json.loads((tmp_path / "store" / name.replace(".", "_") / "current" / "metrics.json").read_text())
+        scores.append(metrics["validation"]["model"]["mse"])
+    assert scores[0] == scores[1]
+    (tmp_path / "damaged.parquet").write_bytes((tmp_path / "basins.parquet").read_bytes()[:3000])
+    shown = cli("predict", tmp_path / "damaged.parquet", "--model", "basins_csv", "--store", tmp_path / "store", code=1)
+    assert shown.strip().splitlines() == [f"error: {tmp_path / 'damaged.parquet'}: not a readable Parquet file "
+                                          "(ArrowInvalid); re-export it, or give a CSV"]

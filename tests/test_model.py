@@ -343,7 +343,7 @@ def test_the_learning_rate_halves_after_each_plateau_and_resumes_from_the_histor
 
     holder = Holder()
     state = ResumeState(history=[{"epoch": epoch + 1, "val_mse": value} for epoch, value in enumerate(val_mse[:7])])
-    callback = PlateauLearningRate(state, 1e-3, 2, start_mse=0.8)
+    callback = PlateauLearningRate(state, 1e-3, 2, 0.0, start_mse=0.8)
     callback.set_model(holder)
     callback.on_epoch_begin(7)
     logs = {}

@@ -4,6 +4,7 @@ import json
 import os
 import shutil
 
+import pandas as pd
 import pytest
 
 from forecast.config import Config
@@ -72,3 +73,27 @@ def test_a_warm_candidate_that_kept_the_current_weights_is_not_promoted(tmp_path
     assert lines[-1] == ("candidate holdout MSE 1.0000 vs current 1.0000, but its training did not clearly beat the "
                          "current weights on validation: kept version 0001")
     assert json.loads((root / "retrain.jsonl").read_text())["kept_start_weights"] is True
+
+
+def test_a_retrain_keeps_the_model_s_split_rule():
+    from forecast.config import Config
+    from forecast.retraining import candidate_split
+
+    dated = Config(target="y", train_end="2003-09-30", val_end="2006-09-30")
+    train_end, val_end = candidate_split(dated, "2014-09-30 00:00:00")  # three years of validation, as trained
+    assert val_end == "2014-09-30 00:00:00" and pd.Timestamp(train_end).floor("D") == pd.Timestamp("2011-09-30")
+    assert candidate_split(Config(target="y", train_end="2003-09-30"), "2014-09-30") == ("2003-09-30", "2014-09-30")
+    assert candidate_split(Config(target="y", train_end="8640", val_end="11520"), "2020-01-01") == (None, "2020-01-01")
+    assert candidate_split(Config(target="y"), "2020-01-01") == (None, "2020-01-01")
+
+
+def test_a_holdout_reaching_into_the_current_validation_rows_is_recorded():
+    from types import SimpleNamespace
+
+    from forecast.retraining import holdout_overlap
+
+    schema = SimpleNamespace(series=[SimpleNamespace(val_time="2006-09-30 00:00:00"),
+                                     SimpleNamespace(val_time="2006-08-31 00:00:00")])
+    assert holdout_overlap(schema, "2006-09-01")
+    assert not holdout_overlap(schema, "2006-09-30")
+    assert not holdout_overlap(SimpleNamespace(series=[SimpleNamespace(val_time=None)]), "2000-01-01")

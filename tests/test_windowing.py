@@ -144,3 +144,34 @@ def test_both_pipelines_feed_the_same_batches_epoch_by_epoch():
         for index, ((target, weight), (want_y, want_weight)) in enumerate(zip(model.fed, expected)):
             np.testing.assert_array_equal(target, want_y["prediction"], err_msg=f"{pipeline} batch {index}")
             np.testing.assert_array_equal(weight, want_weight, err_msg=f"{pipeline} batch {index}")
+
+
+def _dataset_of(n_series: int, rows: int = 400):
+    from forecast.dataset import WindowDataset
+    from forecast.features import stack
+    from forecast.sampler import origin_ranges
+
+    features = stack([toy_features(rows) for _ in range(n_series)])
+    lookback, horizon = 16, 4
+    ranges = origin_ranges(features.starts, features.lengths, [(0, rows)] * n_series, lookback, horizon)
+    plan = StreamPlan(ranges, lookback, chunks=4, batch_size=32, shuffle=True, seed=0)
+    return WindowDataset(WindowBatcher(features, lookback, horizon), plan)
+
+
+def test_a_batch_costs_the_same_for_ten_series_and_for_three_hundred():
+    """The data path's cost per batch must not grow with the number of series (the epoch layout is computed once per
+    epoch, the batch count once per plan): the best of several timings, so a busy machine does not decide it."""
+    import time
+
+    def per_batch(dataset) -> float:
+        dataset[0]  # the epoch's layout, computed once
+        best = float("inf")
+        for _ in range(5):
+            began = time.perf_counter()
+            for index in range(1, 41):
+                dataset[index]
+            best = min(best, time.perf_counter() - began)
+        return best / 40
+
+    few, many = per_batch(_dataset_of(10)), per_batch(_dataset_of(300))
+    assert many < 2.0 * few, f"{many * 1e3:.3f} ms per batch at 300 series against {few * 1e3:.3f} ms at 10"
