@@ -80,7 +80,7 @@ def ablation_rows(label: str, metrics: dict, validation, test, score) -> list[st
     for variant, name in VARIANTS:
         if variant not in test.summary:
             continue
-        verdict = test.ablation.get(variant)
+        verdict = (test.ablation or {}).get(variant)
         t = f"{verdict.t:.1f} ({verdict.blocks} blocks)" if verdict else "-"
         rows.append(f"| {label} | {name} | {score(validation, variant)} | {score(test, variant)} | {t} |")
     return rows
