@@ -562,7 +562,13 @@ def _series_rows(series, schema: Schema, start: str | None, end: str | None, val
         if trained is None:
             raise ForecastError(f"{series.where}: the model does not record where training ends; pass --start")
         return (row_bound(series, trained, "end"), min(end_row, row_bound(series, latest, "end"))), None
-    return (row_bound(series, latest, "end"), end_row), None  # the first row after the trained series' validation
+    first_row = row_bound(series, latest, "end")  # the first row after the trained series' validation
+    if end_row - first_row < horizon:
+        raise ForecastError(
+            f"{series.where}: no rows after the trained series' validation rows (they end {latest}) to score "
+            f"{horizon} steps ahead; pass --start, or --validation-rows to score those"
+        )
+    return (first_row, end_row), None
 
 
 def scored_rows(series: Series, record: SeriesRecord, start: str | None, end: str | None, validation_rows: bool, horizon: int,

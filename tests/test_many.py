@@ -313,3 +313,14 @@ def test_a_parquet_file_trains_the_model_its_csv_trains_and_a_damaged_one_is_ref
     shown = cli("predict", tmp_path / "damaged.parquet", "--model", "basins_csv", "--store", tmp_path / "store", code=1)
     assert shown.strip().splitlines() == [f"error: {tmp_path / 'damaged.parquet'}: not a readable Parquet file "
                                           "(ArrowInvalid); re-export it, or give a CSV"]
+
+
+def test_a_held_out_series_with_no_rows_after_validation_is_told_to_pass_start(tmp_path, trained):
+    from forecast.evaluation import evaluate
+
+    path, store = trained
+    frame = pd.read_csv(path, dtype={"basin": str})
+    cut = tmp_path / "cut.csv"
+    frame[frame.date <= "2002-06-30"].to_csv(cut, index=False)
+    with pytest.raises(ForecastError, match="no rows after the trained series' validation rows .* pass --start"):
+        evaluate(cut, store / "basins", series_ids=(IDS[3],), ablation=False)
