@@ -47,12 +47,15 @@ def origin_weights(series: np.ndarray, target: np.ndarray, weight: np.ndarray, c
     present = np.unique(series[observed.any(axis=1)])
     if len(present) <= 1:
         return np.ones(len(series))
-    variances = np.full(len(present), np.nan)
-    for position, index in enumerate(present):
-        values = target[series == index][observed[series == index]]
-        if len(values) > 1:
-            variances[position] = float(values.var())
-    per_series = np.ones(int(series.max()) + 1)
+    # Each series' variance over its observed steps, in one pass over the origins (not one per series).
+    size = int(series.max()) + 1
+    step_series = np.broadcast_to(series[:, None], target.shape)[observed]
+    values = target[observed].astype("float64")
+    counts = np.bincount(step_series, minlength=size)
+    means = np.bincount(step_series, values, minlength=size) / np.maximum(counts, 1)
+    squares = np.bincount(step_series, (values - means[step_series]) ** 2, minlength=size)
+    variances = np.where(counts[present] > 1, squares[present] / np.maximum(counts[present], 1), np.nan)
+    per_series = np.ones(size)
     per_series[present] = capped_weights(variances, cap)
     weights = per_series[series]
     steps = weight.sum(axis=1)

@@ -292,7 +292,8 @@ def _log_run(batcher: WindowBatcher, train_plan: StreamPlan, val_plan: StreamPla
 class MemberRun:
     """What every network of a run trains on and reports to: the input layout, the windows, the training plan (which
     each network walks with its own seed) and the validation plan, the validation set (`windowing.ValidationSet`)
-    and its step weights under the run's score (`criterion.score_weights`), the model's root, the distribution strategy and its replica count, the run's purpose,
+    and its step weights under the run's score (`criterion.score_weights`), the model's root, the distribution
+    strategy and its replica count, the run's purpose,
     the version a warm run continues, whether the run resumes, the caller's callbacks and verbosity, the logger and
     the data file (for messages)."""
 

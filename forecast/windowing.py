@@ -103,11 +103,10 @@ def window_generator(batcher: WindowBatcher, plan: StreamPlan, initial_epoch: in
 
 
 def materialise(batcher: WindowBatcher, plan: StreamPlan, epoch: int = 0) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray]:
-    """All batches of one epoch stacked in order: inputs, targets, weights and origins, each with n_batches * B rows."""
-    origins, scored = plan.batches(epoch)
-    flat_origins, flat_scored = origins.reshape(-1), scored.reshape(-1)
-    target, weight = batcher.targets(flat_origins, flat_scored)
-    return batcher.inputs(flat_origins), target, weight, flat_origins
+    """All batches of one epoch stacked in order: inputs, targets, weights and origins, each with n_batches * B rows
+    (`ValidationSet` with its inputs cut at once: for small sets, such as the tests')."""
+    validation = ValidationSet.of(batcher, plan, epoch)
+    return batcher.inputs(validation.origins), validation.target, validation.weight, validation.origins
 
 
 @dataclass(frozen=True)
