@@ -17,8 +17,9 @@ from __future__ import annotations
 import numpy as np
 
 from forecast.ensemble import members_of
-from forecast.model import all_layers, copy_model
-from forecast.sampler import OriginRange, batch_layout, rolling_streams
+from forecast.model import all_layers, copy_model, has_network
+from forecast.runner import forecasts_at
+from forecast.sampler import OriginRange
 from forecast.windowing import WindowBatcher
 
 # The LSTM's bias is laid out as the input, forget, cell and output gates, `units` each; a very negative output gate
@@ -50,26 +51,15 @@ def without_correction(model):
     return copy
 
 
-def rolling_forecasts(model, batcher: WindowBatcher, ranges: tuple[OriginRange, ...], chunks: int, batch_size: int
-                      ) -> np.ndarray:
-    """Scaled forecasts (n_origins, H) at every origin of `ranges`, in order, each from a state warmed up over the
-    `chunks - 1` chunks before it (chunks = 1: a fresh state at every origin), exactly as predict computes one
-    (`sampler.rolling_streams`)."""
-    from forecast.model import predict_batches
-
-    streams, scored = rolling_streams(ranges, batcher.lookback, chunks)
-    origins, scored = batch_layout(streams, scored, batch_size, len(streams), None)
-    forecast = predict_batches(model, (batcher.inputs(batch) for batch in origins), chunks)
-    return forecast[scored.reshape(-1)]
-
-
-def ablation_forecasts(model, batcher: WindowBatcher, ranges: tuple[OriginRange, ...], chunks: int, batch_size: int
+def ablation_forecasts(model, batcher: WindowBatcher, ranges: tuple[OriginRange, ...], chunks: int
                        ) -> dict[str, np.ndarray]:
-    """The scaled forecasts (n_origins, H) of each way, keyed "model", "state_reset" (absent for a stateless model,
-    where it is the same as "model"), "lstm_zeroed" and "linear_only"."""
-    forecasts = {"model": rolling_forecasts(model, batcher, ranges, chunks, batch_size)}
+    """The scaled forecasts (n_origins, H) of each way (`runner.forecasts_at`), keyed "model", "state_reset" (absent
+    for a stateless model, where it is the same as "model"), "lstm_zeroed" and "linear_only"."""
+    forecasts = {"model": forecasts_at(model, batcher, ranges, chunks)}
+    if not has_network(model):  # a kept linear start: no state, LSTM or correction to take away
+        return forecasts
     if chunks > 1:
-        forecasts["state_reset"] = rolling_forecasts(model, batcher, ranges, 1, batch_size)
-    forecasts["lstm_zeroed"] = rolling_forecasts(zeroed_lstm(model), batcher, ranges, chunks, batch_size)
-    forecasts["linear_only"] = rolling_forecasts(without_correction(model), batcher, ranges, chunks, batch_size)
+        forecasts["state_reset"] = forecasts_at(model, batcher, ranges, 1)
+    forecasts["lstm_zeroed"] = forecasts_at(zeroed_lstm(model), batcher, ranges, chunks)
+    forecasts["linear_only"] = forecasts_at(without_correction(model), batcher, ranges, chunks)
     return forecasts

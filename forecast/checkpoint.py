@@ -9,7 +9,6 @@ the history so far. `state.json` is written last, each file by a rename, so it a
 from __future__ import annotations
 
 import json
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from forecast.criterion import Improvement, improvement, origin_losses, score
-from forecast.evaluation import nse
+from forecast.metrics import nse
 
 # How many series the verdict names on each side.
 NAMED_SERIES = 3

@@ -350,6 +350,19 @@ def reset_states(model: keras.Model) -> None:
         layer.reset_state()
 
 
+def has_network(model: keras.Model) -> bool:
+    """Whether `model` (or the members of an ensemble) runs the history LSTM; a kept linear start is saved without it."""
+    return any(layer.name == "history_lstm" for layer in all_layers(model))
+
+
+def linear_part(model: keras.Model) -> keras.Model:
+    """The linear terms of the single network `model` alone, with its inputs (names, order and batch size) and
+    weights: what a kept linear start is saved as, so that predict and evaluate run no LSTM whose correction is 0."""
+    terms = model.get_layer("prediction").input[:-2]  # the correction and its scaled twin are the last two addends
+    prediction = keras.layers.Add(name="prediction")(list(terms))
+    return keras.Model(inputs=model.inputs, outputs={"prediction": prediction}, name="linear_start")
+
+
 def copy_model(model: keras.Model, batch_size: int | None = None) -> keras.Model:
     """The same network with the same weights, at `batch_size` (None: the model's own), with fresh states.
 
@@ -374,11 +387,6 @@ def _set_batch_size(architecture: dict, batch_size: int) -> None:
             layer["config"]["batch_shape"] = [batch_size, *layer["config"]["batch_shape"][1:]]
         elif "layers" in layer["config"]:
             _set_batch_size(layer["config"], batch_size)
-
-
-def inference_copy(model: keras.Model) -> keras.Model:
-    """The network with batch size 1 and the trained weights, so a single series needs no padding."""
-    return copy_model(model, batch_size=1)
 
 
 class StateResetter(keras.callbacks.Callback):

@@ -50,21 +50,17 @@ def window_ranges(ranges: tuple[OriginRange, ...], floors: np.ndarray, window: i
 
 
 def interval_offsets(
-    model, batcher: WindowBatcher, ranges: tuple[OriginRange, ...], floors: np.ndarray, calibration: Calibration,
-    chunks: int, batch_size: int, bound, forecasts: np.ndarray | None = None,
+    batcher: WindowBatcher, ranges: tuple[OriginRange, ...], before: tuple[OriginRange, ...], earlier: np.ndarray,
+    calibration: Calibration, bound, forecasts: np.ndarray | None = None,
 ) -> np.ndarray:
     """Offsets (n, Q, H) for every origin of `ranges` (n in all, in order), each from its series' latest known errors
-    (`Calibration.sliding_offsets`). `model` is the batched network; `bound(forecast, origins)` clips z-scored
-    forecasts (m, H) at `origins` (m,) to the target's bounds, as predict clips them; `forecasts` (n, H), where
-    given, are the model's own forecasts at the ranges' origins, whose errors join once their truth is known."""
-    from forecast.ablation import rolling_forecasts
-
+    (`Calibration.sliding_offsets`). `before` are the ranges' `window_ranges` and `earlier` (m, H, z-scored, not
+    clipped) the model's forecasts at the origins of the non-empty ones, in order (as `runner.forecasts_at` makes
+    them); `bound(forecast, origins)` clips z-scored forecasts (m, H) at `origins` (m,) to the target's bounds, as
+    predict clips them; `forecasts` (n, H), where given, are the model's own forecasts at the ranges' origins, whose
+    errors join once their truth is known."""
     if calibration.window < 1:
         return np.repeat(calibration.offsets[None], sum(span.size for span in ranges), axis=0)
-    before = window_ranges(ranges, floors, calibration.window, batcher.horizon)
-    nonempty = tuple(span for span in before if span.size)
-    earlier = (rolling_forecasts(model, batcher, nonempty, chunks, batch_size) if nonempty
-               else np.empty((0, batcher.horizon)))
     history = batcher.features.history[:, 0]
     offsets, taken, done = [], 0, 0
     for span, prior in zip(ranges, before):

@@ -19,11 +19,12 @@ from forecast.config import Config
 import pandas as pd
 
 from forecast.criterion import series_score
-from forecast.data import Collection, Series, load_collection
+from forecast.data import Collection, Series
 from forecast.errors import ForecastError, IncompatibleWeights
-from forecast.evaluation import evaluate, range_forecasts
+from forecast.evaluation import evaluate
+from forecast.backtest import range_forecasts
 from forecast.intervals import Calibration, calibrate, candidate_spans
-from forecast.prediction import check_compatible, load_model_file
+from forecast.runner import load_model_file, open_saved
 from forecast.store import (
     CONFIG_FILE,
     INTERVALS_FILE,
@@ -129,10 +130,9 @@ def retrain(
     with locked(root):
         current = current_version(root)
         # The whole current version is checked first: it is what the candidate starts from and is scored against.
-        saved = with_network(read_saved(current), load_model_file)
-        config, schema = saved.config, saved.schema
-        collection = load_collection(csv_path, config, schema.business_days)
-        check_compatible(collection, schema, saved)
+        with_network(read_saved(current), load_model_file)
+        opened = open_saved(csv_path, root, version=current)
+        config, schema, collection = opened.saved.config, opened.saved.schema, opened.collection
         new_rows = check_appended(collection, schema, config.skip_rows)
         if new_rows == 0:
             last_time = max(record.last_time for record in schema.series)

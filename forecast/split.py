@@ -1,16 +1,23 @@
-"""Where to cut a series by time: the training and validation rows of each series, from a row count or a date."""
+"""Where to cut a series by time: the training and validation rows of each series, from a row count or a date, and the
+rows a command scores."""
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from forecast.config import Config
 from forecast.data import Collection, Series
 from forecast.errors import ForecastError
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from forecast.store import Schema, SeriesRecord
 
 
 @dataclass(frozen=True)
@@ -74,3 +81,107 @@ def row_bound(series: Series, value: str, name: str, first: bool = False) -> int
         with contextlib.suppress(ValueError):
             stamp = pd.Period(value).end_time  # the last instant of the day (or minute, month) the value names
     return int(series.time.searchsorted(stamp, side="left" if first else "right"))
+
+
+def collection_scored_rows(collection, schema: Schema, start: str | None, end: str | None, validation_rows: bool, horizon: int,
+                 model_dir: Path, after_training: bool = False) -> tuple[dict[str, tuple[int, int]], str | None, list[str]]:
+    """Each series' scored rows [first, end), the first warning, and notes naming the series left out because they
+    have nothing to score (an error when that is every series). A series without a training record (held out, or too
+    short to train on) starts after the latest validation end of the trained series, unless --start says otherwise."""
+    rows, warnings, errors = {}, [], []
+    for series in collection.series:
+        try:
+            rows[series.id], warning = _series_rows(series, schema, start, end, validation_rows, horizon, model_dir,
+                                                    after_training)
+        except ForecastError as exc:
+            errors.append(exc)
+            continue
+        if warning:
+            warnings.append(warning)
+    if not rows:
+        raise errors[0]
+    return rows, (warnings[0] if warnings else None), [f"left out: {error}" for error in errors]
+
+
+def _series_rows(series, schema: Schema, start: str | None, end: str | None, validation_rows: bool, horizon: int,
+                 model_dir: Path, after_training: bool = False) -> tuple[tuple[int, int], str | None]:
+    record = schema.record(series.id)
+    if record is not None and after_training:
+        return (record.train_rows, min(row_bound(series, end, "end") if end else series.n_observed,
+                                       series.n_observed)), None
+    if record is not None:
+        first_row, end_row, warning = scored_rows(series, record, start, end, validation_rows, horizon, model_dir)
+        return (first_row, end_row), warning
+    latest = max((record.val_time for record in schema.series if record.val_time), default=None)
+    end_row = min(row_bound(series, end, "end") if end else series.n_observed, series.n_observed)
+    if start is not None:
+        return (row_bound(series, start, "start", first=True), end_row), None
+    if latest is None:
+        raise ForecastError(f"{series.where}: the model was not trained on this series and does not record "
+                            "where validation ends; pass --start")
+    if validation_rows:  # the dates the trained series validated on
+        trained = max((record.train_time for record in schema.series if record.train_time), default=None)
+        if trained is None:
+            raise ForecastError(f"{series.where}: the model does not record where training ends; pass --start")
+        return (row_bound(series, trained, "end"), min(end_row, row_bound(series, latest, "end"))), None
+    first_row = row_bound(series, latest, "end")  # the first row after the trained series' validation
+    if end_row - first_row < horizon:
+        raise ForecastError(
+            f"{series.where}: no rows after the trained series' validation rows (they end {latest}) to score "
+            f"{horizon} steps ahead; pass --start, or --validation-rows to score those"
+        )
+    return (first_row, end_row), None
+
+
+def scored_rows(series: Series, record: SeriesRecord, start: str | None, end: str | None, validation_rows: bool, horizon: int,
+                model_dir: Path) -> tuple[int, int, str | None]:
+    """The rows [first, end) whose targets are scored (0-based row numbers, end exclusive), and a warning when they are
+    the validation rows."""
+    n_rows = series.n_observed
+    end_row = min(row_bound(series, end, "end") if end else n_rows, n_rows)
+    if start:
+        if validation_rows:
+            raise ForecastError("give --start or --validation-rows, not both")
+        first_row = row_bound(series, start, "start", first=True)
+        seen = record.val_end if record.val_end is not None else record.train_rows
+        warning = None
+        if first_row < seen:
+            fitted = "training and validation" if first_row < record.train_rows else "validation"
+            warning = (f"warning: rows {first_row} to {min(seen, end_row)} of this range are the model's {fitted} rows; "
+                       "their scores flatter it")
+        return first_row, end_row, warning
+    if record.val_end is None:
+        raise ForecastError(
+            f"{model_dir}: the model does not record where its validation rows end (saved by an earlier version of "
+            "forecast); pass --start with the first row or date to score"
+        )
+    if validation_rows:
+        end_row = min(end_row, record.val_end) if end else min(record.val_end, n_rows)
+        warning = (
+            f"warning: rows {record.train_rows} to {record.val_end} are the validation rows, which chose the linear "
+            "inputs, stopped training and decided the kept model; these scores flatter it"
+        )
+        return record.train_rows, end_row, warning
+    if end_row - record.val_end < horizon:
+        raise ForecastError(
+            f"{series.where}: no rows after the model's validation rows (they end at row {record.val_end}, "
+            f"{series.time[record.val_end - 1]}) to score {horizon} steps ahead; pass --start, or --validation-rows to "
+            "score the validation rows (their scores flatter the model)"
+        )
+    return record.val_end, end_row, None
+
+
+def check_ranges(collection, ranges, rows: dict[str, tuple[int, int]], lookback: int, horizon: int) -> list[str]:
+    """Notes naming the series without an origin to score; an error when no series has one."""
+    scored = {collection.series[span.series].id for span in ranges}
+    reasons = []
+    for series in collection.series:
+        if series.id not in scored:
+            first_row, end_row = rows[series.id]
+            reasons.append(
+                f"{series.where}: the range from row {first_row} to {end_row} holds no origin with {lookback} steps of "
+                f"history and {horizon} steps ahead; widen --start/--end"
+            )
+    if not ranges:
+        raise ForecastError(reasons[0])
+    return [f"left out: {reason}" for reason in reasons]

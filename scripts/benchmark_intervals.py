@@ -24,7 +24,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchmark_accuracy import CAMELS, CONFIG_A, CONFIG_B, ETTH1, TEST_A, TEST_B, trained  # noqa: E402
 
-from forecast.evaluation import evaluate, range_forecasts  # noqa: E402
+from forecast.evaluation import evaluate  # noqa: E402
+
+from forecast.backtest import range_forecasts  # noqa: E402
 from forecast.intervals import Calibration, fit, score_intervals  # noqa: E402
 
 INTERVAL = "80%"

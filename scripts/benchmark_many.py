@@ -110,7 +110,9 @@ def ensemble(arguments) -> None:
     parts do, named ensemble(NAME+NAME...)."""
     import numpy as np
 
-    from forecast.evaluation import nse, range_forecasts
+    from forecast.metrics import nse
+
+    from forecast.backtest import range_forecasts
 
     data, _ = prepared()
     names = arguments.names.split(",")

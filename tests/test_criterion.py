@@ -16,7 +16,7 @@ from forecast.criterion import (
     score_weights,
     series_score,
 )
-from forecast.evaluation import origin_errors, weighted_errors
+from forecast.metrics import origin_errors, weighted_errors
 from forecast.gate import judge, keep_the_better
 
 
@@ -83,12 +83,12 @@ def test_an_epoch_counts_as_better_only_by_more_than_min_delta():
 
 
 def test_early_stopping_restores_the_epoch_the_rule_keeps():
-    from forecast.training import _kept_epoch
+    from forecast.members import kept_epoch
 
     history = pd.DataFrame({"epoch": [1, 2, 3], "val_mse": [0.52, 0.50, 0.4999]})
-    assert _kept_epoch(history) == 3
-    assert _kept_epoch(history, None, 1e-3) == 2
-    assert _kept_epoch(history, 0.50, 1e-3) == 0
+    assert kept_epoch(history) == 3
+    assert kept_epoch(history, None, 1e-3) == 2
+    assert kept_epoch(history, 0.50, 1e-3) == 0
 
 
 def _many_series(near_constant_penalty: float, seed: int = 5):

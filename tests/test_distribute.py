@@ -80,7 +80,7 @@ tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfigur
 from forecast import backend
 from forecast.config import Config
 from forecast.features import Features
-from forecast.training import _training_data
+from forecast.members import training_data
 from forecast.sampler import OriginRange, StreamPlan
 from forecast.windowing import WindowBatcher
 
@@ -118,7 +118,7 @@ class Recorder(keras.Model):
 with strategy.scope():
     model = Recorder()
     model.compile(optimizer="sgd", loss={"prediction": MaskedMSE()}, run_eagerly=True)
-data = _training_data(batcher, plan, Config(target="y", distribute="mirrored"), 0)
+data = training_data(batcher, plan, Config(target="y", distribute="mirrored"), 0)
 model.fit(data, epochs=2, steps_per_epoch=plan.n_batches, shuffle=False, verbose=0)
 print(json.dumps({"expected": expected, "fed": [fed[0], fed[1]]}))
 """

@@ -18,8 +18,8 @@ from conftest import ETTH1, head_csv, randomised, run_forecast, train_until_kill
 keras = backend.keras()
 from forecast.ablation import without_correction, zeroed_lstm  # noqa: E402  (after the backend is pinned)
 from forecast.ensemble import combine, members_of  # noqa: E402
-from forecast.model import build_model, inference_copy, reset_states, stateful_layers  # noqa: E402
-from forecast.prediction import load_model_file  # noqa: E402
+from forecast.model import build_model, copy_model, has_network, reset_states, stateful_layers  # noqa: E402
+from forecast.runner import load_model_file  # noqa: E402
 
 CONFIG = Config(target="OT", lookback=24, horizon=6, batch_size=4, stream_chunks=3, units=8, head_units=8, epochs=2)
 FLAGS = ["--target", "OT", "--lookback", "48", "--horizon", "12", "--batch-size", "16", "--epochs", "3",
@@ -74,7 +74,7 @@ def test_each_members_state_carries_resets_and_copies_to_batch_one(setup):
     def states(model):
         return [keras.ops.convert_to_numpy(v) for layer in stateful_layers(model) for v in layer.states]
 
-    single = inference_copy(ensemble)
+    single = copy_model(ensemble, batch_size=1)
     assert [tuple(tensor.shape)[0] for tensor in single.inputs] == [1, 1, 1]
     for origin in (100, 124, 148):  # one stream, three chunks: the state carries from each to the next
         batch_out = predict(ensemble, batcher, [origin, origin + 1, origin + 2, origin + 3])[0]
@@ -101,12 +101,12 @@ def test_the_ablations_reach_every_member(setup):
 
 
 def test_a_network_that_never_beat_its_linear_start_kept_epoch_zero():
-    from forecast.training import _kept_epoch
+    from forecast.members import kept_epoch
 
     history = pd.DataFrame({"epoch": [1, 2, 3], "val_mse": [0.52, 0.50, 0.51]})
-    assert _kept_epoch(history) == 2
-    assert _kept_epoch(history, 0.55) == 2
-    assert _kept_epoch(history, 0.50) == 0  # early stopping needs a strictly lower score
+    assert kept_epoch(history) == 2
+    assert kept_epoch(history, 0.55) == 2
+    assert kept_epoch(history, 0.50) == 0  # early stopping needs a strictly lower score
 
 
 @pytest.mark.slow
@@ -155,17 +155,24 @@ def test_an_ensemble_predicts_evaluates_and_continues_each_network_in_a_warm_run
     shown = run_forecast("evaluate", ett_small, "--model", "ens", "--store", tmp_path, "--validation-rows",
                          "--output-dir", tmp_path / "scores").stdout
     forecasters = set(pd.read_csv(tmp_path / "scores" / "ens_series.csv")["forecaster"])
-    if metrics["kept_linear_start"]:  # the ensemble is its linear start: nothing to ablate, and evaluate says so
+    linear = metrics["kept_linear_start"]
+    saved = load_model_file(tmp_path / "ens" / "current" / "model.keras")
+    if linear:  # the ensemble is its linear start, saved without the networks: nothing to ablate, and both say so
+        assert not has_network(saved) and len(stateful_layers(saved)) == 0
         assert "the model is its linear start" in shown and not {"state_reset", "lstm_zeroed"} & forecasters
+        assert "no LSTM runs" in run_forecast("predict", ett_small, "--model", "ens", "--store", tmp_path).stderr
     else:  # every member's LSTM zeroed, every member's head (tests/test_ensemble.py checks the values)
+        assert len(members_of(saved)) == 2
         assert {"model", "state_reset", "lstm_zeroed", "linear_only"} <= forecasters
 
     warm = run_forecast("train", ett_small, *FLAGS, "--epochs", "4", "--initial-epoch", "3", "--model-dir", "ens",
                         "--store", tmp_path)
-    assert warm.stderr.count("continuing from the weights of") == 2
-    refused = run_forecast("train", ett_small, *FLAGS[:-2], "--epochs", "5", "--initial-epoch", "4", "--model-dir",
-                           "ens", "--store", tmp_path, check=False)
-    assert refused.returncode == 1
-    assert "averages 2 networks, and this configuration trains 1 (set members = 2 to continue it)" in refused.stderr
-    assert "Traceback" not in refused.stderr
+    # Each network continues its own weights, or from a linear start, its linear terms with the network afresh.
+    assert warm.stderr.count("continuing from the linear start of" if linear else "continuing from the weights of") == 2
+    if has_network(load_model_file(tmp_path / "ens" / "current" / "model.keras")):
+        refused = run_forecast("train", ett_small, *FLAGS[:-2], "--epochs", "5", "--initial-epoch", "4", "--model-dir",
+                               "ens", "--store", tmp_path, check=False)
+        assert refused.returncode == 1
+        assert "averages 2 networks, and this configuration trains 1 (set members = 2 to continue it)" in refused.stderr
+        assert "Traceback" not in refused.stderr
     assert not (tmp_path / "ens" / ".staging").exists()

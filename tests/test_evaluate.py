@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 
 from forecast.config import Config
-from forecast.evaluation import choose_season, nse, repeat_forecast, seasonal_naive_forecast, weighted_errors
+from forecast.baselines import choose_season, repeat_forecast, seasonal_naive_forecast
+from forecast.metrics import nse, weighted_errors
 
 from conftest import ETTH1, assert_png, run_forecast, synthetic_lines
 from saved_models import untrained_model
@@ -147,7 +148,8 @@ def test_evaluate_names_the_season_and_skips_steps_before_the_first_row(tmp_path
 
 
 def test_a_season_that_errs_more_than_repeat_on_the_training_rows_is_left_out(tmp_path, ett_600):
-    from forecast.evaluation import _training_error, evaluate
+    from forecast.baselines import _training_error
+    from forecast.evaluation import evaluate
 
     day = pd.Timedelta(days=1)
     river = 5 + np.cumsum(np.random.default_rng(1).normal(size=800)) * 0.1  # persistent: last week is a worse guess
@@ -194,7 +196,7 @@ def test_forecasts_are_clipped_to_the_bounds_in_predict_and_evaluate(tmp_path, e
 
 def test_a_target_never_negative_in_training_is_bounded_at_zero():
     from forecast.errors import ForecastError
-    from forecast.training import detect_bounds
+    from forecast.training_data import detect_bounds
 
     lines = []
     config = Config(target="flow")

@@ -152,7 +152,7 @@ def test_evaluate_scores_the_intervals_next_to_the_naive_interval(tmp_path, ett_
 
 
 def test_predict_draws_the_interval_evaluate_scores_at_the_same_origin(tmp_path, ett_600):
-    from forecast.evaluation import range_forecasts
+    from forecast.backtest import range_forecasts
     from forecast.prediction import forecast_from
 
     model = calibrated_model(ett_600, SMALL, tmp_path / "m")

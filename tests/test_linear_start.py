@@ -92,7 +92,7 @@ def test_covariates_enter_the_linear_start_only_when_they_clearly_help(tmp_path)
 
 def test_with_gaps_the_linear_start_scores_the_origins_and_steps_training_validates_on(tmp_path):
     """One definition of a scored origin: its validation MSE is the one the end of training computes for the start."""
-    from forecast.evaluation import weighted_errors
+    from forecast.metrics import weighted_errors
     from forecast.model import predict_batches, stacked_batches
     from forecast.sampler import StreamPlan
     from forecast.windowing import materialise

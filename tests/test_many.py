@@ -207,7 +207,7 @@ def test_retrain_takes_a_grown_long_file_and_refuses_a_rewritten_series(tmp_path
 
 def test_naive_weights_count_each_series_against_its_own_repeat_error(uneven):
     from forecast.split import Split
-    from forecast.training import TrainingData, naive_weights
+    from forecast.training_data import TrainingData, naive_weights
 
     lookback, horizon = 20, 3
     collection, features, _ = stacked(uneven[0], lookback, horizon)
@@ -237,8 +237,8 @@ def stacked_one(path):
 def test_evaluate_exports_every_forecast_it_scored_and_its_nse_is_the_table_s(tmp_path, trained, suffix):
     path, store = trained
     exported = tmp_path / f"backtest{suffix}"
-    cli("evaluate", path, "--model", "basins", "--store", store, "--start", "2002-01-01", "--output-dir", tmp_path,
-        "--forecasts", exported)
+    shown = cli("evaluate", path, "--model", "basins", "--store", store, "--start", "2002-01-01", "--output-dir",
+                tmp_path, "--forecasts", exported)
     table = pd.read_parquet(exported) if suffix == ".parquet" else pd.read_csv(exported, dtype={"series": str})
     assert list(table.columns[:6]) == ["series", "origin", "step", "target_time", "truth", "forecast"]
     assert {"QObs_q0.1", "QObs_q0.9", "repeat"} <= set(table.columns)
@@ -252,6 +252,12 @@ def test_evaluate_exports_every_forecast_it_scored_and_its_nse_is_the_table_s(tm
             truth, forecast = scored.truth.to_numpy(), scored.forecast.to_numpy()
             nse = 1 - ((forecast - truth) ** 2).sum() / ((truth - truth.mean()) ** 2).sum()
             assert nse == pytest.approx(model.loc[series, column], abs=1e-9)
+        # Each series' interval coverage, from the exported bounds.
+        observed = rows[rows.truth.notna()]
+        inside = (observed.truth >= observed["QObs_q0.1"]) & (observed.truth <= observed["QObs_q0.9"])
+        assert inside.mean() == pytest.approx(model.loc[series, "coverage_80%"], abs=1e-9)
+    coverage = model["coverage_80%"]
+    assert f"model 80% per series: coverage median {coverage.median():.3f}" in shown
 
 
 def test_info_repeats_the_gate_and_the_series_that_argued_for_each_side(trained):
@@ -270,7 +276,7 @@ def test_info_repeats_the_gate_and_the_series_that_argued_for_each_side(trained)
 def test_nothing_after_the_origin_changes_the_forecast_of_a_trained_or_an_unseen_series(tmp_path, trained, change):
     """The origin contract for predict's path (plot, from any origin) and evaluate's: every row after origin + H of
     the series changed, the forecast and its interval at the origin stay bit for bit; and both paths agree."""
-    from forecast.evaluation import range_forecasts
+    from forecast.backtest import range_forecasts
     from forecast.prediction import forecast_from
 
     path, store = trained

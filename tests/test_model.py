@@ -17,7 +17,7 @@ from forecast.model import (  # noqa: E402  (after the backend is pinned)
     StateResetter,
     build_model,
     compile_model,
-    inference_copy,
+    copy_model,
     input_names,
     reset_states,
     stateful_layers,
@@ -138,7 +138,7 @@ def test_batch_one_copy_matches_the_trained_model_for_the_same_state(setup, deco
         (batcher.batch(origins[i], scored[i]) for i in range(len(origins))), steps_per_epoch=len(origins),
         callbacks=[StateResetter(3)], shuffle=False, verbose=0,
     )
-    single = inference_copy(model)
+    single = copy_model(model, batch_size=1)
     reset_states(model)
     reset_states(single)
     stream = [100, 124, 148]
@@ -206,16 +206,16 @@ def test_states_are_reset_at_epoch_start_stream_groups_and_before_validation(set
 def test_continuing_from_weights_that_do_not_fit_is_refused(setup, tmp_path):
     from forecast.errors import IncompatibleWeights
     from forecast.store import MODEL_FILE
-    from forecast.training import _load_start, _start_members
+    from forecast.members import load_start, start_members
 
     _, layout, _ = setup
     build_model(CONFIG.replace(units=4), layout, batch_size=4).save(tmp_path / MODEL_FILE)
     model = build_model(CONFIG, layout, batch_size=4)
-    (start,) = _start_members(tmp_path, 1)
+    (start,) = start_members(tmp_path, 1)
     with pytest.raises(IncompatibleWeights, match="do not fit the network"):
-        _load_start(model, start, tmp_path, CONFIG, log=lambda message: None)
+        load_start(model, start, tmp_path, CONFIG, log=lambda message: None)
     with pytest.raises(IncompatibleWeights, match="its model is one network, and this configuration trains 2"):
-        _start_members(tmp_path, 2)
+        start_members(tmp_path, 2)
 
 
 def test_multi_scale_means_average_each_channel_over_the_last_rows():
@@ -231,7 +231,7 @@ def test_multi_scale_means_average_each_channel_over_the_last_rows():
 
 def test_the_epoch_logs_carry_one_validation_number(setup, tmp_path):
     from forecast.checkpoint import ResumeState
-    from forecast.training import _callbacks
+    from forecast.members import training_callbacks
 
     _, layout, batcher = setup
     model = build_model(CONFIG, layout, batch_size=4)
@@ -245,7 +245,7 @@ def test_the_epoch_logs_carry_one_validation_number(setup, tmp_path):
             seen.append(set(logs))
 
     state = ResumeState()
-    callbacks = _callbacks(keras, CONFIG.replace(checkpoints=False), tmp_path, 3, state, resumed=False)
+    callbacks = training_callbacks(keras, CONFIG.replace(checkpoints=False), tmp_path, 3, state, resumed=False)
     origins, scored = train_plan.batches(0)
     model.fit(
         (batcher.batch(origins[i], scored[i]) for i in range(len(origins))), steps_per_epoch=len(origins),
@@ -298,7 +298,7 @@ def test_batches_without_a_scored_step_leave_the_weights_unchanged(setup):
 
 def test_early_stopping_compares_with_the_linear_start():
     from forecast.checkpoint import ResumableEarlyStopping, ResumeState
-    from forecast.training import _callbacks
+    from forecast.members import training_callbacks
 
     class Weights:
         """What early stopping needs of a model: weights that change each epoch, and the stop flag."""
@@ -314,7 +314,7 @@ def test_early_stopping_compares_with_the_linear_start():
 
     start = [np.full(1, -1.0)]
     state = ResumeState(linear_start={"val_mse": 0.5})
-    callbacks = _callbacks(keras, CONFIG.replace(patience=2, checkpoints=False), None, 3, state, False, start)
+    callbacks = training_callbacks(keras, CONFIG.replace(patience=2, checkpoints=False), None, 3, state, False, start)
     stopping = next(callback for callback in callbacks if isinstance(callback, ResumableEarlyStopping))
     model = Weights()
     stopping.set_model(model)

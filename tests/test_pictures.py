@@ -35,7 +35,7 @@ def camels_file(path, unobserved: int):
 
 def random_model(csv, config, root):
     """An untrained model directory whose network has random weights, so every input (the sim too) moves it."""
-    from forecast.prediction import load_model_file
+    from forecast.runner import load_model_file
 
     untrained_model(csv, config, root, train_rows=200, val_end=350)
     randomised(load_model_file(root / "model.keras")).save(root / "model.keras")

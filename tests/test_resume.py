@@ -13,7 +13,7 @@ FLAGS = ["--target", "OT", "--lookback", "48", "--horizon", "12", "--batch-size"
 
 
 def weights(model_dir):
-    from forecast.prediction import load_model_file
+    from forecast.runner import load_model_file
 
     return load_model_file(model_dir / "current" / "model.keras").get_weights()
 

@@ -1,6 +1,6 @@
 """A state that carries: on a series whose next values depend on an input more than 2·T steps back, the stateful model
-with lookback T learns what its stateless twin cannot, and the state carries alike in training, in evaluation and in
-the batch-1 copy that `predict` uses."""
+with lookback T learns what its stateless twin cannot, and the state carries alike in training, in evaluation and at
+any batch size the runner is given."""
 
 import numpy as np
 import pandas as pd
@@ -62,13 +62,12 @@ def test_the_stateful_model_learns_what_lies_beyond_its_window_and_its_stateless
     assert "state_reset" not in stateless.summary
 
 
-def test_the_batch_one_prediction_copy_carries_the_state_as_evaluation_does(trained):
-    from forecast.ablation import rolling_forecasts
+def test_the_runner_carries_the_state_alike_at_any_batch_size(trained):
     from forecast.data import load_series
     from forecast.features import build_features
-    from forecast.model import inference_copy
-    from forecast.prediction import load_model_file, rolling_forecast
-    from forecast.sampler import OriginRange
+    from forecast.model import copy_model, reset_states
+    from forecast.runner import forecasts_at, load_model_file
+    from forecast.sampler import OriginRange, rolling_streams
     from forecast.store import read_saved, with_network
     from forecast.windowing import WindowBatcher
 
@@ -80,6 +79,42 @@ def test_the_batch_one_prediction_copy_carries_the_state_as_evaluation_does(trai
     batcher = WindowBatcher(features, config.lookback, config.horizon)
     # Two origins near the start, with fewer chunks of history than a stream warms up over, and three later ones.
     ranges = tuple(OriginRange(0, origin, origin, config.lookback - 1) for origin in (30, 70, 5000, 5333, 5800))
-    evaluated = rolling_forecasts(saved.model, batcher, ranges, config.chunks_per_stream, config.batch_size)
-    predicted = rolling_forecast(inference_copy(saved.model), batcher, ranges, config.chunks_per_stream)
+    evaluated = forecasts_at(saved.model, batcher, ranges, config.chunks_per_stream)
+    single = copy_model(saved.model, batch_size=1)
+    np.testing.assert_allclose(forecasts_at(single, batcher, ranges, config.chunks_per_stream), evaluated, atol=1e-5)
+    # The reference: one stream per origin walked by hand, its state reset first and carried chunk to chunk.
+    streams, _ = rolling_streams(ranges, config.lookback, config.chunks_per_stream)
+    predicted = []
+    for stream in streams:
+        reset_states(single)
+        for origin in stream:
+            output = single(batcher.inputs(np.array([origin])), training=False)
+        predicted.append(np.asarray(output["prediction"])[0])
+    predicted = np.array(predicted)
     np.testing.assert_allclose(predicted, evaluated, atol=1e-5)
+
+
+def test_the_gate_and_the_interval_calibration_judge_the_forecasts_predict_makes(trained):
+    """metrics.json's validation scores (the gate's evidence) and the saved interval calibration come from the
+    forecasts predict and evaluate make at the validation origins, each warmed up over the chunks before it, not from
+    the validation streams Keras walks for early stopping, whose first chunk starts from a reset state."""
+    from forecast.backtest import range_forecasts
+    from forecast.intervals import calibrate, candidate_spans
+    from forecast.store import read_metrics, read_saved
+
+    path, models = trained
+    model_dir = models[True]
+    metrics, saved = read_metrics(model_dir), read_saved(model_dir)
+    evaluation = evaluate(path, model_dir, validation_rows=True)
+    assert abs(evaluation.summary["model"]["mse"] - metrics["validation"]["model"]["mse"]) < 1e-6
+    assert evaluation.summary["state_reset"]["mse"] > 2 * evaluation.summary["model"]["mse"]  # the warm-up matters
+    ranged = range_forecasts(path, model_dir, validation_rows=True, ablation=False, intervals=False)
+    config = saved.config
+    calibration = calibrate(ranged.models["model"], ranged.target, ranged.weight, ranged.features.history[:, 0],
+                            ranged.ends, config.quantiles, candidate_spans(config.lookback, config.horizon),
+                            ranged.series_index)
+    assert (calibration.method, calibration.span, calibration.origins) == (saved.intervals.method,
+                                                                          saved.intervals.span, saved.intervals.origins)
+    np.testing.assert_allclose(calibration.offsets, saved.intervals.offsets, atol=1e-6)
+    # Keras' epoch-end validation, over streams that start cold, scored the same origins worse than predict does.
+    assert metrics["best_val_mse"] > metrics["validation"]["model"]["mse"] + 1e-4

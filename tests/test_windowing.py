@@ -113,7 +113,7 @@ def test_targets_refuse_origins_without_a_whole_horizon():
 def test_both_pipelines_feed_the_same_batches_epoch_by_epoch():
     """One seed, one run: epoch k trains on the plan's layout k whichever pipeline serves it."""
     from forecast import backend
-    from forecast.training import _training_data
+    from forecast.members import training_data
 
     keras = backend.keras()
 
@@ -138,7 +138,7 @@ def test_both_pipelines_feed_the_same_batches_epoch_by_epoch():
         model = Recorder()
         model.compile(optimizer="sgd", run_eagerly=True)
         config = Config(target="y", data_pipeline=pipeline, workers=workers)
-        model.fit(_training_data(batcher, plan, config, 0), epochs=2, steps_per_epoch=plan.n_batches,
+        model.fit(training_data(batcher, plan, config, 0), epochs=2, steps_per_epoch=plan.n_batches,
                   shuffle=False, verbose=0)
         assert len(model.fed) == 2 * plan.n_batches, pipeline
         for index, ((target, weight), (want_y, want_weight)) in enumerate(zip(model.fed, expected)):

@@ -1,0 +1,152 @@
+"""What a run keeps, judged as predict will run it: the trained network or the weights it started from, and the kept
+model's validation metrics and interval calibration.
+
+Every number here comes from the forecasts predict would make at the validation origins (`runner.forecasts_at`: each
+origin's state warmed up over the chunks before it, clipped to the target's bounds), not from the validation streams
+Keras walks each epoch for early stopping, where the first chunk of a stream starts from a reset state. Both are
+judged by the run's one score (`criterion.score_weights`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from forecast.baselines import repeat_forecast
+from forecast.criterion import score_weights
+from forecast.gate import Verdict, keep_the_better
+from forecast.metrics import nse_over_series, weighted_errors
+from forecast.runner import forecasts_at
+from forecast.sampler import OriginRange
+from forecast.scaling import bounded_z
+from forecast.store import read_metrics
+from forecast.windowing import WindowBatcher
+
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class ValidationOrigins:
+    """Every validation origin of a run, range after range (`origins` (n,), rows of the feature arrays; `series` (n,)
+    each one's series index), with its z-scored targets (n, H, gaps 0), their weights (n, H: 1 where observed) and
+    the run's score weights (n, H); `stats` (n_series, 2) are each series' target mean and spread (its units), which
+    clip forecasts to the bounds [`target_min`, `target_max`] (None: none) and turn z-scores back into units."""
+
+    batcher: WindowBatcher
+    ranges: tuple[OriginRange, ...]
+    chunks: int
+    stats: np.ndarray
+    target_min: float | None
+    target_max: float | None
+    origins: np.ndarray
+    series: np.ndarray
+    target: np.ndarray
+    weight: np.ndarray
+    score_weights: np.ndarray
+
+    @classmethod
+    def of(cls, batcher: WindowBatcher, ranges: tuple[OriginRange, ...], chunks: int, stats: np.ndarray,
+           target_min: float | None, target_max: float | None) -> ValidationOrigins:
+        origins = (np.concatenate([np.arange(span.first, span.last + 1) for span in ranges]) if ranges
+                   else np.empty(0, dtype=np.int64))
+        series = batcher.features.series_of(origins)
+        target, weight = batcher.targets(origins, np.ones(len(origins), dtype=bool))
+        return cls(batcher, ranges, chunks, stats, target_min, target_max, origins, series, target, weight,
+                   score_weights(series, target, weight))
+
+    def forecasts(self, model) -> np.ndarray:
+        """The forecasts (n, H, z-units) predict would make with `model` at every validation origin, clipped."""
+        return bounded_z(forecasts_at(model, self.batcher, self.ranges, self.chunks).astype("float64"),
+                         self.stats[self.series], self.target_min, self.target_max)
+
+    def in_units(self, values: np.ndarray) -> np.ndarray:
+        """`values` (n, H), z-scored by each origin's series, in the target's units."""
+        stats = self.stats[self.series]
+        return values * stats[:, 1:] + stats[:, :1]
+
+
+def keep_and_score(model, validation: ValidationOrigins, start_weights: list | None, start_label: str,
+                   series_ids: tuple[str, ...], horizon: int, log: Log) -> tuple[np.ndarray, bool, Verdict | None]:
+    """Keeps the trained `model` or the weights it started from (`gate.keep_the_better`; None: there is no start, the
+    network is kept), judged on the validation forecasts; returns the kept model's validation forecast (n, H, z-units,
+    clipped), whether the start was kept, and the verdict (None without a start)."""
+    forecast = validation.forecasts(model)
+    if start_weights is None:
+        return forecast, False, None
+    return keep_the_better(model, start_weights, forecast, validation.forecasts, validation.target,
+                           validation.score_weights, validation.origins, validation.series, series_ids, horizon, log,
+                           start_label)
+
+
+def validation_metrics(forecast: np.ndarray, validation: ValidationOrigins, n_series: int) -> dict:
+    """Validation errors (pooled over series) of the kept model's `forecast` (n, H, z-units) and of Repeat on the same
+    steps, z-scored and in the target's own units; with many series, the median and mean NSE over series."""
+    target, weight, origins = validation.target, validation.weight, validation.origins
+    repeat = repeat_forecast(validation.batcher.last_values(origins), target.shape[1])
+    truth = validation.in_units(target)
+    scores = {}
+    for name, values in (("model", forecast), ("repeat", repeat)):
+        scaled = weighted_errors(values, target, weight)
+        original = weighted_errors(validation.in_units(values), truth, weight)
+        scores[name] = {"mse": scaled["mse"], "mae": scaled["mae"], "mae_original": original["mae"],
+                        "rmse_original": math.sqrt(original["mse"])}
+        if n_series > 1:
+            scores[name]["nse_over_series"] = nse_over_series(values, target, weight, validation.series)
+    return {"validation": scores, "origins": int(np.count_nonzero(weight.any(axis=1)))}
+
+
+def interval_calibration(forecast: np.ndarray, validation: ValidationOrigins, quantiles: tuple[float, ...],
+                         lookback: int, horizon: int, log: Log):
+    """The interval calibration (`intervals.Calibration`) of the kept model's validation forecasts (n, H, z-units,
+    clipped), or None where no quantile is asked for or no validation target is observed."""
+    from forecast.intervals import calibrate, candidate_spans
+
+    if not quantiles:
+        return None
+    if not validation.weight.any():
+        log("no observed target in the validation rows: no forecast intervals to calibrate; point forecasts only")
+        return None
+    calibration = calibrate(forecast, validation.target, validation.weight, validation.batcher.features.history[:, 0],
+                            validation.origins, quantiles, candidate_spans(lookback, horizon), validation.series)
+    log(calibration.describe())
+    return calibration
+
+
+def model_kind(linear_start: dict | None, kept_start: bool, verdict, start_from: Path | None, members: int) -> str:
+    """What was saved, in words: the linear start alone, or the linear terms with the LSTM's correction (whose t is
+    against the linear start, or in a warm run against the weights of the version it continued), averaged over
+    `members` networks."""
+    if kept_start and start_from is not None:
+        return read_metrics(start_from).get("model_kind", "as the version it continued")
+    if kept_start and linear_start:
+        inputs = ["lags" if linear_start["history"] == "lags" else "multi-scale means"]
+        inputs += ["covariates"] * bool(linear_start["covariates"]) + ["calendar"] * bool(linear_start["calendar"])
+        inputs += ["attributes"] * bool(linear_start.get("attributes"))
+        return f"linear (ridge on {', '.join(inputs)})"
+    correction = "LSTM correction" if members == 1 else f"the mean LSTM correction of {members} networks"
+    if verdict is None:
+        return f"linear terms and {correction} trained together (no linear start)"
+    against = f"version {start_from.name}" if start_from is not None else "its linear start"
+    return f"linear + {correction} (t = {verdict.t:.1f} over {verdict.blocks} blocks against {against})"
+
+
+def linear_start_kept(metrics: dict) -> bool:
+    """Whether a version's metrics say it is a linear start: the gate kept it at training, or a warm retrain kept the
+    weights of a version that was one (and took its kind)."""
+    if metrics.get("kept_linear_start") is True:
+        return True
+    return metrics.get("kept_start_weights") is True and str(metrics.get("model_kind", "")).startswith("linear (")
+
+
+def model_to_save(model, metrics: dict):
+    """The model a version saves, given its `metrics` (`validation_metrics` with the gate's entries): the kept one,
+    or for a kept linear start its linear terms alone (`model.linear_part`, of the first network: an ensemble's share
+    one ridge fit), so that predict and evaluate run no LSTM whose correction is 0."""
+    from forecast.ensemble import members_of
+    from forecast.model import linear_part
+
+    return linear_part(members_of(model)[0]) if linear_start_kept(metrics) else model
