@@ -170,6 +170,10 @@ def train(
     attribute_terms: Annotated[Optional[bool], typer.Option("--attribute-terms/--no-attribute-terms", help="Linear terms times each series' attributes, so each series gets its own coefficients (off by default).")] = None,
     decoder: Annotated[Optional[bool], typer.Option("--decoder/--no-decoder", help="The correction from an LSTM that walks the horizon's sim, started from the history LSTM's state (instead of a dense head).")] = None,
     quantiles: Annotated[Optional[str], typer.Option(help="Quantile levels of the forecast intervals, e.g. 0.1,0.5,0.9 (default 0.1,0.9; 'none' for none).")] = None,
+    executor: Annotated[Optional[str], typer.Option(help="Where the networks train: local (this process, one after the other) or ray (one Ray task each).")] = None,
+    ray_address: Annotated[Optional[str], typer.Option(help="With --executor ray: empty starts Ray on this machine; auto or HOST:PORT joins a running cluster.")] = None,
+    cpus_per_task: Annotated[Optional[int], typer.Option(help="CPUs each network's Ray task takes (TensorFlow's threads in it).")] = None,
+    gpus_per_task: Annotated[Optional[float], typer.Option(help="GPUs each network's Ray task takes (1: one network per GPU).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from its last checkpoint.")] = False,
     log_file: Annotated[Optional[Path], typer.Option("--log", help="Also append timestamped log lines to this file.")] = None,
     model_dir: Annotated[Optional[str], typer.Option(help="Model name or directory (default: the data file's name).")] = None,
@@ -201,7 +205,8 @@ def train(
             static=str(static) if static else None, holdout_series=_series_ids(holdout_series, "--holdout-series"),
             scaling=scaling,
             series_weight=series_weight, attribute_terms=attribute_terms, decoder=decoder,
-            quantiles=_levels(quantiles),
+            quantiles=_levels(quantiles), executor=executor, ray_address=ray_address, cpus_per_task=cpus_per_task,
+            gpus_per_task=gpus_per_task,
         )
         # The lock is taken before TensorFlow loads, so that a second run stops at once; a model not yet in the
         # store gets its directory only once the data has passed its checks.

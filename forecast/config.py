@@ -79,11 +79,15 @@ class Config:
     use_multiprocessing: bool = False
     max_queue_size: int = 10
     distribute: str = "none"
+    executor: str = "local"  # where the networks train: "local" (this process, one after the other) or "ray" (tasks)
+    ray_address: str = ""  # with executor = "ray": "" starts Ray on this machine; "auto" or "HOST:PORT" joins a cluster
+    cpus_per_task: int = 1  # CPUs Ray reserves for each network's task, and TensorFlow's threads in it
+    gpus_per_task: float = 0.0  # GPUs Ray reserves for each network's task (1: one network per GPU)
 
     def __post_init__(self) -> None:
         _check_types(self)
         positive = ("lookback", "horizon", "batch_size", "stream_chunks", "units", "head_units", "epochs", "keep_versions",
-                    "workers", "max_queue_size", "members")
+                    "workers", "max_queue_size", "members", "cpus_per_task")
         for name in positive:
             if getattr(self, name) < 1:
                 raise ForecastError(f"config: {name} must be at least 1, got {getattr(self, name)}")
@@ -138,6 +142,10 @@ class Config:
                 "config: distribute = \"mirrored\" needs data_pipeline = \"pydataset\" with workers = 1 and "
                 "use_multiprocessing = false (otherwise batches are lost before the first epoch)"
             )
+        if self.executor not in ("local", "ray"):
+            raise ForecastError(f"config: executor must be 'local' or 'ray', got {self.executor!r}")
+        if not (math.isfinite(self.gpus_per_task) and self.gpus_per_task >= 0):
+            raise ForecastError(f"config: gpus_per_task must be at least 0, got {self.gpus_per_task}")
         if self.initial_epoch < 0 or self.initial_epoch >= self.epochs:
             raise ForecastError(
                 f"config: initial_epoch ({self.initial_epoch}) must be at least 0 and below epochs ({self.epochs})"

@@ -80,7 +80,7 @@ class Verdict:
 def judge(start_forecast: np.ndarray, trained_forecast: np.ndarray, target: np.ndarray, weights: np.ndarray,
           origins: np.ndarray, series: np.ndarray, series_ids: tuple[str, ...], horizon: int) -> Verdict:
     """The verdict on validation forecasts (n, H, z-units) of the start and of the trained network against `target`
-    (n, H), under the score's step weights `weights` (n, H; `criterion.score_weights`, 0 at padding); `origins` (n,) the
+    (n, H), under the score's step weights `weights` (n, H; `criterion.score_weights`); `origins` (n,) the
     origins' rows (blocks of the paired test run over consecutive origins), `series` (n,) each origin's series index
     into `series_ids`."""
     start_losses = origin_losses(start_forecast, target, weights)

@@ -20,7 +20,8 @@ next instead of keeping the validation months' (the errors themselves: see forec
 known, the saved offsets serve.
 
 Shapes: n origins, H horizon steps, Q quantile levels. Forecasts, truths and offsets are z-scored (the model's scaler)
-unless a function says otherwise; `history` is the z-scored target at every row of the series, gaps carried forward.
+unless a function says otherwise; `history` (n_rows,) is the z-scored target at every row of the feature arrays, gaps
+carried forward, and origins are rows of it (`Features.starts`, as in forecast.sampler).
 """
 
 from __future__ import annotations
@@ -42,36 +43,38 @@ METHODS = ("plain", "recent")
 
 
 def recent_change(history: np.ndarray, origins: np.ndarray, span: int) -> np.ndarray:
-    """Mean absolute one-step change of `history` (n_rows,) over the `span` rows up to each origin, (n,), z-units per
-    step; fewer rows where the series starts later."""
+    """Mean absolute one-step change (n,) of `history` (n_rows,) over the `span` rows up to each of `origins` (n,),
+    z-units per step; fewer where the array starts less than `span` rows before the origin (an origin with a whole
+    window and `span` below the lookback reads only its own series)."""
     change = np.concatenate([[0.0], np.cumsum(np.abs(np.diff(history.astype("float64"))))])
     first = np.maximum(origins - span, 0)
     return (change[origins] - change[first]) / np.maximum(origins - first, 1)
 
 
 def candidate_spans(lookback: int, horizon: int) -> tuple[int, ...]:
-    """Rows of history the recent scale may read: a horizon's worth (at least 8, for a steadier estimate at small H)
-    and four times that, within the window."""
+    """The spans (rows of history, ascending, distinct) the recent scale may read: `horizon` rows (at least 8, for a
+    steadier estimate at small H) and four times that, each capped at `lookback` - 1 so it stays within the window."""
     short = max(horizon, 8)
     return tuple(sorted({max(1, min(lookback - 1, span)) for span in (short, 4 * short)}))
 
 
 def conformal_rank(m: int, level: float) -> int:
-    """The 0-based position in m sorted scores of their split-conformal quantile at `level`: the ceil((m + 1) q)-th
-    smallest for an upper level, the floor((m + 1) q)-th for a lower one (each clamped to the sample), so that coverage
-    holds in finite samples."""
+    """The 0-based position in `m` sorted scores of their split-conformal quantile at `level` (q, in (0, 1)): the
+    ceil((m + 1) q)-th smallest for an upper level (q >= 0.5), the floor((m + 1) q)-th for a lower one (each clamped to
+    the sample), so that coverage holds in finite samples."""
     rank = math.ceil((m + 1) * level) if level >= 0.5 else math.floor((m + 1) * level)
     return min(max(rank, 1), m) - 1
 
 
 def conformal_quantile(scores: np.ndarray, level: float) -> float:
-    """The split-conformal quantile of `scores` (m,) at `level` (see `conformal_rank`)."""
+    """The split-conformal quantile of `scores` (m,) at `level` (see `conformal_rank`), in the units of `scores`."""
     return float(np.sort(scores)[conformal_rank(len(scores), level)])
 
 
 def step_offsets(residuals: np.ndarray, weight: np.ndarray, quantiles: tuple[float, ...]) -> np.ndarray:
-    """Offsets (Q, H): the conformal quantile of each step's scored residuals (n, H); ascending along Q, so that
-    bounds built from them never cross. A step without a scored residual gets the pooled residuals of all steps."""
+    """Offsets (Q, H), in the units of `residuals`: the conformal quantile at each of `quantiles` (Q,) of each step's
+    `residuals` (n, H) scored where `weight` (n, H) > 0; ascending along Q, so that bounds built from them never cross.
+    A step without a scored residual gets the pooled scored residuals of all steps."""
     scored = weight > 0
     if not scored.any():
         raise ValueError("no scored residual to calibrate on")
@@ -83,8 +86,8 @@ def step_offsets(residuals: np.ndarray, weight: np.ndarray, quantiles: tuple[flo
 
 
 def pinball_loss(bounds: np.ndarray, truth: np.ndarray, weight: np.ndarray, quantiles: tuple[float, ...]) -> float:
-    """Mean pinball (quantile) loss of `bounds` (n, Q, H) for `truth` (n, H) over the scored steps and all levels,
-    in the units of its inputs."""
+    """Mean pinball (quantile) loss of `bounds` (n, Q, H) at levels `quantiles` (Q,) for `truth` (n, H) over the steps
+    with `weight` (n, H) > 0 and all levels, in the units of its inputs; NaN when no step is scored."""
     levels = np.asarray(quantiles)[None, :, None]
     error = truth[:, None, :] - bounds
     loss = np.maximum(levels * error, (levels - 1.0) * error)
@@ -96,11 +99,13 @@ def pinball_loss(bounds: np.ndarray, truth: np.ndarray, weight: np.ndarray, quan
 class Calibration:
     """How a model's intervals are drawn around its point forecasts.
 
-    `offsets` (Q, H) and `naive` (Q, H) are z-units per unit of scale (plain: scale 1); `floor` (z-units per step) keeps
-    the recent scale of a flat window above 0; `checked` holds each method's mean pinball loss (z-units) on the second
-    half of the validation origins when calibrated on the first; `origins` is how many calibrated the saved offsets;
-    `window` is how many of a series' latest known errors each forecast is calibrated on (0: the saved offsets only,
-    as in files written before the calibration slid).
+    `quantiles` (Q,) are the ascending levels, in (0, 1); `method` is one of METHODS, and `span` the rows of history
+    the recent scale reads. `offsets` (Q, H) are z-units per unit of scale (plain: scale 1); `naive` (Q, H) are the
+    quantiles of Repeat's validation errors, in z-units (never scaled); `floor` (z-units per step) keeps the recent
+    scale of a flat window above 0; `checked` holds each candidate's mean pinball loss (z-units) on the second half of
+    the validation origins when calibrated on the first; `origins` is how many calibrated the saved offsets; `window`
+    is how many of a series' latest known errors each forecast is calibrated on (0: the saved offsets only, as in files
+    written before the calibration slid).
     """
 
     quantiles: tuple[float, ...]
@@ -133,18 +138,21 @@ class Calibration:
 
     @property
     def horizon(self) -> int:
+        """H, the steps the offsets cover."""
         return self.offsets.shape[1]
 
     def scale(self, history: np.ndarray, origins: np.ndarray) -> np.ndarray:
-        """The scale (n,) of each origin's window, in z-units: 1 for plain."""
+        """The scale (n,) of the forecast at each of `origins` (n,), rows of `history` (n_rows,): 1 for plain; for
+        recent, `recent_change` over the last `span` rows in quadrature with `floor`, in z-units (per step)."""
         if self.method == "plain":
             return np.ones(len(origins))
         return np.hypot(recent_change(history, origins, self.span), self.floor)
 
     def bounds(self, forecast: np.ndarray, history: np.ndarray, origins: np.ndarray, offsets: np.ndarray | None = None
                ) -> np.ndarray:
-        """Quantile forecasts (n, Q, H) in z-units around the point forecasts `forecast` (n, H) at `origins` (n,), with
-        each origin's `offsets` (n, Q, H; see `sliding_offsets`) or, without them, the saved ones."""
+        """Quantile forecasts (n, Q, H) in z-units around the point forecasts `forecast` (n, H) at `origins` (n,), rows
+        of `history` (n_rows,) that sets each one's `scale`, with each origin's `offsets` (n, Q, H; see
+        `sliding_offsets`) or, without them, the saved ones."""
         offsets = self.offsets[None] if offsets is None else offsets
         return forecast[:, None, :] + self.scale(history, origins)[:, None, None] * offsets
 
@@ -152,8 +160,9 @@ class Calibration:
                         ) -> np.ndarray:
         """The offsets (n, Q, H) of one series' forecasts at `origins` (n,): for step h (1-based), the conformal
         quantiles of the last `window` observed errors of step h among `errors` (m, H; truth - forecast divided by the
-        window's scale, z-units) at `error_origins` (m, ascending) whose truth is known at the origin (error origin + h
-        <= origin); the saved offsets where fewer are known. `weight` (m, H) > 0 marks an observed truth."""
+        window's scale, z-units per unit of scale) at `error_origins` (m, ascending rows, as `origins`) whose truth is
+        known at the origin (error origin + h <= origin); the saved offsets where fewer are known. `weight` (m, H) > 0
+        marks an observed truth."""
         result = np.repeat(self.offsets[None], len(origins), axis=0)
         if self.window < 1:
             return result
@@ -173,7 +182,8 @@ class Calibration:
         return np.sort(result, axis=1)
 
     def naive_bounds(self, repeat: np.ndarray) -> np.ndarray:
-        """The naive interval (n, Q, H) in z-units: Repeat's forecasts (n, H) plus its validation errors' quantiles."""
+        """The naive interval (n, Q, H) in z-units: Repeat's forecasts `repeat` (n, H, z-units) plus its validation
+        errors' quantiles (`naive`)."""
         return repeat[:, None, :] + self.naive[None]
 
     def describe(self) -> str:
@@ -188,12 +198,14 @@ class Calibration:
                 f"{self.origins} origins (pinball loss on the later half of validation: {checked}){sliding}")
 
     def summary(self) -> dict:
-        """What metrics.json and `forecast info` show: the levels, the method chosen and the comparison that chose it."""
+        """What metrics.json and `forecast info` show: the levels, the method chosen and the comparison that chose
+        it."""
         return {"quantiles": list(self.quantiles), "method": self.method,
                 "span": self.span if self.method == "recent" else None, "origins": self.origins, "window": self.window,
                 "checked": self.checked}
 
     def to_json(self) -> str:
+        """The calibration as the sealed JSON text (`seal.sealed`: with its checksum) that `from_json` reads back."""
         return json.dumps(sealed({
             "quantiles": list(self.quantiles), "method": self.method, "span": self.span, "floor": self.floor,
             "offsets": self.offsets.tolist(), "naive": self.naive.tolist(), "origins": self.origins,
@@ -202,7 +214,8 @@ class Calibration:
 
     @classmethod
     def from_json(cls, path: Path, horizon: int) -> Calibration:
-        """The saved calibration, checked: a changed or damaged file is refused in one line."""
+        """The calibration saved at `path`, checked: a changed or damaged file, or one calibrated for other than
+        `horizon` steps, is refused in one line."""
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
             calibration = cls(
@@ -224,11 +237,12 @@ def calibrate(
     forecast: np.ndarray, truth: np.ndarray, weight: np.ndarray, history: np.ndarray, origins: np.ndarray,
     quantiles: tuple[float, ...], spans: tuple[int, ...], series: np.ndarray,
 ) -> Calibration:
-    """Calibrates intervals on validation forecasts (n, H) against `truth` (n, H), scored where `weight` (n, H) > 0,
-    at `origins` (n,) of series `series` (n,), in z-units; Repeat's forecast is `history[origins]`. Plain and the
-    recent scale over each of `spans` are calibrated on the earlier half in time of each series' origins and scored by
-    pinball loss on the later half (`earlier_half`); the best is calibrated again on all of them (plain where too few origins leave nothing to
-    compare). The sliding window is the scored origins per series."""
+    """Calibrates intervals at `quantiles` (Q,) on the validation forecasts `forecast` (n, H) against `truth` (n, H),
+    scored where `weight` (n, H) > 0, at `origins` (n,) (rows of `history` (n_rows,)) of series `series` (n,), all in
+    z-units; Repeat's forecast is `history[origins]`. Plain and the recent scale over each of `spans` (rows) are
+    calibrated on the earlier half in time of each series' origins and scored by pinball loss on the later half
+    (`earlier_half`); the best is calibrated again on all of them (plain where too few origins leave nothing to
+    compare). The sliding `window` is the scored origins per series (their mean, rounded)."""
     scored = (weight > 0).any(axis=1)
     order = np.argsort(origins[scored], kind="stable")
     forecast, truth, weight, origins, series = (array[scored][order]
@@ -260,8 +274,9 @@ def earlier_half(series: np.ndarray) -> np.ndarray:
 
 
 def fit(method, span, forecast, truth, weight, history, origins, quantiles, checked=None, window=0) -> Calibration:
-    """The calibration of one method on these origins (see `calibrate` for the arguments). The recent scale's floor
-    is its median over them: a flat window gets at least that, not a zero-width interval."""
+    """The calibration of `method` with `span` on these origins (see `calibrate` for the other arguments, already
+    restricted to the scored origins), recording `checked` and `window` as given. The recent scale's floor is its median
+    over them (at least 1e-3 z-units per step): a flat window gets at least that, not a zero-width interval."""
     floor = max(float(np.median(recent_change(history, origins, span))), 1e-3)
     zeros = np.zeros((len(quantiles), forecast.shape[1]))
     draft = Calibration(quantiles, method, span, floor, zeros, zeros, len(origins), {})
@@ -272,8 +287,10 @@ def fit(method, span, forecast, truth, weight, history, origins, quantiles, chec
 
 @dataclass(frozen=True)
 class IntervalScores:
-    """How good quantile forecasts were, in the target's units: per central interval (the levels paired from the
-    outside in), its nominal and observed coverage, mean width and Winkler score, and the mean pinball loss."""
+    """How good quantile forecasts were, in the target's units: `intervals` maps each central interval's name
+    (`interval_name`; the levels paired from the outside in) to its "nominal" and observed "coverage" (fractions of the
+    scored steps), mean "width" and "winkler" score; `pinball` is the mean pinball loss; `coverage_by_step` maps each
+    interval's name to its observed coverage at each step (H,)."""
 
     intervals: dict[str, dict[str, float]]
     pinball: float
@@ -281,23 +298,24 @@ class IntervalScores:
 
 
 def interval_pairs(quantiles: tuple[float, ...]) -> list[tuple[int, int]]:
-    """Indices (lower, upper) of the central intervals: the outermost levels first, a level at 0.5 or a lone one on
-    one side of it left unpaired."""
+    """Indices (lower, upper) into `quantiles` of the central intervals: the outermost levels first, a level at 0.5 or
+    a lone one on one side of it left unpaired."""
     lower = [i for i, q in enumerate(quantiles) if q < 0.5]
     upper = [i for i, q in enumerate(quantiles) if q > 0.5][::-1]
     return list(zip(lower, upper))
 
 
 def interval_name(low: float, high: float) -> str:
-    """'80%' for the 0.1-0.9 interval."""
+    """The name of the interval between the levels `low` and `high`: its nominal coverage in percent, '80%' for the
+    0.1-0.9 interval."""
     return f"{100 * (high - low):.4g}%"
 
 
 def score_intervals(bounds: np.ndarray, truth: np.ndarray, weight: np.ndarray, quantiles: tuple[float, ...]
                     ) -> IntervalScores:
-    """Scores `bounds` (n, Q, H) against `truth` (n, H) over the steps with `weight` (n, H) > 0, all in the target's
-    units. The Winkler score of [l, u] is u - l plus the miss beyond a bound divided by that bound's tail probability
-    (2 / alpha for a central interval)."""
+    """Scores `bounds` (n, Q, H) at levels `quantiles` (Q,) against `truth` (n, H) over the steps with `weight` (n, H)
+    > 0, all in the target's units. The Winkler score of [l, u] is u - l plus the miss beyond a bound divided by that
+    bound's tail probability (2 / alpha for a central interval)."""
     mask = weight > 0
     intervals, by_step = {}, {}
     for low_index, high_index in interval_pairs(quantiles):
@@ -318,5 +336,6 @@ def score_intervals(bounds: np.ndarray, truth: np.ndarray, weight: np.ndarray, q
 
 
 def quantile_columns(target: str, quantiles: tuple[float, ...]) -> list[str]:
-    """The forecast CSV's column names for the quantiles: `OT_q0.1`, `OT_q0.9`."""
+    """The forecast CSV's column names for `quantiles` of the target column named `target`: `OT_q0.1`, `OT_q0.9` for
+    target OT and quantiles (0.1, 0.9)."""
     return [f"{target}_q{q:g}" for q in quantiles]

@@ -51,6 +51,9 @@ class ValidationOrigins:
     @classmethod
     def of(cls, batcher: WindowBatcher, ranges: tuple[OriginRange, ...], chunks: int, stats: np.ndarray,
            target_min: float | None, target_max: float | None) -> ValidationOrigins:
+        """Every origin of the validation `ranges` (feature rows) with its series, its z-scored targets and weights
+        (m, H), and the score's weights per series (`criterion.score_weights`); `stats` (n_series, 2) holds each
+        series' target mean and spread, for clipping to `target_min`/`target_max` (original units)."""
         origins = (np.concatenate([np.arange(span.first, span.last + 1) for span in ranges]) if ranges
                    else np.empty(0, dtype=np.int64))
         series = batcher.features.series_of(origins)

@@ -2,11 +2,13 @@
 
 The forecast is the last value plus linear terms (the NLinear highway, the history's multi-scale means, the sim change,
 the target and sims at the origin) plus the LSTM's correction. The linear terms alone are a linear model that ridge
-regression fits exactly in a second, with the penalty chosen on the validation windows; gradient descent from zero
-reaches it slowly and, with the correction training beside it, overfits on its way (on CAMELS day 1 the jointly trained
-model stopped below persistence, while the same linear terms fitted by ridge beat persistence clearly). So train fits
-them first and freezes them, and the LSTM learns only what a linear model cannot: the residual. The features are read
-from the model's own graph, so they are exactly what the layers see.
+regression fits exactly in closed form, with the penalty chosen on the validation windows; gradient descent from zero
+reaches it slowly and, with the correction training beside it, overfits on its way. So train fits them first and
+freezes them, and the LSTM learns only what a linear model cannot: the residual. The features are read from the
+model's own graph, so they are exactly what the layers see.
+
+Origins are rows of the feature arrays (`Features.starts`, as in forecast.sampler); targets and forecasts are z-scored
+by each origin's series, and the linear terms fit the target's change from its last value.
 """
 
 from __future__ import annotations
@@ -26,9 +28,11 @@ PENALTIES = 10.0 ** np.arange(-7.0, 1.0)
 
 @dataclass(frozen=True)
 class LinearFit:
-    """The chosen inputs and penalty (per training window), the validation score (`criterion.score`), how surely the choice beats the plain
-    NLinear-with-sims fit (`t`, 0 when that plain fit is the choice), the number of inputs it uses, the windows, and
-    the validation blocks the choice rests on."""
+    """The chosen inputs (`history` "lags" or "means", `covariates`, `calendar` and `attributes` in or not) and ridge
+    `penalty` (per training window), the validation score `val_mse` (`criterion.score`: a weighted MSE in squared
+    z-units), how surely the choice beats the plain NLinear-with-sims fit (`t`, 0 when that plain fit is the choice),
+    the number of inputs it uses (`features`), the training windows it was fitted on (`windows`), and the validation
+    `blocks` the choice rests on."""
 
     history: str
     covariates: bool
@@ -45,17 +49,20 @@ class LinearFit:
 def fit_linear_start(
     model, batcher: WindowBatcher, train_origins: np.ndarray, val_origins: np.ndarray, n_calendar: int = 0
 ) -> LinearFit | None:
-    """Sets the linear terms' weights to the ridge fit on `train_origins` and freezes them; the correction head is
-    untouched (it starts at zero). The fit uses the origins whose whole horizon is observed; None, and nothing changed,
-    when gaps leave no such training origin or no validation origin with an observed step.
+    """Sets the linear terms' weights of `model` to the ridge fit on `train_origins` (n,) and freezes them, returning
+    the `LinearFit`; the correction head is untouched (it starts at zero). Windows are cut by `batcher`; origins are
+    rows of the feature arrays. The fit uses, of at most MAX_ORIGINS training origins evenly spread, those whose
+    whole horizon is observed; None, and nothing changed, when gaps leave fewer than two such training origins or no
+    validation origin with an observed step.
 
-    Which inputs enter is chosen on `val_origins`, scored as training's validation scores them: every origin with an
-    observed step, by `criterion.score` over all observed steps. The choices: the target's history as one coefficient per lag or as
-    multi-scale means, the past covariates' multi-scale means or not, the calendar or not, and for many series with
-    attributes, the terms times the attributes or not. The plain fit (lags, no covariates, no calendar, no attributes)
-    is kept unless another beats it clearly (`Improvement.clear`: at least MIN_BLOCKS blocks
-    of H validation origins and a t statistic above the Student t threshold for their number, at least SIGNIFICANT_T):
-    a small gain in validation MSE from more inputs is as often a loss on the test rows.
+    Which inputs enter is chosen on `val_origins` (m,), scored as training's validation scores them: every origin with
+    an observed step, by `criterion.score` over all observed steps. The choices: the target's history as one
+    coefficient per lag or as multi-scale means, the past covariates' multi-scale means or not, the calendar (the last
+    `n_calendar` channels of the sim input; 0: none) or not, and for many series with attributes, the terms times the
+    attributes or not. The plain fit (lags, no covariates, no calendar, no attributes) is kept unless another beats it
+    clearly (`Improvement.clear`: at least MIN_BLOCKS blocks of H validation origins and a t statistic above the
+    Student t threshold for their number, at least SIGNIFICANT_T): a small gain in validation MSE from more inputs is
+    as often a loss on the test rows.
     """
     keras = backend.keras()
     probe = keras.Model(model.inputs, [model.get_layer(name).input for name in linear_terms(model)])
@@ -139,6 +146,7 @@ def _candidates(roles: np.ndarray) -> dict[tuple[str, bool, bool, bool], np.ndar
 
 
 def linear_terms(model) -> list[str]:
+    """The names of `model`'s linear-term layers (those of LINEAR_TERMS it has), in the model's layer order."""
     return [layer.name for layer in model.layers if layer.name in LINEAR_TERMS]
 
 
@@ -151,13 +159,16 @@ def copy_linear_terms(source, model) -> None:
 
 
 def freeze_linear_terms(model) -> None:
-    """Keeps the linear fit fixed while the correction trains (call before compiling)."""
+    """Makes the linear terms of `model` untrainable, so the linear fit stays fixed while the correction trains (call
+    before compiling)."""
     for name in linear_terms(model):
         model.get_layer(name).trainable = False
 
 
 def ridge_path(x: np.ndarray, y: np.ndarray, penalties: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Ridge solutions (weights, intercept) of y on x for each penalty, the penalty scaled by the number of rows.
+    """Ridge solutions of `y` (n, H) on `x` (n, p), one (weights (p, H), intercept (H,)) per penalty of `penalties`
+    (k,), in order, each penalty scaled by the number of rows n; weights and intercept are in the units of `y`
+    (per unit of `x` for the weights).
 
     One eigendecomposition of the centred Gram matrix serves every penalty; the intercept is not penalised.
     """

@@ -1,5 +1,10 @@
-"""The networks of a run: each one built (fresh with its linear start, continued from a version's weights, or resumed
-from its checkpoint), seeded, fitted over the training streams with early stopping, and returned with its history.
+"""The networks of a run: each one built (fresh with the run's linear start, continued from a version's weights, or
+resumed from its checkpoint), seeded, fitted over the training streams with early stopping, and returned with its
+history.
+
+The linear start is fitted once, by the process that runs the run (`executor.shared_linear_start`), and every fresh
+network copies it; `train_member` trains one network wherever it runs: in this process (`train_members`) or in a Ray
+task (`forecast.executor`), which is why a network gets its start as plain arrays (`LinearStart`, `MemberStart`).
 
 `training` prepares the data, runs this once per run and keeps, scores and saves what comes back; training the networks
 is its own module so that the run's bookkeeping and the network's training can each be read (and changed) alone.
@@ -10,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -19,10 +24,10 @@ import pandas as pd
 
 from forecast import backend
 from forecast.config import Config
-from forecast.criterion import MIN_BLOCKS, WEIGHT_CAP, best_epoch, score_weights
+from forecast.criterion import WEIGHT_CAP, best_epoch, score_weights
 from forecast.errors import ForecastError, IncompatibleWeights, ResumeRefused
 from forecast.features import InputLayout
-from forecast.linear_start import MAX_ORIGINS, copy_linear_terms, fit_linear_start, freeze_linear_terms, linear_terms
+from forecast.linear_start import freeze_linear_terms, linear_terms
 from forecast.sampler import StreamPlan
 from forecast.split import Split
 from forecast.store import MODEL_FILE, VERSIONS, checkpoint_dir, read_metrics, versions
@@ -69,14 +74,51 @@ class TrainedMember:
     history: pd.DataFrame
 
 
-def train_members(run: MemberRun, config: Config, starts: list) -> list[TrainedMember]:
-    """The `config.members` networks of the run, trained one after the other, network k from `starts[k]` (its
-    network in the version a warm run continues; None: fresh)."""
-    trained = []
-    for index, start in enumerate(starts):
-        if config.members > 1:
-            run.log(f"network {index + 1} of {config.members} (seed {config.seed + index})")
-        trained.append(_train_member(run, index, config, start, trained[0] if trained else None))
+@dataclass(frozen=True)
+class LinearStart:
+    """The run's ridge fit of the linear terms, which every fresh network copies: its choices (`fit`, a
+    `linear_start.LinearFit` as a dict) and the weights of each linear layer (`terms`: layer name -> [kernel (F, H),
+    bias (H,)])."""
+
+    fit: dict
+    terms: dict
+
+
+@dataclass(frozen=True)
+class MemberStart:
+    """The weights a warm run's network starts from, as plain arrays: a whole network's (`weights`, in
+    `get_weights` order), or a kept linear start's linear layers (`layers`: layer name -> weights) where the version
+    has no network."""
+
+    weights: list | None = None
+    layers: dict | None = None
+
+
+def member_start(model) -> MemberStart:
+    """The start a network takes from `model`, its network in the version a warm run continues (`start_members`)."""
+    from forecast.model import has_network
+
+    if has_network(model):
+        return MemberStart(weights=model.get_weights())
+    return MemberStart(layers={layer.name: layer.get_weights() for layer in model.layers if layer.weights})
+
+
+def train_members(run: MemberRun, config: Config, starts: list, linear: LinearStart | None) -> list[TrainedMember]:
+    """The `config.members` networks of the run, trained one after the other in this process, network k from
+    `starts[k]` (a `MemberStart` from the version a warm run continues; None: fresh, from `linear`)."""
+    return [train_member(run, index, config, start, linear) for index, start in enumerate(starts)]
+
+
+def train_member(run: MemberRun, index: int, config: Config, start: MemberStart | None, linear: LinearStart | None
+                 ) -> TrainedMember:
+    """Network `index` of the run (`_train_member`), with a line before and after it in an ensemble."""
+    label = f"network {index + 1} of {config.members}"
+    if config.members > 1:
+        run.log(f"{label} (seed {config.seed + index})")
+    trained = _train_member(run, index, config, start, linear)
+    if config.members > 1:
+        run.log(f"{label} done: {len(trained.history)} epochs, best validation score "
+                f"{np.nanmin(trained.history['val_mse']):.4f}")
     return trained
 
 
@@ -95,20 +137,21 @@ def member_checkpoints(root: Path, index: int) -> Path:
     return checkpoint_dir(root) if index == 0 else checkpoint_dir(root) / member_name(index)
 
 
-def _train_member(run: MemberRun, index: int, config: Config, start, first: TrainedMember | None
+def _train_member(run: MemberRun, index: int, config: Config, start: MemberStart | None, linear: LinearStart | None
                   ) -> TrainedMember:
     """Trains network `index` of the run with seed `config.seed + index` (its initial weights, dropout and stream
-    order): from `start` (its network in the version a warm run continues, `start_members`) or, fresh, from the linear start, which
-    the first network (`first`; None for the first itself) has fitted already. A resumed run continues the network's
-    checkpoint where it has one; a network the interrupted run never began starts afresh."""
+    order): from `start` (its network in the version a warm run continues) or, fresh, from the run's linear start
+    `linear` (None: none). A network continues its checkpoint where it has one: in a resumed run (the first network
+    always has one), or from an earlier attempt of this run (a retried Ray task; the run began with no checkpoints);
+    a network the interrupted run never began starts afresh."""
     from forecast import checkpoint
     from forecast.ensemble import member_name
 
     config = config.replace(seed=config.seed + index)
     checkpoints = member_checkpoints(run.root, index)
-    resume = run.resuming and (index == 0 or (checkpoints / checkpoint.STATE).is_file())
+    resume = (run.resuming and index == 0) or (checkpoints / checkpoint.STATE).is_file()
     train_plan = dataclasses.replace(run.train_plan, seed=config.seed)
-    model, state, start_weights = _set_up_model(config, run, checkpoints, train_plan, resume, start, first)
+    model, state, start_weights = _set_up_model(config, run, checkpoints, resume, start, linear)
     tensorboard = config.tensorboard_dir
     if tensorboard and config.members > 1:  # each network its own curves
         tensorboard = str(Path(tensorboard) / member_name(index))
@@ -126,10 +169,10 @@ def _train_member(run: MemberRun, index: int, config: Config, start, first: Trai
     return TrainedMember(model, state, start_weights, history)
 
 
-def _set_up_model(config: Config, run: MemberRun, checkpoints: Path, train_plan: StreamPlan, resume: bool,
-                  start, first: TrainedMember | None):
-    """The network to train (fresh with its linear start, continued from `start` (`load_start`), or resumed from its
-    checkpoint), its `ResumeState`, and the weights the end of training compares with."""
+def _set_up_model(config: Config, run: MemberRun, checkpoints: Path, resume: bool, start: MemberStart | None,
+                  linear: LinearStart | None):
+    """The network to train (fresh with the run's linear start `linear`, continued from `start` (`apply_start`), or
+    resumed from its checkpoint), its `ResumeState`, and the weights the end of training compares with."""
     from forecast import checkpoint
     from forecast.model import build_model, compile_model
 
@@ -148,9 +191,9 @@ def _set_up_model(config: Config, run: MemberRun, checkpoints: Path, train_plan:
             )
             model = build_model(config, run.layout, config.batch_size // run.replicas)
             if start is not None:
-                load_start(model, start, run.start_from, config, run.log)
+                apply_start(model, start, run.start_from, config, run.log)
             if config.linear_start:
-                state.linear_start = _linear_start(model, run, train_plan, start is not None, first)
+                state.linear_start = _copy_linear_start(model, start is not None, linear)
             compile_model(model, config)
     # The end of training compares the network with the weights it started from (the linear fit, or the current
     # version's for a warm retrain); a resumed run reads them back.
@@ -193,21 +236,6 @@ def _fit(model, run: MemberRun, checkpoints: Path, train_plan: StreamPlan, confi
     return pd.DataFrame(state.history)
 
 
-def distribution_strategy(config: Config):
-    """The tf.distribute strategy and its replica count; each replica gets B / replicas rows and keeps its own state."""
-    import tensorflow as tf
-
-    if config.distribute == "none":
-        return tf.distribute.get_strategy(), 1
-    # All local GPUs; on a machine without, the logical CPU devices a user configured (how the tests check it).
-    devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
-    strategy = tf.distribute.MirroredStrategy(devices=[device.name for device in devices])
-    replicas = strategy.num_replicas_in_sync
-    if config.batch_size % replicas:
-        raise ForecastError(f"config: batch_size {config.batch_size} must be a multiple of the {replicas} replicas")
-    return strategy, replicas
-
-
 def _seed_everything(seed: int) -> None:
     """Same seed, same weights: seeds Python, NumPy and TensorFlow and makes TensorFlow's kernels deterministic."""
     import tensorflow as tf
@@ -216,8 +244,10 @@ def _seed_everything(seed: int) -> None:
     tf.config.experimental.enable_op_determinism()
 
 
+# Where the networks train is a setting of the run, not of the model: a run may resume under another executor.
 RUN_ONLY_SETTINGS = {"epochs", "initial_epoch", "verbose", "patience", "tensorboard_dir", "checkpoints", "workers",
-                     "use_multiprocessing", "max_queue_size", "data_pipeline"}
+                     "use_multiprocessing", "max_queue_size", "data_pipeline", "executor", "ray_address",
+                     "cpus_per_task", "gpus_per_task"}
 
 
 def _check_resumable(config: Config, state, checkpoints: Path, purpose: str) -> None:
@@ -266,26 +296,32 @@ def start_members(start_from: Path, members: int) -> list:
 
 
 def load_start(model, start, start_from: Path | None, config: Config, log: Log) -> None:
-    """Sets the network's first weights to those of `start`, its network in the version at `start_from`; a kept
+    """Sets the network's first weights to those of `start` (a Keras model), its network in the version at
+    `start_from` (`apply_start`)."""
+    apply_start(model, member_start(start), start_from, config, log)
+
+
+def apply_start(model, start: MemberStart, start_from: Path | None, config: Config, log: Log) -> None:
+    """Sets the network's first weights to `start`, taken from its network in the version at `start_from`; a kept
     linear start (no LSTM) gives its linear terms, and the correction starts afresh (at 0, so the network starts
     as that version forecasts)."""
-    from forecast.model import has_network
-
-    if not has_network(start):
-        for layer in start.layers:
-            if layer.weights:
-                try:
-                    target = model.get_layer(layer.name)
-                except ValueError:
-                    target = None
-                if target is None or [w.shape for w in target.weights] != [w.shape for w in layer.weights]:
-                    raise IncompatibleWeights(f"{start_from}: its linear terms do not fit the network this "
-                                              "configuration builds (other columns, lookback or horizon)")
-                target.set_weights(layer.get_weights())
+    if start.layers is not None:
+        if set(linear_terms(model)) - set(start.layers):
+            raise IncompatibleWeights(f"{start_from}: its linear start lacks linear terms the network this "
+                                      "configuration builds has (other settings: attribute terms, covariates)")
+        for name, weights in start.layers.items():
+            try:
+                target = model.get_layer(name)
+            except ValueError:
+                target = None
+            if target is None or [tuple(w.shape) for w in target.weights] != [np.shape(w) for w in weights]:
+                raise IncompatibleWeights(f"{start_from}: its linear terms do not fit the network this "
+                                          "configuration builds (other columns, lookback or horizon)")
+            target.set_weights(weights)
         log(f"continuing from the linear start of {start_from} at epoch {config.initial_epoch + 1}; the network starts "
             "afresh")
         return
-    weights = start.get_weights()
+    weights = start.weights
     if [np.shape(value) for value in weights] != [tuple(variable.shape) for variable in model.weights]:
         raise IncompatibleWeights(
             f"{start_from}: its weights do not fit the network this configuration builds (other columns, lookback, "
@@ -295,10 +331,9 @@ def load_start(model, start, start_from: Path | None, config: Config, log: Log) 
     log(f"continuing from the weights of {start_from} at epoch {config.initial_epoch + 1}")
 
 
-def _linear_start(model, run: MemberRun, train_plan: StreamPlan, continued: bool, first: TrainedMember | None
-                  ) -> dict | None:
-    """A fresh model gets its linear terms by ridge regression (or, in an ensemble, the first network's, the same fit);
-    a `continued` one keeps its own. All are frozen.
+def _copy_linear_start(model, continued: bool, linear: LinearStart | None) -> dict | None:
+    """A fresh model gets the run's linear terms (`linear`, the ridge fit every network shares); a `continued` one
+    keeps its own. All are frozen.
 
     Returns the ridge fit (a `LinearFit` as a dict), or None where none was made and there is no linear start for the
     end of training to compare with.
@@ -306,28 +341,12 @@ def _linear_start(model, run: MemberRun, train_plan: StreamPlan, continued: bool
     if continued:
         freeze_linear_terms(model)
         return None
-    if first is not None:
-        if first.state.linear_start is not None:
-            copy_linear_terms(first.model, model)
-        return first.state.linear_start
-    batcher = run.batcher
-    fit = fit_linear_start(model, batcher, train_plan.origins(), run.val_plan.origins(), len(run.layout.calendar))
-    if fit is None:
-        run.log("linear start skipped: gaps leave no fully observed window; all terms train from zero")
+    if linear is None:
         return None
-    scored = len(batcher.scored_origins(train_plan.origins()))
-    run.log(
-        f"linear start: ridge on {fit.windows} of the {scored} training origins (those whose whole horizon is observed"
-        f"{f', at most {MAX_ORIGINS}' if scored > MAX_ORIGINS else ''}), history as {fit.history}, "
-        f"covariates {'in' if fit.covariates else 'out'}, calendar {'in' if fit.calendar else 'out'}, "
-        + (f"attributes {'in' if fit.attributes else 'out'}, " if "attribute_interaction" in linear_terms(model)
-           else "")
-        + f"penalty {fit.penalty:g}, validation MSE {fit.val_mse:.4f}"
-        + (f" (t = {fit.t:.1f} over {fit.blocks} blocks against lags alone)" if fit.t else "")
-        + (f"; only {fit.blocks} validation blocks of {batcher.horizon} origins, fewer than {MIN_BLOCKS}: the simplest "
-           "inputs kept" if fit.blocks < MIN_BLOCKS else "")
-    )
-    return asdict(fit)
+    for name, weights in linear.terms.items():
+        model.get_layer(name).set_weights(weights)
+    freeze_linear_terms(model)
+    return linear.fit
 
 
 def linear_start_mse(linear_start: dict | None, start_weights) -> float | None:

@@ -54,10 +54,10 @@ def forecast_from(csv_path: str | Path, model_dir: str | Path, origin: str | Non
     number or the last date to include, as in `--end`; None: the latest the file can forecast, `default_origin`),
     with its quantiles."""
     log = log or (lambda message: None)
-    opened = open_saved(csv_path, model_dir, log)
+    # Only the series forecast is checked against the model: another series of the file need not fit it.
+    opened = open_saved(csv_path, model_dir, log, None if series_id is None else (series_id,))
     if series_id is None and len(opened.collection.series) > 1:
         raise ForecastError(f"{csv_path}: holds {len(opened.collection.series)} series; name one with --series")
-    opened = opened.select(None if series_id is None else (series_id,))
     series, config = opened.collection.first, opened.saved.config
     if origin is None:
         row, note = default_origin(series, config.horizon, config.lookback)

@@ -27,8 +27,9 @@ if TYPE_CHECKING:
 
 
 def first_unfitted(collection: Collection, schema: Schema, features: Features) -> np.ndarray:
-    """Per series (n_series,), the first origin no weight was fitted on: the last training row of a trained series
-    (its horizon lies in the validation rows), the series' first row for one the model never trained on."""
+    """Per series of `collection` (n_series,), the first origin no weight was fitted on, a row of `features`: the last
+    training row of a series `schema` records as trained (its horizon lies in the validation rows), the series' first
+    row for one the model never trained on."""
     floors = []
     for index, series in enumerate(collection.series):
         start, _ = features.bounds(index)
@@ -39,9 +40,9 @@ def first_unfitted(collection: Collection, schema: Schema, features: Features) -
 
 def window_ranges(ranges: tuple[OriginRange, ...], floors: np.ndarray, window: int, horizon: int
                   ) -> tuple[OriginRange, ...]:
-    """For each range, the origins before it whose errors its first origin may be calibrated on: the last
-    `window` + `horizon` (the last H are known only in part), none before the series' floor or its first whole window.
-    A range may be empty (`size` 0)."""
+    """For each of `ranges`, the origins before it whose errors its first origin may be calibrated on: the last
+    `window` + `horizon` (the last H are known only in part), none before the series' floor in `floors` (n_series,;
+    from `first_unfitted`) or its first whole window. A range may be empty (`size` 0)."""
     return tuple(
         OriginRange(span.series, max(span.earliest, int(floors[span.series]), span.first - window - horizon),
                     span.first - 1, span.earliest)
@@ -53,12 +54,13 @@ def interval_offsets(
     batcher: WindowBatcher, ranges: tuple[OriginRange, ...], before: tuple[OriginRange, ...], earlier: np.ndarray,
     calibration: Calibration, bound, forecasts: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Offsets (n, Q, H) for every origin of `ranges` (n in all, in order), each from its series' latest known errors
-    (`Calibration.sliding_offsets`). `before` are the ranges' `window_ranges` and `earlier` (m, H, z-scored, not
-    clipped) the model's forecasts at the origins of the non-empty ones, in order (as `runner.forecasts_at` makes
-    them); `bound(forecast, origins)` clips z-scored forecasts (m, H) at `origins` (m,) to the target's bounds, as
-    predict clips them; `forecasts` (n, H), where given, are the model's own forecasts at the ranges' origins, whose
-    errors join once their truth is known."""
+    """Offsets (n, Q, H), z-units per unit of scale, for every origin of `ranges` (n in all, in order), each from its
+    series' latest known errors under `calibration` (`Calibration.sliding_offsets`; its saved offsets for all when its
+    `window` is 0), the truths cut by `batcher`. `before` are the ranges' `window_ranges` and `earlier` (m, H,
+    z-scored, not clipped) the model's forecasts at the origins of the non-empty ones, in order (as
+    `runner.forecasts_at` makes them); `bound(forecast, origins)` clips z-scored forecasts (m, H) at `origins` (m,) to
+    the target's bounds, as predict clips them; `forecasts` (n, H), where given, are the model's own forecasts at the
+    ranges' origins, whose errors join once their truth is known."""
     if calibration.window < 1:
         return np.repeat(calibration.offsets[None], sum(span.size for span in ranges), axis=0)
     history = batcher.features.history[:, 0]

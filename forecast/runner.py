@@ -77,6 +77,7 @@ class OpenedModel:
     collection: Collection
 
     def select(self, series_ids: tuple[str, ...] | None) -> OpenedModel:
+        """The same version with only the series `series_ids` of the file (None: all), in the file's order."""
         return OpenedModel(self.saved, self.collection.select(series_ids))
 
     def load(self, fit_rows: dict[str, int], log: Log, ahead: list[int] | None = None) -> LoadedModel:

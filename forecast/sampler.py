@@ -27,8 +27,8 @@ PADDING = -1  # a position after a stream's last origin: fed some window, weight
 
 @dataclass(frozen=True)
 class OriginRange:
-    """Origins first..last (rows of the feature arrays, both included) of series `series`, whose first origin with a
-    whole window of history is `earliest`."""
+    """Origins `first`..`last` (rows of the feature arrays, both included) of series `series` (its index in the
+    collection), whose first origin with a whole window of history is `earliest` (a row of the feature arrays too)."""
 
     series: int
     first: int
@@ -37,14 +37,17 @@ class OriginRange:
 
     @property
     def size(self) -> int:
+        """How many origins the range holds: `last` - `first` + 1, or 0 for an empty range (`last` < `first`)."""
         return max(self.last - self.first + 1, 0)
 
 
 def origin_ranges(starts: np.ndarray, lengths: np.ndarray, rows: list[tuple[int, int] | None], lookback: int,
                   horizon: int) -> tuple[OriginRange, ...]:
-    """For each series with rows [starts[s], starts[s] + lengths[s]), the origins whose whole horizon lies in its rows
-    rows[s] = (lo, hi) (0-based within the series, hi exclusive; None: the series takes no part) and whose history is
-    whole. Series without such an origin are left out."""
+    """One `OriginRange` per series, in series order: the origins whose `lookback` rows of history lie inside the
+    series and whose `horizon` rows ahead lie in its scored rows. Series s holds rows [`starts[s]`, `starts[s]` +
+    `lengths[s]`) of the feature arrays (`starts`, `lengths` (n_series,)); `rows[s]` = (lo, hi) are its scored rows
+    (0-based within the series, hi exclusive; None: the series takes no part). Series without such an origin are left
+    out."""
     ranges = []
     for index, bounds in enumerate(rows):
         if bounds is None:
@@ -60,12 +63,12 @@ def origin_ranges(starts: np.ndarray, lengths: np.ndarray, rows: list[tuple[int,
 
 
 def stream_layout(ranges: tuple[OriginRange, ...], chunk: int, chunks: int, phase: int) -> tuple[np.ndarray, np.ndarray]:
-    """Streams (n_streams, chunks) of origins that score every origin of `ranges` exactly once, and the mask of the
-    scored positions.
+    """Streams (n_streams, `chunks`) of origins (rows of the feature arrays; PADDING after a stream's end) that score
+    every origin of `ranges` exactly once, and the mask (n_streams, `chunks`) of the scored positions.
 
-    Within a stream consecutive origins are `chunk` steps apart. The first stream of each of the `chunk` residue
-    classes of a range starts `phase` chunks before the range's first origin (warm-up, weight 0); the last stream of a
-    class is padded at its end with PADDING.
+    Within a stream consecutive origins are `chunk` rows apart (the lookback T). The first stream of each of the
+    `chunk` residue classes of a range starts `phase` chunks (0 <= `phase` < `chunks`) before the range's first origin
+    (warm-up, weight 0; `warm_up` at the series' start); the last stream of a class is padded at its end with PADDING.
     """
     streams, masks = [], []
     for span in ranges:
@@ -85,13 +88,15 @@ def stream_layout(ranges: tuple[OriginRange, ...], chunk: int, chunks: int, phas
 
 
 def warm_up(origins: np.ndarray, earliest: int) -> np.ndarray:
-    """Warm-up origins, those before the series' first whole window (`earliest`) replaced by it."""
+    """The warm-up `origins` (any shape, rows of the feature arrays), those before the series' first origin with a
+    whole window (`earliest`) replaced by it."""
     return np.maximum(origins, earliest)
 
 
 def max_streams(ranges: tuple[OriginRange, ...], chunk: int, chunks: int) -> int:
-    """An upper bound on the number of streams `stream_layout` returns for any phase, so an epoch has fixed length:
-    per range and residue class (offset) of its origins, the streams its origins and a full warm-up could fill."""
+    """An upper bound on the number of streams `stream_layout(ranges, chunk, chunks, phase)` returns for any phase, so
+    an epoch has a fixed length: per range of `ranges` and residue class (offset) of its origins modulo `chunk` (rows),
+    the streams of `chunks` positions its origins and a full warm-up could fill."""
     if not ranges:
         return 0
     sizes = np.array([span.size for span in ranges], dtype=np.int64)
@@ -102,8 +107,9 @@ def max_streams(ranges: tuple[OriginRange, ...], chunk: int, chunks: int) -> int
 
 
 def rolling_streams(ranges: tuple[OriginRange, ...], chunk: int, chunks: int) -> tuple[np.ndarray, np.ndarray]:
-    """One stream per origin of `ranges`, in order: the chunks - 1 chunks before it, as predict warms up, then the
-    origin itself, the only scored position."""
+    """Streams (n, `chunks`) of origins, one per origin of `ranges` (n in all, in order), and their scored masks
+    (n, `chunks`): the `chunks` - 1 origins `chunk` rows apart before it (warm-up, as predict warms up; `warm_up` at
+    the series' start), then the origin itself, the only scored position. Origins are rows of the feature arrays."""
     if not ranges:
         return np.empty((0, chunks), dtype=np.int64), np.empty((0, chunks), dtype=bool)
     before = chunk * np.arange(chunks - 1, -1, -1)[None, :]
@@ -117,10 +123,13 @@ def rolling_streams(ranges: tuple[OriginRange, ...], chunk: int, chunks: int) ->
 
 def batch_layout(origins: np.ndarray, scored: np.ndarray, batch_size: int, n_streams: int, rng: np.random.Generator | None
                  ) -> tuple[np.ndarray, np.ndarray]:
-    """Groups streams B at a time and walks each group in step: returns (n_batches, B) origins and scored masks.
+    """Groups the streams `origins` (n, K) and their scored masks `scored` (n, K) B = `batch_size` at a time and
+    walks each group in step: returns (n_batches, B) origins (rows of the feature arrays, PADDING at padding) and
+    scored masks.
 
-    Streams are shuffled when `rng` is given, so a batch mixes series, and padded to `n_streams` so that every epoch has
-    the same batch count. Batch g*K + k holds chunk k of the streams of group g.
+    Streams are shuffled when `rng` is given (None: kept in order), so a batch mixes series, and padded with PADDING
+    streams to `n_streams` (at least n) so that every epoch has the same batch count, ceil(`n_streams` / B) * K. Batch
+    g*K + k holds chunk k of the streams of group g.
     """
     order = rng.permutation(len(origins)) if rng is not None else np.arange(len(origins))
     chunks = origins.shape[1]
@@ -138,7 +147,12 @@ def batch_layout(origins: np.ndarray, scored: np.ndarray, batch_size: int, n_str
 
 @dataclass(frozen=True)
 class StreamPlan:
-    """Which origins a purpose scores and how they are walked: the same plan for training, validation and evaluation."""
+    """Which origins a purpose scores and how they are walked: the same plan for training, validation and evaluation.
+
+    The origins of `ranges` are laid out in streams of `chunks` positions `lookback` rows apart (`stream_layout`) and
+    walked `batch_size` streams at a time (`batch_layout`); with `shuffle`, each epoch draws its phase and stream order
+    from (`seed`, epoch), else phase 0 and the streams in order.
+    """
 
     ranges: tuple[OriginRange, ...]
     lookback: int
@@ -157,20 +171,23 @@ class StreamPlan:
 
     @cached_property
     def n_batches(self) -> int:
+        """Batches per epoch, the same for every epoch: `chunks` for each group of `batch_size` streams."""
         return math.ceil(self.n_streams / self.batch_size) * self.chunks
 
     @property
     def n_origins(self) -> int:
+        """How many origins the plan scores (each once per epoch)."""
         return sum(span.size for span in self.ranges)
 
     def origins(self) -> np.ndarray:
-        """Every origin of the plan, series after series."""
+        """Every origin of the plan (n_origins,), range after range (rows of the feature arrays)."""
         if not self.ranges:
             return np.empty(0, dtype=np.int64)
         return np.concatenate([np.arange(span.first, span.last + 1) for span in self.ranges])
 
     def batches(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
-        """(n_batches, B) origins and scored masks for one epoch; shuffled plans differ by epoch but not by run."""
+        """(n_batches, B) origins and scored masks for epoch `epoch` (0-based); shuffled plans differ by epoch but not
+        by run."""
         rng = np.random.default_rng([self.seed, epoch]) if self.shuffle else None
         phase = int(rng.integers(self.chunks)) if rng is not None else 0
         origins, scored = stream_layout(self.ranges, self.lookback, self.chunks, phase)

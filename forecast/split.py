@@ -1,5 +1,9 @@
 """Where to cut a series by time: the training and validation rows of each series, from a row count or a date, and the
-rows a command scores."""
+rows a command scores.
+
+Rows are 0-based within a series (its rows on the regular time grid), and a range [first, end) excludes its end, so an
+end is also a row count.
+"""
 
 from __future__ import annotations
 
@@ -22,14 +26,18 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Split:
-    """Rows [0, train_end) train the model; rows [train_end, val_end) validate it. Both ends are exclusive."""
+    """Rows [0, `train_end`) of a series train the model; rows [`train_end`, `val_end`) validate it (0-based within the
+    series; both ends are exclusive)."""
 
     train_end: int
     val_end: int
 
 
 def resolve_split(series: Series, config: Config) -> Split:
-    """Turns train_end / val_end (a row count, or the last timestamp to include) into row counts of `series`."""
+    """The `Split` of `series`: `config.val_end` (a row count, or the last timestamp to include; unset: every observed
+    row) and `config.train_end` (the same; unset: `config.validation_fraction` of the rows before val_end validate)
+    turned into row counts of `series` (`row_bound`). Refused in one line (ForecastError) when the training rows hold
+    no `config.lookback` + `config.horizon` window or the validation rows no horizon."""
     n_rows = series.n_observed
     val_end = row_bound(series, config.val_end, "val_end") if config.val_end else n_rows
     val_end = min(val_end, n_rows)
@@ -48,8 +56,9 @@ def resolve_split(series: Series, config: Config) -> Split:
 
 
 def resolve_splits(collection: Collection, config: Config, log: Callable[[str], None]) -> tuple[Collection, tuple[Split, ...]]:
-    """The series with enough rows for a training and a validation window, and their splits. A series without is
-    skipped with a log line naming it; when none has enough, the first one's reason is the error."""
+    """The series of `collection` with enough rows for a training and a validation window under `config`, and their
+    splits (`resolve_split`), in the same order. A series without is skipped with a line to `log` naming it; when none
+    has enough, the first one's reason is the error."""
     kept, splits, refused = [], [], []
     for series in collection.series:
         try:
@@ -65,11 +74,12 @@ def resolve_splits(collection: Collection, config: Config, log: Callable[[str], 
 
 
 def row_bound(series: Series, value: str, name: str, first: bool = False) -> int:
-    """A row number for a range bound given as a row count or a date.
+    """The row bound of `series` (0-based within the series) that `value` gives as a row count (digits only, taken as
+    written) or a date; `name` names the bound in the refusal when `value` is neither.
 
-    As an end (first=False), a date is the last time to include, as far as it is written: `2018-02-20` includes that
-    whole day, `2018-02-20 13:00` that minute; the bound is the count of rows up to it. As a start (first=True), it is
-    the first timestamp to include.
+    As an end (`first` False), a date is the last time to include, as far as it is written: `2018-02-20` includes that
+    whole day, `2018-02-20 13:00` that minute; the bound is the count of rows up to it, so the end is exclusive. As a
+    start (`first` True), it is the first timestamp to include, and the bound is its row.
     """
     if value.isdigit():
         return int(value)
@@ -85,9 +95,14 @@ def row_bound(series: Series, value: str, name: str, first: bool = False) -> int
 
 def collection_scored_rows(collection, schema: Schema, start: str | None, end: str | None, validation_rows: bool, horizon: int,
                  model_dir: Path, after_training: bool = False) -> tuple[dict[str, tuple[int, int]], str | None, list[str]]:
-    """Each series' scored rows [first, end), the first warning, and notes naming the series left out because they
-    have nothing to score (an error when that is every series). A series without a training record (held out, or too
-    short to train on) starts after the latest validation end of the trained series, unless --start says otherwise."""
+    """Each series' scored rows [first, end) by id (0-based within the series, end exclusive: the rows whose targets
+    are scored), the first warning, and notes naming the series of `collection` left out because they have nothing to
+    score (an error when that is every series). `start` and `end` are --start and --end (a row count or a date, see
+    `row_bound`; None: unset), `validation_rows` is --validation-rows, `horizon` the steps a forecast reaches, and
+    `model_dir` names the model in messages; with `after_training`, a trained series' rows start after its training
+    rows. A trained series' rows are `scored_rows`; one without a training record in `schema` (held out, or too short
+    to train on) starts after the latest validation end of the trained series (with `validation_rows`: at the trained
+    series' validation dates), unless `start` says otherwise."""
     rows, warnings, errors = {}, [], []
     for series in collection.series:
         try:
@@ -135,8 +150,11 @@ def _series_rows(series, schema: Schema, start: str | None, end: str | None, val
 
 def scored_rows(series: Series, record: SeriesRecord, start: str | None, end: str | None, validation_rows: bool, horizon: int,
                 model_dir: Path) -> tuple[int, int, str | None]:
-    """The rows [first, end) whose targets are scored (0-based row numbers, end exclusive), and a warning when they are
-    the validation rows."""
+    """The rows [first, end) of the trained `series` whose targets are scored (0-based within the series, end
+    exclusive), and a warning when they are, or reach back into, rows the model saw. By default they follow the
+    validation rows `record` saved; `start` and `end` are --start and --end (a row count or a date, see `row_bound`;
+    None: unset), `validation_rows` (--validation-rows) scores the validation rows instead, `horizon` is the steps that
+    must fit after them, and `model_dir` names the model in messages."""
     n_rows = series.n_observed
     end_row = min(row_bound(series, end, "end") if end else n_rows, n_rows)
     if start:
@@ -172,7 +190,10 @@ def scored_rows(series: Series, record: SeriesRecord, start: str | None, end: st
 
 
 def check_ranges(collection, ranges, rows: dict[str, tuple[int, int]], lookback: int, horizon: int) -> list[str]:
-    """Notes naming the series without an origin to score; an error when no series has one."""
+    """Notes naming the series of `collection` without an origin in `ranges` (the `sampler.OriginRange`s of their
+    scored rows); an error when no series has one. `rows` are each series' scored rows by id, as
+    `collection_scored_rows` gives them (0-based within the series, end exclusive); `lookback` and `horizon` (rows)
+    are for the message."""
     scored = {collection.series[span.series].id for span in ranges}
     reasons = []
     for series in collection.series:

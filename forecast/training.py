@@ -15,8 +15,9 @@ from forecast.data import Collection, describe_left_out, load_collection
 from forecast.errors import ForecastError, IncompatibleWeights, ResumeRefused
 from forecast.kept_model import (ValidationOrigins, interval_calibration, keep_and_score, model_kind,
                                 model_to_save, validation_metrics)
-from forecast.members import (MemberRun, combined, distribution_strategy, joint_history, joint_start_weights, log_run,
-                              resumed_start, start_members, train_members, training_record, validation_streams)
+from forecast.executor import distribution_strategy, runtime, train_networks
+from forecast.members import (MemberRun, combined, joint_history, joint_start_weights, log_run, resumed_start,
+                              start_members, training_record, validation_streams)
 from forecast.store import VERSIONS, checkpoint_dir, current_version, kept_epochs, locked, publish, staging_dir
 from forecast.training_data import check_trainable, detect_bounds, prepare, training_series
 from forecast.version_files import write_version
@@ -94,7 +95,15 @@ def train_collection(
 
     `start_from` is a model directory whose weights (and scalers) training continues from, at `config.initial_epoch`.
     `purpose` ("train" or "retrain") is recorded in the checkpoints, so that only the same kind of run resumes them.
+    The networks train where `config.executor` says (`executor.runtime`: Ray is started or joined before anything
+    else, so that a cluster that cannot be reached fails the run at once).
     """
+    with runtime(config, log):
+        return _train_collection(collection, config, root, log, verbose, extra_callbacks, resume, start_from, purpose)
+
+
+def _train_collection(collection: Collection, config: Config, root: Path, log: Log, verbose: int,
+                      extra_callbacks: tuple, resume: bool, start_from: Path | None, purpose: str) -> TrainResult:
     left_out = describe_left_out(collection.first)
     if left_out:
         log(left_out)
@@ -112,7 +121,7 @@ def train_collection(
     streams, stream_weights = validation_streams(batcher, val_plan, data.series_index)
     run = MemberRun(data.layout, batcher, train_plan, val_plan, streams, stream_weights, root, strategy, replicas,
                     purpose, start_from, resume, extra_callbacks, verbose, log, str(collection.path))
-    trained = train_members(run, config, starts)
+    trained = train_networks(run, config, starts)
     model = combined(trained)
     validation = ValidationOrigins.of(batcher, val_plan.ranges, config.chunks_per_stream, data.target_stats,
                                       config.target_min, config.target_max)

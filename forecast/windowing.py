@@ -3,6 +3,9 @@
 Windows are zero-copy views (`sliding_window_view`) of the one contiguous array that holds every series, so memory
 grows with the rows, not with windows x window length; a batch copies only its own B windows. Which origins to cut,
 and in which order, is the origin sampler's (`forecast.sampler`).
+
+Origins are rows of the feature arrays (`Features.starts`), as in forecast.sampler, PADDING aside; an origin o reads
+history rows o-T+1..o and target and sim rows o+1..o+H. Targets are z-scored by each origin's series (gaps as 0).
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ class WindowBatcher:
     """Cuts the model inputs for a batch of origins out of zero-copy window views of the feature arrays."""
 
     def __init__(self, features: Features, lookback: int, horizon: int, series_weight: np.ndarray | None = None):
-        """`series_weight` (n_series,) multiplies the sample weight of each series' targets (None: all 1)."""
+        """Windows of `lookback` rows of history (T) and `horizon` steps ahead (H) over `features`; `series_weight`
+        (n_series,) multiplies the sample weight of each series' targets (None: all 1)."""
         self.features = features
         self.lookback = lookback
         self.horizon = horizon
@@ -34,12 +38,13 @@ class WindowBatcher:
 
     @property
     def earliest_origin(self) -> int:
-        """The first series' first origin with a whole window: what PADDING positions are fed (weighted 0)."""
+        """The first series' first origin with a whole window (row T - 1): what PADDING positions are fed (weighted
+        0)."""
         return self.lookback - 1
 
     def check_inside(self, origins: np.ndarray) -> None:
-        """ValueError unless each origin (PADDING aside) has its whole window, history and horizon, inside its series:
-        a window cut across two series, or past the end, must never be scored."""
+        """ValueError unless each of `origins` (n,; PADDING aside) has its whole window, history and horizon, inside
+        its series: a window cut across two series, or past the end, must never be scored."""
         real = origins[origins != PADDING]
         if not real.size:
             return
@@ -51,7 +56,9 @@ class WindowBatcher:
             raise ValueError(f"origin {real[outside][0]} has no whole window inside its series")
 
     def inputs(self, origins: np.ndarray) -> dict[str, np.ndarray]:
-        """The three inputs for `origins` (PADDING rows get the earliest window, to be weighted 0)."""
+        """The three inputs for `origins` (B,) (PADDING rows get the earliest window, to be weighted 0), scaled as the
+        feature arrays are: "sim" (B, H, n_sim) at the H rows after each origin, "lstm" (B, T, n_history) at the T rows
+        up to it, "bg" (B, n_bg) at the origin."""
         origins = np.where(origins == PADDING, self.earliest_origin, origins)
         return {
             "sim": np.ascontiguousarray(self._sim[origins + 1].transpose(0, 2, 1)),
@@ -60,8 +67,8 @@ class WindowBatcher:
         }
 
     def targets(self, origins: np.ndarray, scored: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Targets (B, H) with gaps as 0, and weights (B, H): the series' weight (1 without `series_weight`) where
-        scored and observed, else 0.
+        """Targets (B, H) of `origins` (B,), z-scored by each origin's series with gaps as 0, and weights (B, H): the
+        series' weight (1 without `series_weight`) where `scored` (B,) is True and the target observed, else 0.
 
         An origin other than PADDING without a whole window inside its series: ValueError, rather than a window cut from
         elsewhere with full weight.
@@ -75,25 +82,29 @@ class WindowBatcher:
         return np.nan_to_num(target, nan=0.0), weight
 
     def scored_origins(self, origins: np.ndarray) -> np.ndarray:
-        """The `origins` with at least one observed target in their horizon: the ones training, validation and the
-        linear start's choice score (an origin whose horizon is all gaps scores nothing)."""
+        """The `origins` (n,) with at least one observed target in their horizon (m,), in order: the ones training,
+        validation and the linear start's choice score (an origin whose horizon is all gaps scores nothing)."""
         if not origins.size:
             return origins
         _, weight = self.targets(origins, np.ones(len(origins), dtype=bool))
         return origins[weight.any(axis=1)]
 
     def batch(self, origins: np.ndarray, scored: np.ndarray) -> Batch:
+        """One Keras batch for `origins` (B,) with the scored mask `scored` (B,): the `inputs`, {"prediction": the
+        targets (B, H)} and the weights (B, H), as `targets` gives them."""
         target, weight = self.targets(origins, scored)
         return self.inputs(origins), {"prediction": target}, weight
 
     def last_values(self, origins: np.ndarray) -> np.ndarray:
-        """The scaled target at each origin, gaps carried forward: the Repeat forecast."""
+        """The target at each of `origins` (n,), z-scored by its series, gaps carried forward (PADDING: the earliest
+        origin's): the Repeat forecast."""
         origins = np.where(origins == PADDING, self.earliest_origin, origins)
         return self.features.history[origins, 0]
 
 
 def window_generator(batcher: WindowBatcher, plan: StreamPlan, initial_epoch: int = 0) -> Iterator[Batch]:
-    """The seed's generator, for Keras 3: endless, `plan.n_batches` batches per epoch, a fresh layout each epoch."""
+    """The training generator for Keras 3: endless batches of `batcher` (`WindowBatcher.batch`), `plan.n_batches` per
+    epoch, a fresh layout of `plan` each epoch, starting at epoch `initial_epoch` (0-based)."""
     epoch = initial_epoch
     while True:
         origins, scored = plan.batches(epoch)
@@ -103,17 +114,19 @@ def window_generator(batcher: WindowBatcher, plan: StreamPlan, initial_epoch: in
 
 
 def materialise(batcher: WindowBatcher, plan: StreamPlan, epoch: int = 0) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray]:
-    """All batches of one epoch stacked in order: inputs, targets, weights and origins, each with n_batches * B rows
-    (`ValidationSet` with its inputs cut at once: for small sets, such as the tests')."""
+    """All batches of epoch `epoch` of `plan`, cut by `batcher`, stacked in order: the inputs, targets (z-scored, gaps
+    as 0), weights and origins, each with n = n_batches * B rows (`ValidationSet` with its inputs cut at once: for small
+    sets, such as the tests')."""
     validation = ValidationSet.of(batcher, plan, epoch)
     return batcher.inputs(validation.origins), validation.target, validation.weight, validation.origins
 
 
 @dataclass(frozen=True)
 class ValidationSet:
-    """One epoch of a plan's batches, in order, for scoring (validation): the origins (n_batches * B,; PADDING at
-    padding), their targets (n, H, z-units, gaps as 0) and step weights (n, H), which are small; the inputs, which grow
-    with the lookback, are cut batch by batch from the window views when asked for, never all at once."""
+    """One epoch of a plan's batches, in order, for scoring (validation): the `origins` (n = n_batches * B,; PADDING at
+    padding), their `target` (n, H, z-units, gaps as 0) and step weights `weight` (n, H), which are small; the inputs,
+    which grow with the lookback, are cut by `batcher` batch by batch, `batch_size` (B) origins each, from the window
+    views when asked for, never all at once."""
 
     batcher: WindowBatcher
     origins: np.ndarray
@@ -123,19 +136,22 @@ class ValidationSet:
 
     @classmethod
     def of(cls, batcher: WindowBatcher, plan: StreamPlan, epoch: int = 0) -> ValidationSet:
+        """The batches of epoch `epoch` (0-based) of `plan`, with their targets and weights cut by `batcher`."""
         origins, scored = plan.batches(epoch)
         target, weight = batcher.targets(origins.reshape(-1), scored.reshape(-1))
         return cls(batcher, origins.reshape(-1), target, weight, plan.batch_size)
 
     @property
     def n_batches(self) -> int:
+        """How many batches of B origins the set holds."""
         return len(self.origins) // self.batch_size
 
     def rows(self, batch: int) -> slice:
+        """The rows of `origins`, `target` and `weight` that batch `batch` (0-based) holds."""
         return slice(batch * self.batch_size, (batch + 1) * self.batch_size)
 
     def inputs(self, batch: int) -> dict[str, np.ndarray]:
-        """The three inputs of batch `batch`."""
+        """The three inputs of batch `batch` (0-based), as `WindowBatcher.inputs` cuts them."""
         return self.batcher.inputs(self.origins[self.rows(batch)])
 
     def batches(self) -> Iterator[dict[str, np.ndarray]]:

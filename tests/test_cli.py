@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import BEIJING, CAMELS, ETTH1, FORECAST, assert_png, head_csv, run_forecast
+from conftest import BEIJING, CAMELS, FORECAST, assert_png, head_csv, run_forecast
 
 TINY = ["--lookback", "48", "--horizon", "12", "--batch-size", "16", "--epochs", "2"]
 

@@ -1,5 +1,5 @@
 """An ensemble (`members = N`): N networks from seeds seed, seed + 1, ... averaged in one Keras model, which saves,
-reloads, carries and resets its members' states, copies to batch 1, ablates, resumes and retrains as one network does."""
+reloads, carries and resets its members' states, ablates, resumes and retrains as one network does."""
 
 import json
 

@@ -7,7 +7,6 @@ Everything runs in process on the tiny four-basin model of conftest's `basins_st
 """
 
 import json
-import os
 import shutil
 
 import numpy as np

@@ -1,4 +1,4 @@
-"""The Keras model: inputs, cuDNN-friendly defaults, state handling, the batch-1 copy, validation order."""
+"""The Keras model: inputs, cuDNN-friendly defaults, state handling, validation order."""
 
 import numpy as np
 import pytest

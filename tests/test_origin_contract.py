@@ -2,8 +2,8 @@
 
 Every row after origin + H is changed (times five, emptied, shuffled) and each path's output at the origin must stay
 bit for bit: predict's (the forecast `plot` draws from any origin, with its interval from the recent errors),
-evaluate's (the model, its ablations and the interval offsets) and the retrain holdout's (every origin after the
-training rows), for one series under each gap setting, at an origin after a gap and, where gaps are filled, at one
+evaluate's (the model, its ablations and the interval offsets) and the recalibration's after a retrain (every
+origin after the training rows), for one series under each gap setting, at an origin after a gap and, where gaps are filled, at one
 inside it. Many series, trained and held out: tests/test_many.py.
 """
 
@@ -59,8 +59,8 @@ def grid_time(row: int) -> pd.Timestamp:
 
 
 def at_origin(path, model_dir, origin: pd.Timestamp, after_training: bool = False) -> dict[str, np.ndarray]:
-    """Evaluate's outputs at the origin (its only one: the range is its horizon), or with `after_training` the retrain
-    holdout's, whose range runs from the training rows' end to the origin's horizon."""
+    """Evaluate's outputs at the origin (its only one: the range is its horizon), or with `after_training` those
+    `retraining.recalibrate` fits on, whose range runs from the training rows' end to the origin's horizon."""
     from forecast.backtest import range_forecasts
 
     start = None if after_training else str(origin + pd.Timedelta(hours=1))
@@ -81,7 +81,7 @@ def test_nothing_after_the_origin_changes_a_forecast_on_any_path(trained, tmp_pa
     before = {
         "plot": forecast_from(path, model_dir, str(origin)).frame,
         "evaluate": at_origin(path, model_dir, origin),
-        "holdout": at_origin(path, model_dir, origin, after_training=True),
+        "recalibrate": at_origin(path, model_dir, origin, after_training=True),
     }
     assert {"model", "state_reset", "lstm_zeroed", "linear_only", "offsets"} <= set(before["evaluate"])
     for change in CHANGES:
@@ -89,7 +89,7 @@ def test_nothing_after_the_origin_changes_a_forecast_on_any_path(trained, tmp_pa
         pd.testing.assert_frame_equal(forecast_from(changed, model_dir, str(origin)).frame, before["plot"],
                                       check_exact=True, obj=f"{setting}, {change}: plot")
         for name, outputs in (("evaluate", at_origin(changed, model_dir, origin)),
-                              ("holdout", at_origin(changed, model_dir, origin, after_training=True))):
+                              ("recalibrate", at_origin(changed, model_dir, origin, after_training=True))):
             for label, values in outputs.items():
                 assert np.array_equal(values, before[name][label]), (setting, change, name, label)
     # predict, plot and evaluate make the same forecast at the same origin.

@@ -5,7 +5,6 @@ import os
 import shutil
 
 import pandas as pd
-import pytest
 
 from forecast.config import Config
 from forecast.store import staging_dir

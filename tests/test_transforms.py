@@ -1,7 +1,6 @@
 """Pure data transforms on small arrays: scaling, calendar features, carrying values forward."""
 
 import numpy as np
-import pytest
 import pandas as pd
 
 from forecast.calendar import calendar_features, calendar_names, future_times
