@@ -74,7 +74,7 @@ class Config:
     keep_versions: int = 5
     tensorboard_dir: str | None = None
     seed: int = 0
-    data_pipeline: str = "pydataset"
+    data_pipeline: str = "tfdata"  # "tfdata": batches gathered in TensorFlow; "pydataset"/"generator": cut in Python
     workers: int = 1
     use_multiprocessing: bool = False
     max_queue_size: int = 10
@@ -129,8 +129,9 @@ class Config:
             raise ForecastError(f"config: series_weight must be 'none' or 'naive', got {self.series_weight!r}")
         if (self.static or self.holdout_series) and not self.id_column:
             raise ForecastError("config: static and holdout_series need id_column, the column naming each row's series")
-        if self.data_pipeline not in ("pydataset", "generator"):
-            raise ForecastError(f"config: data_pipeline must be 'pydataset' or 'generator', got {self.data_pipeline!r}")
+        if self.data_pipeline not in ("tfdata", "pydataset", "generator"):
+            raise ForecastError("config: data_pipeline must be 'tfdata', 'pydataset' or 'generator', got "
+                                f"{self.data_pipeline!r}")
         if self.distribute not in ("none", "mirrored"):
             raise ForecastError(f"config: distribute must be 'none' or 'mirrored', got {self.distribute!r}")
         if self.distribute == "mirrored" and (
@@ -139,8 +140,8 @@ class Config:
             # Keras builds a distributed model from a batch of a fresh iterator and then resets it: a generator or a
             # worker queue has prefetched batches by then, which are lost, and the stateful streams shift.
             raise ForecastError(
-                "config: distribute = \"mirrored\" needs data_pipeline = \"pydataset\" with workers = 1 and "
-                "use_multiprocessing = false (otherwise batches are lost before the first epoch)"
+                "config: distribute = \"mirrored\" needs data_pipeline = \"tfdata\", or \"pydataset\" with workers = 1 "
+                "and use_multiprocessing = false (otherwise batches are lost before the first epoch)"
             )
         if self.executor not in ("local", "ray"):
             raise ForecastError(f"config: executor must be 'local' or 'ray', got {self.executor!r}")

@@ -1,10 +1,15 @@
-"""The windowing batches as a keras.utils.PyDataset, so workers, use_multiprocessing and max_queue_size apply."""
+"""The windowing batches as Keras input pipelines: a `tf.data.Dataset` that gathers each batch inside TensorFlow
+(`data_pipeline = "tfdata"`), or a `keras.utils.PyDataset` that cuts it in Python from the arrays where they are
+(`"pydataset"`, where workers, use_multiprocessing and max_queue_size apply). Both serve the same batches."""
 
 from __future__ import annotations
 
+import numpy as np
+
 from forecast import backend
-from forecast.sampler import StreamPlan
-from forecast.windowing import Batch, ValidationSet, WindowBatcher
+from forecast.config import Config
+from forecast.sampler import PADDING, StreamPlan
+from forecast.windowing import Batch, ValidationSet, WindowBatcher, window_generator
 
 keras = backend.keras()
 
@@ -56,3 +61,119 @@ class ValidationBatches(keras.utils.PyDataset):
     def __getitem__(self, index: int) -> Batch:
         rows = self.validation.rows(index)
         return self.validation.inputs(index), {"prediction": self.validation.target[rows]}, self.weights[rows]
+
+
+class GatheredWindows:
+    """The windows of `batcher` cut by TensorFlow: the feature arrays as constants, and a batch of origins gathered
+    into its three inputs, targets and weights inside tf.data, in parallel with training and without Python or its
+    lock. Every value is the one `WindowBatcher.batch` cuts: the same rows copied, the same float32 products.
+
+    The feature arrays are copied into TensorFlow once, so this path needs them in memory; `data_pipeline =
+    "pydataset"` reads windows from the arrays where they are (a memory-mapped file, say) batch by batch.
+    """
+
+    def __init__(self, batcher: WindowBatcher):
+        tf = _tensorflow()
+        features = batcher.features
+        self.batcher = batcher
+        self.history, self.sim, self.bg, self.target = (
+            tf.constant(array) for array in (features.history, features.sim, features.bg, features.target))
+        row_weight = (batcher.series_weight[features.series_of(np.arange(features.n_rows))].astype("float32")
+                      if batcher.series_weight is not None else None)
+        self.row_weight = None if row_weight is None else tf.constant(row_weight)
+        self.back = tf.range(1 - batcher.lookback, 1, dtype=tf.int64)
+        self.ahead = tf.range(1, batcher.horizon + 1, dtype=tf.int64)
+
+    def inputs(self, origins):
+        """The three inputs for `origins` (B,) (PADDING: the earliest window), as `WindowBatcher.inputs`."""
+        tf = _tensorflow()
+        origins = tf.where(origins == PADDING, tf.constant(self.batcher.earliest_origin, tf.int64), origins)
+        return {"sim": tf.gather(self.sim, origins[:, None] + self.ahead),
+                "lstm": tf.gather(self.history, origins[:, None] + self.back),
+                "bg": tf.gather(self.bg, origins)}
+
+    def batch(self, origins, scored):
+        """(inputs, {"prediction": targets (B, H)}, weights (B, H)) for `origins` (B,) and the mask `scored` (B,), as
+        `WindowBatcher.batch` (whose window check runs on the epoch's layout before it is gathered)."""
+        tf = _tensorflow()
+        inputs = self.inputs(origins)
+        rows = tf.where(origins == PADDING, tf.constant(self.batcher.earliest_origin, tf.int64), origins)
+        target = tf.gather(self.target, rows[:, None] + self.ahead)
+        observed = tf.math.is_finite(target)
+        weight = tf.cast(observed & scored[:, None], tf.float32)
+        if self.row_weight is not None:
+            weight = weight * tf.gather(self.row_weight, rows)[:, None]
+        return inputs, {"prediction": tf.where(observed, target, tf.zeros_like(target))}, weight
+
+
+def training_batches(batcher: WindowBatcher, plan: StreamPlan, initial_epoch: int = 0):
+    """`plan`'s batches of `batcher`'s windows as an endless `tf.data.Dataset`, epoch after epoch from `initial_epoch`
+    (0-based), `plan.n_batches` per epoch in the plan's order, as `WindowDataset` serves them: each epoch's layout is
+    made by NumPy once (`StreamPlan.batches`, its windows checked), the batches gathered by TensorFlow and prefetched."""
+    tf = _tensorflow()
+    windows = GatheredWindows(batcher)
+
+    def layout(epoch):
+        origins, scored = plan.batches(int(epoch))
+        batcher.check_inside(origins.reshape(-1))
+        return origins, scored
+
+    def epoch_batches(epoch):
+        origins, scored = tf.numpy_function(layout, [epoch], (tf.int64, tf.bool), stateful=False)
+        # The batch dimension left unknown, as Keras leaves it for a PyDataset: the training step's graph, and so
+        # every rounding in it, is then the same whichever pipeline feeds it.
+        origins.set_shape((None, None))
+        scored.set_shape((None, None))
+        return tf.data.Dataset.from_tensor_slices((origins, scored))
+
+    return (tf.data.Dataset.range(initial_epoch, 2**62).flat_map(epoch_batches)
+            .map(windows.batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+            .prefetch(tf.data.AUTOTUNE))
+
+
+def validation_batches(validation: ValidationSet, weights: np.ndarray):
+    """A `ValidationSet`'s batches in order, each with its slice of `weights` (n, H: the run's score weights), as
+    `ValidationBatches` serves them, as a `tf.data.Dataset` that repeats them for every epoch's validation."""
+    tf = _tensorflow()
+    windows = GatheredWindows(validation.batcher)
+    shape = (validation.n_batches, validation.batch_size)
+    origins = validation.origins.reshape(shape)
+    target = validation.target.reshape(*shape, -1)
+    weights = np.asarray(weights, dtype="float32").reshape(*shape, -1)
+    return (tf.data.Dataset.from_tensor_slices((origins, target, weights))
+            .map(lambda batch, y, weight: (windows.inputs(batch), {"prediction": y}, weight),
+                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+            .repeat().prefetch(tf.data.AUTOTUNE))
+
+
+def training_data(batcher: WindowBatcher, plan: StreamPlan, config: Config, first_epoch: int):
+    """What `fit` trains on: `plan`'s batches of `batcher`'s windows from epoch `first_epoch` on, endlessly, gathered
+    by tf.data (`config.data_pipeline` = "tfdata"), as a generator ("generator") or a `dataset.WindowDataset` with
+    `config`'s workers and queue ("pydataset"); all three serve the same batches."""
+    if config.data_pipeline == "generator":
+        return window_generator(batcher, plan, first_epoch)
+    if config.data_pipeline == "tfdata":
+        return training_batches(batcher, plan, first_epoch)
+
+    return WindowDataset(
+        batcher,
+        plan,
+        initial_epoch=first_epoch,
+        workers=config.workers,
+        use_multiprocessing=config.use_multiprocessing,
+        max_queue_size=config.max_queue_size,
+    )
+
+
+def validation_data(run, config: Config):
+    """What `fit` validates on each epoch: the run's (`members.MemberRun`) validation batches with their score weights, through the same
+    kind of pipeline as training's (`config.data_pipeline`)."""
+    if config.data_pipeline == "tfdata":
+        return validation_batches(run.validation, run.score_weights)
+    return ValidationBatches(run.validation, run.score_weights)
+
+
+def _tensorflow():
+    import tensorflow as tf
+
+    return tf

@@ -23,6 +23,8 @@ from forecast.windowing import WindowBatcher
 
 LINEAR_TERMS = ("history_highway", "history_summary", "sim_residual", "sim_error_decay", "attribute_interaction")
 MAX_ORIGINS = 20_000
+MAX_VALIDATION_ORIGINS = 50_000  # the choice of inputs is made on at most this many, in whole blocks of H
+DESIGN_CHUNK = 8_192  # validation origins whose design rows are held at once when the chosen fit is scored on all
 PENALTIES = 10.0 ** np.arange(-7.0, 1.0)
 
 
@@ -62,12 +64,14 @@ def fit_linear_start(
     attributes or not. The plain fit (lags, no covariates, no calendar, no attributes) is kept unless another beats it
     clearly (`Improvement.clear`: at least MIN_BLOCKS blocks of H validation origins and a t statistic above the
     Student t threshold for their number, at least SIGNIFICANT_T): a small gain in validation MSE from more inputs is
-    as often a loss on the test rows.
+    as often a loss on the test rows. With more than MAX_VALIDATION_ORIGINS validation origins the choice is made on
+    evenly spread blocks of H consecutive ones, and the chosen fit's `val_mse` on all of them, a chunk at a time, so
+    that memory stays bounded with many series.
     """
-    keras = backend.keras()
-    probe = keras.Model(model.inputs, [model.get_layer(name).input for name in linear_terms(model)])
+    probe = _probe(model)
     x_train, y_train, _, _ = _design(probe, batcher, _thinned(train_origins), whole_horizon=True)
-    x_val, y_val, w_val, val_scored = _design(probe, batcher, val_origins, whole_horizon=False)
+    choice_origins = _thinned_blocks(val_origins, batcher.horizon)
+    x_val, y_val, w_val, val_scored = _design(probe, batcher, choice_origins, whole_horizon=False)
     if len(x_train) < 2 or len(x_val) == 0:
         return None
     horizon = y_train.shape[1]
@@ -92,6 +96,8 @@ def fit_linear_start(
         if verdict.clear and mse < fits[best][4]:
             best, best_t = choice, verdict.t
     errors, penalty, weights, intercept, mse = fits[best]
+    if len(choice_origins) < len(val_origins):
+        mse = _streamed_score(probe, batcher, val_origins, weights, intercept)
     start = 0
     for name in linear_terms(model):
         layer = model.get_layer(name)
@@ -190,6 +196,53 @@ def _thinned(origins: np.ndarray) -> np.ndarray:
     return origins[np.linspace(0, len(origins) - 1, MAX_ORIGINS).round().astype(int)]
 
 
+def _thinned_blocks(origins: np.ndarray, block: int) -> np.ndarray:
+    """At most MAX_VALIDATION_ORIGINS of `origins` (n,), as evenly spread whole blocks of `block` consecutive ones:
+    the paired test that decides the choice of inputs averages over such blocks."""
+    if len(origins) <= MAX_VALIDATION_ORIGINS:
+        return origins
+    n_blocks = len(origins) // block
+    chosen = np.linspace(0, n_blocks - 1, MAX_VALIDATION_ORIGINS // block).round().astype(int)
+    return origins[(chosen[:, None] * block + np.arange(block)[None, :]).reshape(-1)]
+
+
+def _streamed_score(probe, batcher: WindowBatcher, origins: np.ndarray, weights: np.ndarray, intercept: np.ndarray
+                    ) -> float:
+    """`criterion.score` of the linear fit (`weights` (features, H), `intercept` (H,)) over every origin of `origins`
+    with an observed step, the design cut DESIGN_CHUNK origins at a time."""
+    target, weight = batcher.targets(origins, np.ones(len(origins), dtype=bool))
+    observed = weight.any(axis=1)
+    origins, target, weight = origins[observed], target[observed], weight[observed]
+    scored_weights = score_weights(batcher.features.series_of(origins), target, weight).astype("float64")
+    total = 0.0
+    for start in range(0, len(origins), DESIGN_CHUNK):
+        design, change, _, _ = _design(probe, batcher, origins[start : start + DESIGN_CHUNK], whole_horizon=False)
+        forecast = design @ weights + intercept
+        total += float(((forecast - change) ** 2 * scored_weights[start : start + DESIGN_CHUNK]).sum())
+    return total / float(scored_weights.sum()) if scored_weights.sum() > 0 else float("nan")
+
+
+def _probe(model):
+    """The linear terms' inputs of `model` as one compiled function of a batch of its inputs (B rows, the model's
+    fixed batch size): what each linear layer sees, concatenated (B, features). Compiled, because the design is cut
+    batch by batch over tens of thousands of origins."""
+    import tensorflow as tf
+
+    keras = backend.keras()
+    probe = keras.Model(model.inputs, [model.get_layer(name).input for name in linear_terms(model)])
+    batch_size = probe.inputs[0].shape[0]
+
+    # A direct call, not predict_on_batch: under a distribution strategy that would split the batch by replica.
+    @tf.function
+    def design_rows(inputs):
+        outputs = probe(inputs, training=False)
+        outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+        return tf.concat([tf.reshape(part, (batch_size, -1)) for part in outputs], axis=1)
+
+    design_rows.batch_size = batch_size
+    return design_rows
+
+
 def _design(
     probe, batcher: WindowBatcher, origins: np.ndarray, whole_horizon: bool
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -199,14 +252,14 @@ def _design(
     target, weight = batcher.targets(origins, np.ones(len(origins), dtype=bool))
     observed = weight.all(axis=1) if whole_horizon else weight.any(axis=1)
     origins, target, weight = origins[observed], target[observed], weight[observed]
-    batch_size = probe.inputs[0].shape[0]
+    batch_size = probe.batch_size
     padded = np.pad(origins, (0, -len(origins) % batch_size), mode="edge")
-    parts = []
+    design = np.empty((len(padded), 0))
     for start in range(0, len(padded), batch_size):
-        # A direct call, not predict_on_batch: under a distribution strategy that would split the batch by replica.
-        outputs = probe(batcher.inputs(padded[start : start + batch_size]), training=False)
-        outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
-        parts.append(np.concatenate([np.asarray(part).reshape(batch_size, -1) for part in outputs], axis=1))
-    design = np.concatenate(parts)[: len(origins)].astype("float64")
+        rows = np.asarray(probe(batcher.inputs(padded[start : start + batch_size])))
+        if not start:
+            design = np.empty((len(padded), rows.shape[1]), dtype="float64")
+        design[start : start + batch_size] = rows
+    design = design[: len(origins)]
     change = np.where(weight > 0, target.astype("float64") - batcher.last_values(origins)[:, None], 0.0)
     return design, change, weight.astype("float64"), origins

@@ -31,7 +31,7 @@ from forecast.linear_start import freeze_linear_terms, linear_terms
 from forecast.sampler import StreamPlan
 from forecast.split import Split
 from forecast.store import MODEL_FILE, VERSIONS, checkpoint_dir, read_metrics, versions
-from forecast.windowing import ValidationSet, WindowBatcher, window_generator
+from forecast.windowing import ValidationSet, WindowBatcher
 
 Log = Callable[[str], None]
 
@@ -212,11 +212,10 @@ def _fit(model, run: MemberRun, checkpoints: Path, train_plan: StreamPlan, confi
          start_weights, tensorboard: str | None) -> pd.DataFrame:
     """Runs Keras' fit over the training streams, validating on the run's validation set (and logging to the
     TensorBoard folder `tensorboard`, if any); returns the per-epoch history."""
+    from forecast.dataset import training_data, validation_data
     from forecast.model import SkipUnscoredBatches
 
     keras = backend.keras()
-    from forecast.dataset import ValidationBatches
-
     chunks = config.chunks_per_stream
     callbacks = training_callbacks(keras, config, checkpoints, chunks, state, resume, start_weights, tensorboard)
     callbacks += list(run.extra_callbacks)
@@ -227,7 +226,7 @@ def _fit(model, run: MemberRun, checkpoints: Path, train_plan: StreamPlan, confi
         epochs=first_epoch if state.stopped else max(config.epochs, first_epoch),
         initial_epoch=first_epoch,
         steps_per_epoch=train_plan.n_batches,
-        validation_data=ValidationBatches(run.validation, run.score_weights),
+        validation_data=validation_data(run, config),
         validation_steps=run.validation.n_batches,
         callbacks=callbacks,
         shuffle=False,  # the stateful layout is ordered; the plan shuffles whole streams itself
@@ -380,23 +379,6 @@ def training_callbacks(keras, config: Config, checkpoints: Path, chunks: int, st
     if tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=tensorboard))
     return callbacks
-
-
-def training_data(batcher: WindowBatcher, plan: StreamPlan, config: Config, first_epoch: int):
-    """What `fit` trains on: `plan`'s batches of `batcher`'s windows from epoch `first_epoch` on, endlessly, as a
-    generator (`config.data_pipeline` = "generator") or a `dataset.WindowDataset` with `config`'s workers and queue."""
-    if config.data_pipeline == "generator":
-        return window_generator(batcher, plan, first_epoch)
-    from forecast.dataset import WindowDataset
-
-    return WindowDataset(
-        batcher,
-        plan,
-        initial_epoch=first_epoch,
-        workers=config.workers,
-        use_multiprocessing=config.use_multiprocessing,
-        max_queue_size=config.max_queue_size,
-    )
 
 
 def log_run(batcher: WindowBatcher, train_plan: StreamPlan, val_plan: StreamPlan, n_series: int, replicas: int,

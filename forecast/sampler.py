@@ -70,19 +70,26 @@ def stream_layout(ranges: tuple[OriginRange, ...], chunk: int, chunks: int, phas
     `chunk` residue classes of a range starts `phase` chunks (0 <= `phase` < `chunks`) before the range's first origin
     (warm-up, weight 0; `warm_up` at the series' start); the last stream of a class is padded at its end with PADDING.
     """
-    streams, masks = [], []
-    for span in ranges:
-        for offset in range(min(chunk, span.size)):
-            scored = np.arange(span.first + offset, span.last + 1, chunk)
-            warmup = warm_up(scored[0] - chunk * np.arange(phase, 0, -1), span.earliest)
-            origins = np.concatenate([warmup, scored])
-            mask = np.concatenate([np.zeros(len(warmup), dtype=bool), np.ones(len(scored), dtype=bool)])
-            padding = -len(origins) % chunks
-            streams.append(np.pad(origins, (0, padding), constant_values=PADDING).reshape(-1, chunks))
-            masks.append(np.pad(mask, (0, padding), constant_values=False).reshape(-1, chunks))
-    if not streams:
+    if not ranges:
         return np.empty((0, chunks), dtype=np.int64), np.empty((0, chunks), dtype=bool)
-    origins, scored = np.concatenate(streams), np.concatenate(masks)
+    # One residue class (a range and an offset below `chunk`) per element, laid out with array arithmetic: an epoch's
+    # layout costs the same Python work for ten series as for ten thousand.
+    first, size, earliest = (np.array([getattr(span, name) for span in ranges], dtype=np.int64)
+                             for name in ("first", "size", "earliest"))
+    used = np.minimum(size, chunk)
+    span = np.repeat(np.arange(len(ranges)), used)
+    offset = np.arange(used.sum()) - np.repeat(np.cumsum(used) - used, used)
+    count = -(-(size[span] - offset) // chunk)  # scored origins of the class: ceil((size - offset) / chunk)
+    rows = -(-(count + phase) // chunks)  # its streams: warm-up and scored positions, padded to whole streams
+    stream_class = np.repeat(np.arange(len(span)), rows)
+    stream_row = np.arange(rows.sum()) - np.repeat(np.cumsum(rows) - rows, rows)
+    # Position k of a class counts its scored origins from 0; warm-up positions are negative, padding >= count.
+    position = (stream_row * chunks)[:, None] + np.arange(chunks)[None, :] - phase
+    klass = stream_class[:, None]
+    origins = first[span][klass] + offset[klass] + chunk * position
+    scored = (position >= 0) & (position < count[klass])
+    origins = np.where(position < 0, warm_up(origins, earliest[span][klass]), origins)
+    origins = np.where(position >= count[klass], PADDING, origins)
     keep = scored.any(axis=1)
     return origins[keep], scored[keep]
 

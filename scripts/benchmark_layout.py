@@ -15,19 +15,25 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from forecast import windowing
+import numpy as np
+
+from forecast import sampler
 from forecast.config import Config
 from forecast.training import train
 
 ETTH1 = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ETTh1.csv"
 
 
-SHIFTED_GRID = windowing.stream_layout
+SHIFTED_GRID = sampler.stream_layout
 
 
-def fixed_grid(first, last, chunk, chunks, phase, earliest):
-    """Only the origins on the grid from `first`: what a naive stateful generator walks (each origin once per T epochs)."""
-    origins, scored = SHIFTED_GRID(first, last, chunk, chunks, 0, earliest)
+def fixed_grid(ranges, chunk, chunks, phase):
+    """Only the origins on the grid from each range's first: what a naive stateful generator walks (each origin once
+    per T epochs)."""
+    origins, scored = SHIFTED_GRID(ranges, chunk, chunks, 0)
+    firsts = np.array([span.first for span in ranges])
+    # A stream's range: the last range whose first origin is at or before the stream's first origin.
+    first = firsts[np.searchsorted(firsts, origins[:, 0], side="right") - 1]
     keep = (origins[:, 0] - first) % chunk == 0
     return origins[keep], scored[keep]
 
@@ -45,10 +51,11 @@ def main() -> None:
             ("fixed grid", base, fixed_grid),
             ("stateless windows", base.replace(stateful=False), SHIFTED_GRID),
         ):
-            windowing.stream_layout = layout  # StreamPlan.batches looks the layout up at call time
-            trained = int(layout(95, 8640 - 25, 96, config.chunks_per_stream, 0, 95)[1].sum())
+            sampler.stream_layout = layout  # StreamPlan.batches looks the layout up at call time
+            span = (sampler.OriginRange(0, 95, 8640 - 25, 95),)
+            trained = int(layout(span, 96, config.chunks_per_stream, 0)[1].sum())
             result = train(ETTH1, config, Path(store) / name.split()[0])
-            windowing.stream_layout = SHIFTED_GRID
+            sampler.stream_layout = SHIFTED_GRID
             mse = result.metrics["validation"]["model"]["mse"]
             print(f"| {name} | {trained} | {mse:.4f} | {result.metrics['epochs_run']} |", flush=True)
 

@@ -63,14 +63,16 @@ def test_mirrored_refuses_pipelines_that_lose_batches_before_the_first_epoch(set
     from forecast.config import Config
     from forecast.errors import ForecastError
 
-    with pytest.raises(ForecastError, match="mirrored\" needs data_pipeline = \"pydataset\" with workers = 1"):
+    with pytest.raises(ForecastError, match="mirrored\" needs data_pipeline = \"tfdata\", or \"pydataset\" with workers = 1"):
         Config(target="OT", distribute="mirrored", **settings)
     Config(target="OT", distribute="none", **settings)
     Config(target="OT", distribute="mirrored")
+    Config(target="OT", distribute="mirrored", data_pipeline="pydataset")
 
 
 FEED_SCRIPT = """
 import json
+import sys
 import numpy as np
 import pandas as pd
 import tensorflow as tf
@@ -80,7 +82,7 @@ tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfigur
 from forecast import backend
 from forecast.config import Config
 from forecast.features import Features
-from forecast.members import training_data
+from forecast.dataset import training_data
 from forecast.sampler import OriginRange, StreamPlan
 from forecast.windowing import WindowBatcher
 
@@ -118,16 +120,17 @@ class Recorder(keras.Model):
 with strategy.scope():
     model = Recorder()
     model.compile(optimizer="sgd", loss={"prediction": MaskedMSE()}, run_eagerly=True)
-data = training_data(batcher, plan, Config(target="y", distribute="mirrored"), 0)
+data = training_data(batcher, plan, Config(target="y", distribute="mirrored", data_pipeline=sys.argv[1]), 0)
 model.fit(data, epochs=2, steps_per_epoch=plan.n_batches, shuffle=False, verbose=0)
 print(json.dumps({"expected": expected, "fed": [fed[0], fed[1]]}))
 """
 
 
 @pytest.mark.slow
-def test_under_mirrored_each_replica_gets_its_rows_of_every_planned_batch():
+@pytest.mark.parametrize("pipeline", ["tfdata", "pydataset"])
+def test_under_mirrored_each_replica_gets_its_rows_of_every_planned_batch(pipeline):
     """Keras builds the distributed model from one batch of a fresh iterator: no batch may be lost or shifted by it."""
-    result = subprocess.run([sys.executable, "-c", FEED_SCRIPT], capture_output=True, text=True, check=True)
+    result = subprocess.run([sys.executable, "-c", FEED_SCRIPT, pipeline], capture_output=True, text=True, check=True)
     report = json.loads(result.stdout.strip().splitlines()[-1])
     for replica, fed in enumerate(report["fed"]):
         assert fed == [batch[2 * replica : 2 * replica + 2] for batch in report["expected"]], f"replica {replica}"

@@ -59,3 +59,18 @@ def test_same_seed_same_weights(tmp_path, ett_small):
         np.testing.assert_array_equal(first, second)
     train(ett_small, config.replace(seed=12), tmp_path / "other")
     assert not all(np.array_equal(a, b) for a, b in zip(weights(tmp_path / "first"), weights(tmp_path / "other")))
+
+
+@pytest.mark.slow
+def test_the_pipelines_train_the_same_weights(tmp_path, ett_small):
+    """The batches gathered by tf.data are the ones the PyDataset cuts, in the same order: same seed, same weights."""
+    from forecast.config import Config
+    from forecast.training import train
+
+    config = Config(target="OT", lookback=48, horizon=12, batch_size=16, epochs=2, seed=3, linear_start=False)
+    for pipeline in ("tfdata", "pydataset"):
+        train(ett_small, config.replace(data_pipeline=pipeline), tmp_path / pipeline)
+    for gathered, cut in zip(weights(tmp_path / "tfdata"), weights(tmp_path / "pydataset")):
+        np.testing.assert_array_equal(gathered, cut)
+    histories = [pd.read_csv(tmp_path / pipeline / "current" / "history.csv") for pipeline in ("tfdata", "pydataset")]
+    np.testing.assert_array_equal(histories[0]["val_mse"], histories[1]["val_mse"])
