@@ -17,8 +17,8 @@ from __future__ import annotations
 import numpy as np
 
 from forecast.ensemble import members_of
-from forecast.model import all_layers, copy_model, has_network
-from forecast.runner import forecasts_at
+from forecast.model import all_layers, copy_model, has_network, reset_states
+from forecast.runner import forecasts_at, stream_outputs
 from forecast.sampler import OriginRange
 from forecast.windowing import WindowBatcher
 
@@ -54,12 +54,26 @@ def without_correction(model):
 def ablation_forecasts(model, batcher: WindowBatcher, ranges: tuple[OriginRange, ...], chunks: int
                        ) -> dict[str, np.ndarray]:
     """The scaled forecasts (n_origins, H) of each way (`runner.forecasts_at`), keyed "model", "state_reset" (absent
-    for a stateless model, where it is the same as "model"), "lstm_zeroed" and "linear_only"."""
-    forecasts = {"model": forecasts_at(model, batcher, ranges, chunks)}
+    for a stateless model, where it is the same as "model"), "lstm_zeroed" and "linear_only".
+
+    One pass over the streams: each group's state is warmed up as `forecasts_at` warms it, then its origins' chunk
+    runs every way. The ways without warm-up get it from a fresh state, which is what they forecast after a warm-up
+    too: a state reset is a fresh state at the origin, a zeroed LSTM's state stays exactly 0, and the linear terms
+    never read the state (the correction they go without is exactly 0 whatever the state)."""
     if not has_network(model):  # a kept linear start: no state, LSTM or correction to take away
-        return forecasts
-    if chunks > 1:
-        forecasts["state_reset"] = forecasts_at(model, batcher, ranges, 1)
-    forecasts["lstm_zeroed"] = forecasts_at(zeroed_lstm(model), batcher, ranges, chunks)
-    forecasts["linear_only"] = forecasts_at(without_correction(model), batcher, ranges, chunks)
-    return forecasts
+        return {"model": forecasts_at(model, batcher, ranges, chunks)}
+    variants = {"lstm_zeroed": zeroed_lstm(model), "linear_only": without_correction(model)}
+
+    def every_way(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        outputs = {"model": model.predict_on_batch(inputs)["prediction"]}
+        if chunks > 1:
+            reset_states(model)
+            outputs["state_reset"] = model.predict_on_batch(inputs)["prediction"]
+        for label, variant in variants.items():
+            reset_states(variant)
+            outputs[label] = variant.predict_on_batch(inputs)["prediction"]
+        return outputs
+
+    labels = ["model", *(["state_reset"] if chunks > 1 else []), *variants]
+    outputs = stream_outputs(model, batcher, ranges, chunks, finish=every_way)
+    return {label: outputs.get(label, np.empty((0, batcher.horizon), dtype="float32")) for label in labels}

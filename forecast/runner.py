@@ -2,9 +2,11 @@
 
 `open_saved` reads a version and the user's file and checks that they fit (before TensorFlow loads); `OpenedModel.load`
 attaches the network and builds each series' features as the model reads them; `forecasts_at` runs a network at
-origins. predict, plot, evaluate and its ablations, the recent errors an interval is calibrated on, training's
-keep/discard gate and interval calibration and the retrain holdout all forecast through `forecasts_at`, so a forecast
-at an origin is the same number whichever command made it.
+origins. predict, plot, evaluate and its ablations, training's keep/discard gate and interval calibration and the
+retrain holdout all forecast through `forecasts_at` with the saved network, so a forecast at an origin is the same
+number whichever command made it. The recent errors an interval is calibrated on, thousands of forecasts, go through
+`forecasts_at` too, from a copy of the network at a larger batch (forecast.bulk): the same numbers up to float
+rounding.
 
 Each origin gets its own stream: the state is reset, warmed up over the `chunks - 1` chunks before the origin, then
 the origin is forecast (`sampler.rolling_streams`), B streams at a time. Indices are rows of the feature arrays
@@ -20,36 +22,62 @@ from pathlib import Path
 import numpy as np
 
 from forecast import backend
+from forecast.bulk import bulk_network
 from forecast.data import Collection, load_collection
 from forecast.errors import ForecastError
 from forecast.features import Features, InputLayout, build_features, fit_scaler, stack
 from forecast.recent_errors import first_unfitted, interval_offsets, window_ranges
-from forecast.sampler import OriginRange, batch_layout, rolling_streams
+from forecast.sampler import PADDING, OriginRange, rolling_streams
 from forecast.scaling import Scaler, bounded_z, target_stats
 from forecast.store import SavedModel, current_version, read_saved, with_network
 from forecast.validation import describe_grid, listing, lookalike
 from forecast.windowing import WindowBatcher
 
 Log = Callable[[str], None]
+Step = Callable[[dict[str, np.ndarray]], object]  # a model's call on a batch of inputs (by name)
 
 # The fewest observed targets a series that took no part in training is z-scored on (its mean and spread need two).
 MIN_SCALER_ROWS = 2
 
 
-def forecasts_at(model, batcher: WindowBatcher, ranges: tuple[OriginRange, ...], chunks: int) -> np.ndarray:
+def forecasts_at(model, batcher: WindowBatcher, ranges: tuple[OriginRange, ...], chunks: int,
+                 advance: Step | None = None) -> np.ndarray:
     """Forecasts (n_origins, H, z-scored by each origin's series, not clipped) of `model` at every origin of `ranges`,
     range after range, each from a state reset and then warmed up over the `chunks - 1` chunks before the origin
     (chunks = 1: a fresh state at every origin). `model` runs at the batch size it was built with (its inputs'
-    first dimension); the last batch is padded."""
-    from forecast.model import predict_batches
+    first dimension); the last batch is padded. `advance` (see `stream_outputs`) warms the state up instead of
+    `model`."""
+    outputs = stream_outputs(model, batcher, ranges, chunks, advance)
+    return outputs["prediction"] if outputs else np.empty((0, batcher.horizon), dtype="float32")
 
-    if not ranges:
-        return np.empty((0, batcher.horizon), dtype="float32")
+
+def stream_outputs(model, batcher: WindowBatcher, ranges: tuple[OriginRange, ...], chunks: int,
+                   advance: Step | None = None, finish: Step | None = None) -> dict[str, np.ndarray]:
+    """What `finish(inputs)` returns (by name: (B, H) each; default: `model.predict_on_batch`) at each origin of
+    `ranges` (by name: (n_origins, H); {} for none), as `forecasts_at` makes its forecasts: B = `model`'s batch size
+    streams at a time, `model`'s state reset, each stream's `chunks - 1` warm-up chunks fed in turn to `advance`
+    (default: `model`, its outputs unused; it must move `model`'s state as `model` would), then its origin's chunk
+    to `finish`. A model without state (a kept linear start) forecasts the same from any warm-up: only the origins
+    run."""
+    from forecast.model import reset_states, stateful_layers
+
+    if not stateful_layers(model):
+        chunks = 1
     batch_size = int(model.inputs[0].shape[0])
-    streams, scored = rolling_streams(ranges, batcher.lookback, chunks)
-    origins, scored = batch_layout(streams, scored, batch_size, len(streams), None)
-    forecast = predict_batches(model, (batcher.inputs(batch) for batch in origins), chunks)
-    return forecast[scored.reshape(-1)]
+    streams, _ = rolling_streams(ranges, batcher.lookback, chunks)  # the last position of each is its origin
+    groups = -(-len(streams) // batch_size)
+    padded = np.full((groups * batch_size, chunks), PADDING, dtype=np.int64)
+    padded[: len(streams)] = streams
+    advance, finish = advance or model.predict_on_batch, finish or model.predict_on_batch
+    outputs = []
+    for group in padded.reshape(groups, batch_size, chunks):
+        reset_states(model)
+        for chunk in range(chunks - 1):
+            advance(batcher.inputs(group[:, chunk]))
+        outputs.append(finish(batcher.inputs(group[:, -1])))
+    if not outputs:
+        return {}
+    return {name: np.concatenate([output[name] for output in outputs])[: len(streams)] for name in outputs[0]}
 
 
 def load_model_file(path: Path):
@@ -136,14 +164,19 @@ class LoadedModel:
     def offsets(self, ranges: tuple[OriginRange, ...], forecasts: np.ndarray | None = None) -> np.ndarray | None:
         """Interval offsets (n, Q, H) at every origin of `ranges` from each series' latest known errors
         (forecast.recent_errors); None for a model without an interval calibration. `forecasts` (n, H, clipped) are
-        the model's own at those origins, where the caller has them (their errors join once known)."""
+        the model's own at those origins, where the caller has them (their errors join once known); those before
+        them come from `bulk.bulk_network`."""
         saved = self.saved
         if saved.intervals is None:
             return None
         calibration = saved.intervals
         before = window_ranges(ranges, first_unfitted(self.collection, saved.schema, self.features),
                                max(calibration.window, 0), self.batcher.horizon)
-        earlier = self.forecasts(tuple(span for span in before if span.size)) if calibration.window >= 1 else None
+        earlier = None
+        if calibration.window >= 1:  # thousands of origins, B at a call at the network's own batch size
+            spans = tuple(span for span in before if span.size)
+            model, advance = bulk_network(saved.model, sum(span.size for span in spans), self.batcher)
+            earlier = forecasts_at(model, self.batcher, spans, saved.config.chunks_per_stream, advance)
         return interval_offsets(self.batcher, ranges, before, earlier, calibration, self.bound, forecasts)
 
 

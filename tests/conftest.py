@@ -43,6 +43,22 @@ def randomised(model, seed: int = 0):
     return model
 
 
+def counted_calls(monkeypatch) -> list[int]:
+    """Records the batch size of every call of any Keras model's `predict_on_batch` from now on (to the test's end)."""
+    from forecast import backend
+
+    keras = backend.keras()
+    calls = []
+    real = keras.Model.predict_on_batch
+
+    def counting(self, x):
+        calls.append(int(self.inputs[0].shape[0]))
+        return real(self, x)
+
+    monkeypatch.setattr(keras.Model, "predict_on_batch", counting)
+    return calls
+
+
 def span(first: int, last: int, lookback: int) -> tuple:
     """The origin ranges of a plan over origins first..last of a single series starting at row 0."""
     from forecast.sampler import OriginRange

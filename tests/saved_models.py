@@ -23,3 +23,12 @@ def untrained_model(csv, config, root, train_rows: int, val_end: int | None, bus
     schema = Schema(series.freq, layout, (record,), series.columns, series.business_days)
     (root / "schema.json").write_text(schema.to_json())
     return root
+
+
+def calibrated_model(csv, config, root, train_rows: int = 300, val_end: int = 450):
+    """An untrained model (it forecasts the last value) with intervals calibrated on its validation rows."""
+    from forecast.retraining import recalibrate
+
+    model = untrained_model(csv, config, root, train_rows, val_end)
+    recalibrate(csv, model, end=str(val_end))
+    return model

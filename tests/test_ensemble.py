@@ -13,7 +13,7 @@ from forecast.data import load_series
 from forecast.features import InputLayout, build_features, fit_scaler
 from forecast.windowing import WindowBatcher
 
-from conftest import ETTH1, head_csv, randomised, run_forecast, train_until_killed
+from conftest import ETTH1, counted_calls, head_csv, randomised, run_forecast, span, train_until_killed
 
 keras = backend.keras()
 from forecast.ablation import without_correction, zeroed_lstm  # noqa: E402  (after the backend is pinned)
@@ -98,6 +98,50 @@ def test_the_ablations_reach_every_member(setup):
         reset_states(ensemble)
         np.testing.assert_allclose(predict(ablated(ensemble), batcher, origins), np.mean(expected, axis=0), atol=1e-6,
                                    err_msg=f"every member's {parts}")
+
+
+def test_the_ablations_run_in_one_pass_and_each_forecasts_what_it_forecasts_alone(setup, monkeypatch):
+    from forecast.ablation import ablation_forecasts
+    from forecast.runner import forecasts_at
+
+    layout, batcher = setup
+    ensemble = combine(members(layout))
+    ranges, chunks = span(100, 140, CONFIG.lookback), CONFIG.chunks_per_stream
+    alone = {"model": forecasts_at(ensemble, batcher, ranges, chunks),
+             "state_reset": forecasts_at(ensemble, batcher, ranges, 1),
+             "lstm_zeroed": forecasts_at(zeroed_lstm(ensemble), batcher, ranges, chunks),
+             "linear_only": forecasts_at(without_correction(ensemble), batcher, ranges, chunks)}
+    calls = counted_calls(monkeypatch)
+    together = ablation_forecasts(ensemble, batcher, ranges, chunks)
+    assert list(together) == list(alone)
+    for label, forecast in alone.items():
+        assert np.array_equal(together[label], forecast), label
+    # 11 groups of 4 streams: K chunks to the origin, then the origin three more ways (alone: 3 K + 1 a group).
+    assert len(calls) == 11 * (chunks + 3)
+
+
+def test_a_larger_batch_copy_warms_up_every_members_state_and_forecasts_the_same(setup):
+    from forecast.bulk import bulk_network, state_advancer
+    from forecast.runner import forecasts_at
+
+    layout, batcher = setup
+    ensemble = combine(members(layout))
+    ranges, chunks = span(100, 200, CONFIG.lookback), CONFIG.chunks_per_stream
+    inputs = batcher.inputs(np.arange(100, 104))
+    ensemble.predict_on_batch(inputs)
+    called = [keras.ops.convert_to_numpy(v) for layer in stateful_layers(ensemble) for v in layer.states]
+    reset_states(ensemble)
+    state_advancer(ensemble)(inputs)
+    advanced = [keras.ops.convert_to_numpy(v) for layer in stateful_layers(ensemble) for v in layer.states]
+    assert len(advanced) == 4 and all(np.abs(state).max() > 1e-3 for state in advanced)  # h and c of each member
+    for state, expected_state in zip(advanced, called):
+        np.testing.assert_allclose(state, expected_state, atol=1e-6)
+    expected = forecasts_at(ensemble, batcher, ranges, chunks)
+    np.testing.assert_allclose(forecasts_at(ensemble, batcher, ranges, chunks, state_advancer(ensemble)), expected,
+                               atol=1e-6)
+    bulk, advance = bulk_network(ensemble, 101, batcher)
+    assert int(bulk.inputs[0].shape[0]) == 104 and advance is not None  # all 101 origins in one batch
+    np.testing.assert_allclose(forecasts_at(bulk, batcher, ranges, chunks, advance), expected, atol=1e-6)
 
 
 def test_a_network_that_never_beat_its_linear_start_kept_epoch_zero():

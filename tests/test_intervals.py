@@ -15,7 +15,7 @@ from forecast.errors import ForecastError
 from forecast.intervals import Calibration, calibrate, candidate_spans, conformal_quantile, fit, score_intervals
 
 from conftest import CAMELS, ETTH1, assert_png, head_csv
-from saved_models import untrained_model
+from saved_models import calibrated_model
 
 SMALL = Config(target="OT", past=(), lookback=24, horizon=6, batch_size=8, units=4, head_units=4)
 
@@ -110,15 +110,6 @@ def test_the_sliding_calibration_follows_errors_that_grow_after_validation():
 @pytest.fixture(scope="module")
 def ett_600(tmp_path_factory):
     return head_csv(ETTH1, 600, tmp_path_factory.mktemp("intervals") / "ett.csv")
-
-
-def calibrated_model(csv, config, root, train_rows: int = 300, val_end: int = 450):
-    """An untrained model (it forecasts the last value) with intervals calibrated on its validation rows."""
-    from forecast.retraining import recalibrate
-
-    model = untrained_model(csv, config, root, train_rows, val_end)
-    recalibrate(csv, model, end=str(val_end))
-    return model
 
 
 def test_predict_writes_a_column_per_quantile_in_order_and_within_the_bounds(tmp_path, ett_600):
