@@ -75,6 +75,7 @@ def tune(csv_path: str | Path, config: Config, space: SearchSpace, root: str | P
         folder = (root / TUNE_DIR).resolve()
         shutil.rmtree(folder, ignore_errors=True)  # a killed search's trials
         folder.mkdir(parents=True)
+        staged = False
         try:
             job = TrialJob(str(data), config, str(folder), os.getcwd())
             with ray_runtime(config) as where:
@@ -82,12 +83,17 @@ def tune(csv_path: str | Path, config: Config, space: SearchSpace, root: str | P
                     f"{where}: {space.describe()}"
                     + (f"; time budget {space.time_budget:g} s" if space.time_budget else ""))
                 rows = _search(job, space, config, log)
+            if not rows:
+                raise ForecastError(f"{data}: no trial of the search started within its time budget; raise "
+                                    "time_budget")
             trials = pd.DataFrame(rows).sort_values("trial", ignore_index=True)
             best = _best(trials, data)
-            staging = _stage(job.trial_root(best["ray_trial"]), root, config, space, trials, best)
-            version = publish(staging, root, config.keep_versions)
+            staged = True  # the staging folder holds this search's version now, no longer an interrupted train's
+            version = publish(_stage(job.trial_root(best["ray_trial"]), root, config, space, trials, best), root,
+                              config.keep_versions)
         except ForecastError:
-            shutil.rmtree(staging_dir(root), ignore_errors=True)
+            if staged:
+                shutil.rmtree(staging_dir(root), ignore_errors=True)
             raise
         finally:
             shutil.rmtree(folder, ignore_errors=True)
