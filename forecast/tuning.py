@@ -84,8 +84,9 @@ def tune(csv_path: str | Path, config: Config, space: SearchSpace, root: str | P
                     + (f"; time budget {space.time_budget:g} s" if space.time_budget else ""))
                 rows = _search(job, space, config, log)
             if not rows:
-                raise ForecastError(f"{data}: no trial of the search started within its time budget; raise "
-                                    "time_budget")
+                budget = (f" within its time budget of {space.time_budget:g} s; raise time_budget" if space.time_budget
+                          else "")
+                raise ForecastError(f"{data}: no trial of the search trained an epoch{budget}")
             trials = pd.DataFrame(rows).sort_values("trial", ignore_index=True)
             best = _best(trials, data)
             staged = True  # the staging folder holds this search's version now, no longer an interrupted train's
@@ -118,8 +119,10 @@ def _search(job: TrialJob, space: SearchSpace, config: Config, log: Log) -> list
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
-    # Ray Tune's older progress reporter, which verbose = 0 keeps quiet: the search's lines are its own.
+    # Ray Tune's older progress reporter, which verbose = 0 keeps quiet: the search's lines are its own. Ctrl-C stops
+    # the command, as it stops train, instead of ending the search early and publishing its best trial so far.
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
     rows: list[dict] = []
     epochs = config.epochs * config.members  # an ensemble's networks report their epochs one after the other
     tuner = tune.Tuner(
@@ -167,6 +170,14 @@ def _progress(job: TrialJob, space: SearchSpace, rows: list[dict], log: Log):
 
         def on_trial_error(self, iteration, trials, trial, **info):
             self._ended(trials.index(trial) + 1, trial, f"its Ray worker failed {MAX_RETRIES + 1} times")
+
+        def on_experiment_end(self, trials, **info):
+            # The time budget ends the search without ending its trials one by one: those that reported an epoch
+            # stopped early; the others had not begun to train.
+            ended = {row["ray_trial"] for row in rows}
+            for number, trial in enumerate(trials, start=1):
+                if trial.trial_id not in ended and (trial.last_result or {}).get(REPORTED) is not None:
+                    self._ended(number, trial, None)
 
         def _ended(self, number: int, trial, failure: str | None) -> None:
             settings = {name: plain(trial.config[name]) for name in space.settings}
