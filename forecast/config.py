@@ -193,13 +193,25 @@ class Config:
 
     @classmethod
     def from_toml(cls, path: Path) -> Config:
-        try:
-            values = tomllib.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ForecastError(f"{path}: config file not found") from None
-        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-            raise ForecastError(f"{path}: not a valid TOML file ({exc})") from None
-        return cls.from_dict(values, str(path))
+        """The settings of the TOML file at `path`; its tables for other commands (TABLES) are left to them."""
+        values = read_toml(path)
+        return cls.from_dict({key: value for key, value in values.items()
+                              if not (key in TABLES and isinstance(value, dict))}, str(path))
+
+
+# Tables a TOML file may hold beside the settings, each read by the command it is for: [tune], `forecast tune`'s
+# search space (forecast.search_space), so that one file serves train and tune.
+TABLES = ("tune",)
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """The TOML file at `path`, parsed; one line where it is missing or not TOML."""
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ForecastError(f"{path}: config file not found") from None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ForecastError(f"{path}: not a valid TOML file ({exc})") from None
 
 
 # Settings whose default changed, with the value a configuration saved before they existed behaved as.

@@ -101,22 +101,29 @@ def distribution_strategy(config: Config):
 
 @contextlib.contextmanager
 def runtime(config: Config, log: Log) -> Iterator[None]:
-    """Ray, running for the run's networks while the block lasts, with `config.executor = "ray"`: the runtime this
-    process already has, a new one on this machine (`ray_address` empty; shut down at the end) or the cluster at
-    `ray_address` ("auto" or HOST:PORT). Refuses, in one line and before any training, a cluster that cannot be
-    reached or that has no node with the CPUs and GPUs a task asks for. Does nothing for the local executor."""
+    """Ray, running for the run's networks while the block lasts, with `config.executor = "ray"` (`ray_runtime`);
+    does nothing for the local executor."""
     if config.executor == "local":
         yield
         return
-    ray = _import_ray()
     _grow_gpu_memory()
+    with ray_runtime(config) as where:
+        log(f"training the {config.members} network{'s' if config.members > 1 else ''} as Ray tasks on {where}")
+        yield
+
+
+@contextlib.contextmanager
+def ray_runtime(config: Config) -> Iterator[str]:
+    """Ray, running while the block lasts: the runtime this process already has, a new one on this machine
+    (`config.ray_address` empty; shut down at the end) or the cluster at `ray_address` ("auto" or HOST:PORT). Refuses,
+    in one line and before any work, a cluster that cannot be reached or that has no node with the
+    `config.cpus_per_task` CPUs and `config.gpus_per_task` GPUs a task asks for. Yields the cluster in words."""
+    ray = _import_ray()
     started = not ray.is_initialized()
     if started:
         _connect(ray, config.ray_address)
     try:
-        log(f"training the {config.members} network{'s' if config.members > 1 else ''} as Ray tasks on "
-            f"{_check_resources(ray, config.cpus_per_task, config.gpus_per_task)}")
-        yield
+        yield _check_resources(ray, config.cpus_per_task, config.gpus_per_task)
     finally:
         if started:
             ray.shutdown()
@@ -128,8 +135,8 @@ def _import_ray():
     try:
         import ray
     except ImportError:
-        raise ForecastError('executor = "ray" needs Ray, which `pip install .` brings; install it with '
-                            '`pip install "ray>=2.9"`') from None
+        raise ForecastError('executor = "ray" and `forecast tune` need Ray, which `pip install .` brings; install it '
+                            'with `pip install "ray[tune]>=2.41"`') from None
     return ray
 
 
@@ -159,8 +166,8 @@ def _connect(ray, address: str) -> None:
 
 
 def _check_resources(ray, cpus: int, gpus: float) -> str:
-    """A description of the cluster, once it is known that some node can run a network's task (`cpus`, `gpus`):
-    a task asking for more than any node has would wait for ever."""
+    """A description of the cluster, once it is known that some node can run a task (a network's or a search's trial)
+    with `cpus` CPUs and `gpus` GPUs: a task asking for more than any node has would wait for ever."""
     nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
     total_cpus = sum(node.get("CPU", 0) for node in nodes)
     total_gpus = sum(node.get("GPU", 0) for node in nodes)
@@ -169,22 +176,23 @@ def _check_resources(ray, cpus: int, gpus: float) -> str:
         raise ForecastError(f"gpus_per_task = {gpus:g}, but the Ray cluster ({where}) has no GPU; set gpus_per_task = 0 "
                             "to train on the CPUs")
     if not any(node.get("CPU", 0) >= cpus and node.get("GPU", 0) >= gpus for node in nodes):
-        raise ForecastError(f"no node of the Ray cluster ({where}) has the {cpus} CPUs and {gpus:g} GPUs a network's "
-                            "task asks for; lower cpus_per_task or gpus_per_task")
+        raise ForecastError(f"no node of the Ray cluster ({where}) has the {cpus} CPUs and {gpus:g} GPUs a task asks "
+                            "for; lower cpus_per_task or gpus_per_task")
     return f"{where}, {cpus} CPU{'s' if cpus > 1 else ''}" + (f" and {gpus:g} GPU" if gpus else "") + " each"
 
 
 @dataclass(frozen=True)
 class MemberOutcome:
     """What a Ray task returns for its network: the weights (`get_weights` order, at the global batch size), the
-    layers it kept frozen (the linear terms), its `checkpoint.ResumeState`, the weights it started from and its
-    per-epoch history."""
+    layers it kept frozen (the linear terms), its `checkpoint.ResumeState`, the weights it started from, its
+    per-epoch history and the Ray node it trained on (its id, hexadecimal)."""
 
     weights: list
     frozen: tuple
     state: object
     start_weights: list | None
     history: pd.DataFrame
+    node: str
 
 
 def _train_on_ray(run: MemberRun, config: Config, starts: list, linear: LinearStart | None) -> list[TrainedMember]:
@@ -210,6 +218,7 @@ def _train_on_ray(run: MemberRun, config: Config, starts: list, linear: LinearSt
             _forward(lines, run.log)
             for ref in done:
                 outcomes[refs[ref]] = _outcome(ray, ref, refs[ref], config)
+                run.log(f"network {refs[ref] + 1} of {len(starts)} trained on Ray node {outcomes[refs[ref]].node}")
         _forward(lines, run.log)
     finally:
         for ref, index in refs.items():
@@ -264,7 +273,7 @@ def _member_task(job: MemberRun, index: int, config: Config, start: MemberStart 
     """Network `index` of the run `job` (a `MemberRun` without its process-local parts), trained in a Ray task with
     TensorFlow on `config.cpus_per_task` threads; its log lines go to the queue `lines`, each with the network named,
     and its epoch lines too where `config.verbose` asks for them."""
-    _limit_threads(config.cpus_per_task)
+    limit_threads(config.cpus_per_task)
     from forecast.checkpoint import EpochLogger
 
     def log(message: str) -> None:
@@ -278,10 +287,13 @@ def _member_task(job: MemberRun, index: int, config: Config, start: MemberStart 
     model = trained.model
     frozen = tuple(layer.name for layer in model.layers if not layer.trainable)
     weights = [np.asarray(weight) for weight in model.get_weights()]
-    return MemberOutcome(weights, frozen, trained.state, trained.start_weights, trained.history)
+    import ray
+
+    return MemberOutcome(weights, frozen, trained.state, trained.start_weights, trained.history,
+                         ray.get_runtime_context().get_node_id())
 
 
-def _limit_threads(threads: int) -> None:
+def limit_threads(threads: int) -> None:
     """TensorFlow's thread pools sized to the task's CPUs, before TensorFlow starts its runtime in this worker."""
     from forecast import backend
 

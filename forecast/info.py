@@ -10,8 +10,8 @@ from forecast.validation import describe_grid
 
 def model_info(root: Path) -> str:
     """A plain-text summary of the current version of the model at `root`: the model kind that was kept, its columns
-    and their roles, the data it was trained on, its validation scores next to Repeat, its settings, its interval
-    calibration and its versions."""
+    and their roles, the data it was trained on, its validation scores next to Repeat, the settings search that chose
+    it (if one did), its settings, its interval calibration and its versions."""
     current = current_version(root)
     saved = read_saved(current)
     metrics = read_metrics(current)
@@ -20,6 +20,7 @@ def model_info(root: Path) -> str:
     lines += _data_range(saved)
     lines += _scores(metrics)
     lines += _gate(metrics)
+    lines += _search(metrics)
     config = saved.config
     lines.append(
         f"settings: lookback {config.lookback}, horizon {config.horizon}, batch {config.batch_size}, "
@@ -107,6 +108,19 @@ def _gate(metrics: dict) -> list[str]:
                 f"{item.get('series')} (NSE {_number(item.get('nse_start')):.2f} start, "
                 f"{_number(item.get('nse_trained')):.2f} network)" for item in named))
     return lines
+
+
+def _search(metrics: dict) -> list[str]:
+    """The settings search (`forecast tune`) whose best trial this version is, where one chose it."""
+    search = metrics.get("tune")
+    if not isinstance(search, dict) or "best_trial" not in search:
+        return []
+    counts = ", ".join(f"{search[status]} {label}" for status, label in
+                       (("finished", "finished"), ("stopped", "stopped early"), ("failed", "failed"))
+                       if isinstance(search.get(status), int) and search[status])
+    return [f"chosen by a settings search (forecast tune): trial {search['best_trial']} of {search.get('trials', '?')}"
+            f" ({counts}), validation score {_number(search.get('best_score')):.4f}; searched "
+            f"{search.get('searched', '?')}; every trial in tune.csv"]
 
 
 def _number(value) -> float:

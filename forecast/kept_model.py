@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from forecast.baselines import repeat_forecast
-from forecast.criterion import score_weights
+from forecast.criterion import score, score_weights
 from forecast.gate import Verdict, keep_the_better
 from forecast.metrics import nse_over_series, weighted_errors
 from forecast.runner import forecasts_at
@@ -87,7 +87,9 @@ def keep_and_score(model, validation: ValidationOrigins, start_weights: list | N
 
 def validation_metrics(forecast: np.ndarray, validation: ValidationOrigins, n_series: int) -> dict:
     """Validation errors (pooled over series) of the kept model's `forecast` (n, H, z-units) and of Repeat on the same
-    steps, z-scored and in the target's own units; with many series, the median and mean NSE over series."""
+    steps, z-scored and in the target's own units; their `score`, the run's one score (`criterion.score`: for one
+    series the MSE, for many each series' errors against its own spread), which `forecast tune` ranks trials by; with
+    many series, the median and mean NSE over series."""
     target, weight, origins = validation.target, validation.weight, validation.origins
     repeat = repeat_forecast(validation.batcher.last_values(origins), target.shape[1])
     truth = validation.in_units(target)
@@ -96,7 +98,8 @@ def validation_metrics(forecast: np.ndarray, validation: ValidationOrigins, n_se
         scaled = weighted_errors(values, target, weight)
         original = weighted_errors(validation.in_units(values), truth, weight)
         scores[name] = {"mse": scaled["mse"], "mae": scaled["mae"], "mae_original": original["mae"],
-                        "rmse_original": math.sqrt(original["mse"])}
+                        "rmse_original": math.sqrt(original["mse"]),
+                        "score": score(values, target, validation.score_weights)}
         if n_series > 1:
             scores[name]["nse_over_series"] = nse_over_series(values, target, weight, validation.series)
     return {"validation": scores, "origins": int(np.count_nonzero(weight.any(axis=1)))}

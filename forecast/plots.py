@@ -288,3 +288,44 @@ def steps_figure(per_step: pd.DataFrame, title: str):
         covered.grid(alpha=0.3)
     figure.suptitle(title)
     return figure
+
+
+def plot_tune(trials: pd.DataFrame, path: Path) -> Path:
+    """Draws `tune_figure` into the PNG file `path`."""
+    return _save(tune_figure(trials), path)
+
+
+TRIAL_MARKS = {"finished": ("o", MODEL_COLOUR), "stopped": ("v", "0.55")}
+
+
+def tune_figure(trials: pd.DataFrame):
+    """A settings search (`forecast tune`'s table: `trial`, `status`, `score`): each trial's validation score against
+    its number, the finished trials' best so far as a step line, the best trial starred; the trials stopped early
+    at their best epoch's score, and the failed ones named at the bottom."""
+    pyplot = _pyplot()
+    figure, axis = pyplot.subplots(figsize=SIZE, layout="constrained")
+    for status, (marker, colour) in TRIAL_MARKS.items():
+        shown = trials[(trials["status"] == status) & np.isfinite(trials["score"].astype(float))]
+        label = "finished (the kept model's score)" if status == "finished" else "stopped early (best epoch's score)"
+        axis.scatter(shown["trial"], shown["score"], marker=marker, color=colour, s=36, label=label, zorder=3)
+    finished = trials[trials["status"] == "finished"].sort_values("trial")
+    if len(finished):
+        axis.step(finished["trial"], finished["score"].cummin(), where="post", color=MODEL_COLOUR, alpha=0.5,
+                  label="best so far")
+        best = finished.loc[finished["score"].idxmin()]
+        axis.scatter([best["trial"]], [best["score"]], marker="*", s=220, color="tab:green", zorder=4,
+                     label=f"best: trial {int(best['trial'])}, {best['score']:.4f}")
+    failed = trials[trials["status"] == "failed"]["trial"]
+    for number in failed:
+        axis.annotate("failed", (number, 0.02), xycoords=("data", "axes fraction"), ha="center", color="tab:red",
+                      fontsize="small")
+    from matplotlib.ticker import MaxNLocator
+
+    axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axis.set_xlim(0.5, max(int(trials["trial"].max()), 1) + 0.5)
+    axis.set_xlabel("trial")
+    axis.set_ylabel("validation score (lower is better)")
+    axis.set_title(f"settings search: {len(trials)} trials, {len(finished)} finished", fontsize="medium")
+    axis.legend(loc="best", fontsize="small", framealpha=0.85)
+    axis.grid(alpha=0.3)
+    return figure

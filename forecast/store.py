@@ -312,7 +312,8 @@ def prune(root: Path, keep: int) -> None:
 
 # The entries of metrics.json that listings, pruning and retrains read, and the types they must have.
 METRIC_TYPES = {"reference_version": (str, type(None)), "model_kind": str, "created": str, "epochs": int,
-                "member_epochs": list, "last_epoch": int, "validation": dict, "holdout": dict, "intervals": dict}
+                "member_epochs": list, "last_epoch": int, "validation": dict, "holdout": dict, "intervals": dict,
+                "tune": dict}
 
 
 def kept_epochs(metrics: dict) -> str:

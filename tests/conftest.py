@@ -4,6 +4,7 @@ and the installed command. The tests need nothing outside the repository; only s
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import time
@@ -145,3 +146,26 @@ def basins_store(tmp_path_factory) -> tuple[Path, Path, Path]:
                     epochs=1, units=4, head_units=4, stream_chunks=2)
     train(data, config, folder / "store" / "basins")
     return data, static, folder / "store"
+
+
+def trained(csv, config, root, monkeypatch):
+    """Trains in process (the networks where `config.executor` says); returns the result, every network's weights as
+    trained (before the keep/discard gate) and the log lines."""
+    from forecast import training
+
+    networks, combined = [], training.combined
+
+    def recording(members):
+        networks.append([member.model.get_weights() for member in members])
+        return combined(members)
+
+    monkeypatch.setattr(training, "combined", recording)
+    lines = []
+    return training.train(csv, config, root, log=lines.append), networks[0], lines
+
+
+def closed_port() -> int:
+    """A port on the loopback where nothing listens."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]

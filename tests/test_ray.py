@@ -4,7 +4,6 @@ gets wrong end in one line before any training, and the local executor never imp
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 
@@ -13,7 +12,7 @@ import pytest
 
 from forecast.config import Config
 
-from conftest import ETTH1, ROOT, head_csv
+from conftest import ETTH1, ROOT, closed_port, head_csv, trained
 
 CONFIG = Config(target="OT", lookback=24, horizon=6, units=8, head_units=8, epochs=2, batch_size=16, patience=10,
                 members=2, seed=3, verbose=0)
@@ -31,21 +30,6 @@ def ray_cpus():
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     return head_csv(ETTH1, 400, tmp_path_factory.mktemp("ray") / "ett.csv")
-
-
-def trained(csv, config, root, monkeypatch):
-    """Trains in process; returns the result and every network's weights as trained (before the keep/discard gate)."""
-    from forecast import training
-
-    networks, combined = [], training.combined
-
-    def recording(members):
-        networks.append([member.model.get_weights() for member in members])
-        return combined(members)
-
-    monkeypatch.setattr(training, "combined", recording)
-    lines = []
-    return training.train(csv, config, root, log=lines.append), networks[0], lines
 
 
 def cli(*arguments):
@@ -77,12 +61,6 @@ def test_an_ensemble_trained_on_ray_is_the_one_trained_in_process(tmp_path, tiny
         assert any(line.startswith(f"network {index} of 2 done: 2 epochs") for line in lines)
     assert sum(line.startswith("linear start: ridge") for line in lines) == 1
     assert not (tmp_path / "ray" / ".staging").exists()
-
-
-def closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.mark.parametrize("flags, message", [
