@@ -27,6 +27,9 @@ DataArg = Annotated[Path, typer.Argument(help="The series as CSV: a time column 
 StoreOption = Annotated[
     Path, typer.Option(envvar="FORECAST_STORE", help="The model store; model names and paths must lie inside it.")
 ]
+DataCacheOption = Annotated[bool, typer.Option(
+    "--data-cache/--no-data-cache", envvar="FORECAST_DATA_CACHE",
+    help="Keep a large data file parsed in the store's .cache folder, so the next run maps it instead of reading it.")]
 
 
 def _stamped(message: str) -> str:
@@ -71,6 +74,13 @@ def _fail(error: ForecastError, log_file: Optional[Path] = None) -> typer.Exit:
     if log_file is not None:
         _append(log_file, _stamped(f"error: {error}"))
     return typer.Exit(code=getattr(error, "exit_code", 1))
+
+
+def _cache(enabled: bool, store: Path, log=_log):
+    """The store's cache of parsed data files (forecast.data_cache), or None with --no-data-cache."""
+    from forecast.data_cache import DataCache
+
+    return DataCache(Path(store).resolve() / ".cache", log) if enabled else None
 
 
 def _listed(values: Optional[list[str]]) -> Optional[tuple[str, ...]]:
@@ -178,6 +188,7 @@ def train(
     log_file: Annotated[Optional[Path], typer.Option("--log", help="Also append timestamped log lines to this file.")] = None,
     model_dir: Annotated[Optional[str], typer.Option(help="Model name or directory (default: the data file's name).")] = None,
     store: StoreOption = Path("models"),
+    data_cache: DataCacheOption = True,
 ) -> None:
     """Train a model on DATA and write it to a model directory."""
     _checked_log(log_file, store)
@@ -214,7 +225,8 @@ def train(
             from forecast.training import train as run_training
 
             log, keras_verbose, callbacks = _progress(config.verbose, log_file)
-            run_training(data, config, target_dir, log, keras_verbose, callbacks, resume=resume)
+            run_training(data, config, target_dir, log, keras_verbose, callbacks, resume=resume,
+                         cache=_cache(data_cache, store, log))
     except ForecastError as error:
         if target_dir is not None and new:
             from forecast.store import discard_unpublished
@@ -231,6 +243,7 @@ def predict(
     plot: Annotated[Optional[Path], typer.Option(help="Also draw the forecast with its intervals into this PNG file (one series).")] = None,
     series: SeriesOption = None,
     store: StoreOption = Path("models"),
+    data_cache: DataCacheOption = True,
 ) -> None:
     """Forecast the H steps after the last observed target in DATA (of each series, for a long file), with one column
     per quantile."""
@@ -241,11 +254,11 @@ def predict(
         model_dir = resolve_model_path(model, store)
         _outside_models(store, output=output, plot=plot)
         ids = _series_ids(series)
-        forecast = run_prediction(data, model_dir, _log, ids)
+        forecast = run_prediction(data, model_dir, _log, ids, _cache(data_cache, store))
         if plot is not None:
             from forecast.plots import plot_forecast
 
-            result = forecast_from(data, model_dir, None, _log, ids[0] if ids else None)
+            result = forecast_from(data, model_dir, None, _log, ids[0] if ids else None, _cache(data_cache, store))
             _log(f"drew the forecast in {plot_forecast(result, plot)}")
     except ForecastError as error:
         raise _fail(error) from None
@@ -269,6 +282,7 @@ def plot(
     output: Annotated[Path, typer.Option(help="The PNG file to write.")] = Path("forecast.png"),
     series: Annotated[Optional[str], typer.Option("--series", help="The series to draw (for a file of many).")] = None,
     store: StoreOption = Path("models"),
+    data_cache: DataCacheOption = True,
 ) -> None:
     """Draw a forecast: the last stretch of history, the forecast with its interval bands, the sim input over the
     horizon, and the truth where DATA holds it."""
@@ -279,7 +293,7 @@ def plot(
 
         model_dir = resolve_model_path(model, store)
         _outside_models(store, output=output)
-        result = forecast_from(data, model_dir, origin, _log, series)
+        result = forecast_from(data, model_dir, origin, _log, series, _cache(data_cache, store))
         chosen = "" if origin is not None else f" ({result.origin_note})"
         _log(f"drew the forecast from {result.series.time[result.origin]} in {plot_forecast(result, output)}{chosen}")
     except ForecastError as error:
@@ -298,6 +312,7 @@ def evaluate(
     forecasts: Annotated[Optional[Path], typer.Option(help="Write every forecast scored here, one row per series, origin and step (.csv or .parquet).")] = None,
     series: SeriesOption = None,
     store: StoreOption = Path("models"),
+    data_cache: DataCacheOption = True,
 ) -> None:
     """Score a model on every forecast origin of a range, next to the Repeat and seasonal-naive baselines."""
     try:
@@ -307,7 +322,7 @@ def evaluate(
         model_dir = resolve_model_path(model, store)
         _outside_models(store, output_dir=output_dir, plot=plot, forecasts=forecasts)
         result = run_evaluation(data, model_dir, start, end, validation_rows, warn=_log, series_ids=_series_ids(series),
-                                keep_forecasts=forecasts is not None)
+                                keep_forecasts=forecasts is not None, cache=_cache(data_cache, store))
     except ForecastError as error:
         raise _fail(error) from None
     if result.warning:
@@ -359,6 +374,7 @@ def retrain(
     verbose: Annotated[Optional[int], typer.Option(help="0 silent, 1 progress bar, 2 one line per epoch.")] = None,
     log_file: Annotated[Optional[Path], typer.Option("--log", help="Also append timestamped log lines to this file.")] = None,
     store: StoreOption = Path("models"),
+    data_cache: DataCacheOption = True,
 ) -> None:
     """Retrain on the grown DATA and promote the candidate only if it scores as well as the current model.
 
@@ -376,7 +392,7 @@ def retrain(
 
             log, keras_verbose, callbacks = _progress(verbose, log_file)
             options = RetrainOptions(epochs=epochs, full=full, holdout=holdout, tolerance=tolerance)
-            run_retrain(data, root, options, log, keras_verbose, callbacks)
+            run_retrain(data, root, options, log, keras_verbose, callbacks, _cache(data_cache, store, log))
     except ForecastError as error:
         raise _fail(error, log_file) from None
 
