@@ -17,6 +17,7 @@ from forecast.split import check_ranges, collection_scored_rows
 
 if TYPE_CHECKING:
     from forecast.data import Collection
+    from forecast.data_cache import DataCache
     from forecast.features import Features
     from forecast.store import SavedModel
 
@@ -52,16 +53,18 @@ def range_forecasts(
     csv_path: str | Path, model_dir: str | Path, start: str | None = None, end: str | None = None,
     validation_rows: bool = False, warn: Callable[[str], None] | None = None, ablation: bool = True,
     series_ids: tuple[str, ...] | None = None, after_training: bool = False, intervals: bool = True,
+    cache: DataCache | None = None,
 ) -> RangeForecasts:
     """The forecasts `evaluate` scores (its arguments are described there), before any scoring; `after_training`
     takes each trained series from the end of its training rows instead (its validation rows and all after them);
-    `intervals` adds each origin's interval offsets where the model has a calibration."""
+    `intervals` adds each origin's interval offsets where the model has a calibration; the file is read through
+    `cache`."""
     from forecast.ablation import ablation_forecasts
     from forecast.runner import open_saved
     from forecast.sampler import origin_ranges
 
     warn = warn or (lambda message: None)
-    opened = open_saved(csv_path, model_dir, warn, series_ids)
+    opened = open_saved(csv_path, model_dir, warn, series_ids, cache=cache)
     config, schema = opened.saved.config, opened.saved.schema
     horizon, lookback = config.horizon, config.lookback
     rows, warning, left_out = collection_scored_rows(opened.collection, schema, start, end, validation_rows, horizon,

@@ -10,8 +10,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from forecast.cli_common import (DataArg, SeriesOption, StoreOption, checked_log, fail, log_line, outside_models,
-                                 progress, series_ids)
+from forecast.cli_common import (DataArg, DataCacheOption, SeriesOption, StoreOption, checked_log, data_cache, fail,
+                                 log_line, outside_models, progress, series_ids)
 from forecast.cli_flags import flag_config, model_run, with_run_flags
 from forecast.config import Config
 from forecast.errors import ForecastError
@@ -51,7 +51,8 @@ def train(
         from forecast.training import train as run_training
 
         log, keras_verbose, callbacks = progress(config.verbose, flags["log_file"])
-        run_training(flags["data"], config, target_dir, log, keras_verbose, callbacks, resume=resume)
+        run_training(flags["data"], config, target_dir, log, keras_verbose, callbacks, resume=resume,
+                     cache=data_cache(flags["data_cache"], flags["store"], log))
 
 
 @app.command()
@@ -73,7 +74,8 @@ def tune(
         space = SearchSpace.read(table, config, str(config_file or "forecast tune"), trials, time_budget)
         from forecast.tuning import tune as run_tune
 
-        result = run_tune(flags["data"], config, space, target_dir, progress(0, flags["log_file"])[0])
+        log = progress(0, flags["log_file"])[0]
+        result = run_tune(flags["data"], config, space, target_dir, log, data_cache(flags["data_cache"], flags["store"], log))
     typer.echo(result.table())
 
 
@@ -85,6 +87,7 @@ def predict(
     plot: Annotated[Optional[Path], typer.Option(help="Also draw the forecast with its intervals into this PNG file (one series).")] = None,
     series: SeriesOption = None,
     store: StoreOption = Path("models"),
+    use_cache: DataCacheOption = True,
 ) -> None:
     """Forecast the H steps after the last observed target in DATA (of each series, for a long file), with one column
     per quantile."""
@@ -95,11 +98,12 @@ def predict(
         model_dir = resolve_model_path(model, store)
         outside_models(store, output=output, plot=plot)
         ids = series_ids(series)
-        forecast = run_prediction(data, model_dir, log_line, ids)
+        cache = data_cache(use_cache, store)
+        forecast = run_prediction(data, model_dir, log_line, ids, cache)
         if plot is not None:
             from forecast.plots import plot_forecast
 
-            result = forecast_from(data, model_dir, None, log_line, ids[0] if ids else None)
+            result = forecast_from(data, model_dir, None, log_line, ids[0] if ids else None, cache)
             log_line(f"drew the forecast in {plot_forecast(result, plot)}")
     except ForecastError as error:
         raise fail(error) from None
@@ -123,6 +127,7 @@ def plot(
     output: Annotated[Path, typer.Option(help="The PNG file to write.")] = Path("forecast.png"),
     series: Annotated[Optional[str], typer.Option("--series", help="The series to draw (for a file of many).")] = None,
     store: StoreOption = Path("models"),
+    use_cache: DataCacheOption = True,
 ) -> None:
     """Draw a forecast: the last stretch of history, the forecast with its interval bands, the sim input over the
     horizon, and the truth where DATA holds it."""
@@ -133,7 +138,7 @@ def plot(
 
         model_dir = resolve_model_path(model, store)
         outside_models(store, output=output)
-        result = forecast_from(data, model_dir, origin, log_line, series)
+        result = forecast_from(data, model_dir, origin, log_line, series, data_cache(use_cache, store))
         chosen = "" if origin is not None else f" ({result.origin_note})"
         log_line(f"drew the forecast from {result.series.time[result.origin]} in {plot_forecast(result, output)}{chosen}")
     except ForecastError as error:
@@ -152,6 +157,7 @@ def evaluate(
     forecasts: Annotated[Optional[Path], typer.Option(help="Write every forecast scored here, one row per series, origin and step (.csv or .parquet).")] = None,
     series: SeriesOption = None,
     store: StoreOption = Path("models"),
+    use_cache: DataCacheOption = True,
 ) -> None:
     """Score a model on every forecast origin of a range, next to the Repeat and seasonal-naive baselines."""
     try:
@@ -161,7 +167,7 @@ def evaluate(
         model_dir = resolve_model_path(model, store)
         outside_models(store, output_dir=output_dir, plot=plot, forecasts=forecasts)
         result = run_evaluation(data, model_dir, start, end, validation_rows, warn=log_line, series_ids=series_ids(series),
-                                keep_forecasts=forecasts is not None)
+                                keep_forecasts=forecasts is not None, cache=data_cache(use_cache, store))
     except ForecastError as error:
         raise fail(error) from None
     if result.warning:
@@ -213,6 +219,7 @@ def retrain(
     verbose: Annotated[Optional[int], typer.Option(help="0 silent, 1 progress bar, 2 one line per epoch.")] = None,
     log_file: Annotated[Optional[Path], typer.Option("--log", help="Also append timestamped log lines to this file.")] = None,
     store: StoreOption = Path("models"),
+    use_cache: DataCacheOption = True,
 ) -> None:
     """Retrain on the grown DATA and promote the candidate only if it scores as well as the current model.
 
@@ -230,7 +237,7 @@ def retrain(
 
             log, keras_verbose, callbacks = progress(verbose, log_file)
             options = RetrainOptions(epochs=epochs, full=full, holdout=holdout, tolerance=tolerance)
-            run_retrain(data, root, options, log, keras_verbose, callbacks)
+            run_retrain(data, root, options, log, keras_verbose, callbacks, data_cache(use_cache, store, log))
     except ForecastError as error:
         raise fail(error, log_file) from None
 

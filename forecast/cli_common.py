@@ -16,6 +16,9 @@ DataArg = Annotated[Path, typer.Argument(help="The series as CSV: a time column 
 StoreOption = Annotated[
     Path, typer.Option(envvar="FORECAST_STORE", help="The model store; model names and paths must lie inside it.")
 ]
+DataCacheOption = Annotated[bool, typer.Option(
+    "--data-cache/--no-data-cache", envvar="FORECAST_DATA_CACHE",
+    help="Keep a large data file parsed in the store's .cache folder, so the next run maps it instead of reading it.")]
 
 
 def stamped(message: str) -> str:
@@ -60,6 +63,13 @@ def fail(error: ForecastError, log_file: Optional[Path] = None) -> typer.Exit:
     if log_file is not None:
         append_line(log_file, stamped(f"error: {error}"))
     return typer.Exit(code=getattr(error, "exit_code", 1))
+
+
+def data_cache(enabled: bool, store: Path, log=log_line):
+    """The store's cache of parsed data files (forecast.data_cache), or None with --no-data-cache."""
+    from forecast.data_cache import DataCache
+
+    return DataCache(Path(store).resolve() / ".cache", log) if enabled else None
 
 
 def listed(values: Optional[list[str]]) -> Optional[tuple[str, ...]]:

@@ -13,7 +13,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from forecast.cli_common import DataArg, StoreOption, checked_log, fail, levels, listed, series_ids
+from forecast.cli_common import DataArg, DataCacheOption, StoreOption, checked_log, fail, levels, listed, series_ids
 from forecast.config import Config
 from forecast.errors import ForecastError
 
@@ -61,12 +61,13 @@ def run_flags(
     log_file: Annotated[Optional[Path], typer.Option("--log", help="Also append timestamped log lines to this file.")] = None,
     model_dir: Annotated[Optional[str], typer.Option(help="Model name or directory (default: the data file's name).")] = None,
     store: StoreOption = Path("models"),
+    data_cache: DataCacheOption = True,
 ) -> None:
     """The shared flags, declared as a command's parameters are (see `with_run_flags`)."""
 
 
 # The shared flags that are not settings of the configuration.
-NOT_SETTINGS = ("data", "config_file", "log_file", "model_dir", "store")
+NOT_SETTINGS = ("data", "config_file", "log_file", "model_dir", "store", "data_cache")
 # How a flag's text becomes its setting's value, where it is not the value itself.
 CONVERTED = {
     "sim": listed, "bg": listed, "past": listed, "exclude": listed, "quantiles": levels,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import warnings
 from collections.abc import Callable
@@ -72,11 +73,15 @@ class Series:
 @dataclass(frozen=True)
 class Collection:
     """The series of one file, in the order their ids first appear. A file without an id column is a collection of one
-    series, whose id is "": every command reads files this way, so one series and many take the same path."""
+    series, whose id is "": every command reads files this way, so one series and many take the same path.
+
+    `scratch` is a folder where the features of these series are built as memory-mapped files (those of a collection
+    read from the data cache, see forecast.data_cache); None: in memory."""
 
     path: str
     series: tuple[Series, ...]
     id_name: str | None = None
+    scratch: Path | None = None
 
     @property
     def ids(self) -> tuple[str, ...]:
@@ -97,10 +102,14 @@ class Collection:
             raise ForecastError(
                 f"{self.path}: no series {unknown[0]!r} in column {self.id_name!r}; the file has {validation.listing(self.ids)}"
             )
-        return Collection(self.path, tuple(series for series in self.series if series.id in ids), self.id_name)
+        return self.keeping(tuple(series for series in self.series if series.id in ids))
 
     def without(self, ids: tuple[str, ...]) -> Collection:
-        return Collection(self.path, tuple(series for series in self.series if series.id not in ids), self.id_name)
+        return self.keeping(tuple(series for series in self.series if series.id not in ids))
+
+    def keeping(self, series: tuple[Series, ...]) -> Collection:
+        """The same file with only `series`."""
+        return dataclasses.replace(self, series=series)
 
 
 def load_series(
@@ -131,9 +140,15 @@ def load_collection(
     columns = frame.drop(columns=[*time_names, *([id_name] if id_name else [])])
     roles = resolve_roles(columns, path, config)
     left_out = _left_out(columns, roles, config)
-    series = []
+    # Each series' rows one after the other, so that each is a slice: a take from the whole frame per series would
+    # cost rows x series.
+    ordered = np.concatenate([rows for rows, _ in groups.values()])
+    if (np.diff(ordered) != 1).any():
+        frame = frame.iloc[ordered]
+    series, start = [], 0
     for series_id, (rows, lines) in groups.items():
-        part = frame.iloc[rows].reset_index(drop=True)
+        part = frame.iloc[start : start + len(rows)].reset_index(drop=True)
+        start += len(rows)
         series.append(_one_series(part, series_id, lines, path, config, roles, time_names, business_days, left_out))
     steps = {(item.freq, item.business_days) for item in series}
     if len(steps) > 1:

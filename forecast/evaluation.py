@@ -24,6 +24,7 @@ from forecast.metrics import nse, origin_errors, scores, series_scores, weighted
 
 if TYPE_CHECKING:
     from forecast.baselines import Season
+    from forecast.data_cache import DataCache
     from forecast.store import Schema
 
 
@@ -141,6 +142,7 @@ def evaluate(
     ablation: bool = True,
     series_ids: tuple[str, ...] | None = None,
     keep_forecasts: bool = False,
+    cache: DataCache | None = None,
 ) -> Evaluation:
     """Scores every origin whose whole horizon lies in rows [start, end) of each series (or of those in `series_ids`).
 
@@ -150,7 +152,8 @@ def evaluate(
     series. A last line still being written is refused, or with `warn`, left out with a warning through it. With
     `ablation`, the model is also scored with its state reset before every chunk and with its LSTM zeroed (see
     forecast.ablation). A model with an interval calibration also gets its intervals scored next to the naive
-    interval's. `keep_forecasts` keeps every forecast scored, in long format (`backtest.backtest_table`).
+    interval's. `keep_forecasts` keeps every forecast scored, in long format (`backtest.backtest_table`). The file is
+    read through `cache` (forecast.data_cache).
     """
     import time
 
@@ -160,7 +163,8 @@ def evaluate(
     # A linear start has no network to ablate: its three variants would only repeat its own forecasts.
     linear = linear_start_kept(read_metrics(current_version(Path(model_dir))))
     ablation = ablation and not linear
-    ranged = range_forecasts(csv_path, model_dir, start, end, validation_rows, warn, ablation, series_ids)
+    ranged = range_forecasts(csv_path, model_dir, start, end, validation_rows, warn, ablation, series_ids,
+                             cache=cache)
     saved, collection, features, ranges, ends = ranged.saved, ranged.collection, ranged.features, ranged.ranges, \
         ranged.ends
     models, target, weight, horizon = ranged.models, ranged.target, ranged.weight, saved.config.horizon

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -94,18 +98,66 @@ class Features:
         return np.searchsorted(self.starts, rows, side="right") - 1
 
 
-def stack(parts: list[Features]) -> Features:
-    """The features of several series as one collection (one contiguous float32 array per input, with offsets)."""
-    parts = [_padded(part) for part in parts]
-    lengths = np.array([part.n_rows for part in parts], dtype=np.int64)
-    return Features(
-        history=np.concatenate([part.history for part in parts]),
-        target=np.concatenate([part.target for part in parts]),
-        sim=np.concatenate([part.sim for part in parts]),
-        bg=np.concatenate([part.bg for part in parts]),
-        time=parts[0].time.append([part.time for part in parts[1:]]) if len(parts) > 1 else parts[0].time,
-        starts=np.concatenate([[0], np.cumsum(lengths)[:-1]]),
-    )
+ARRAYS = ("history", "target", "sim", "bg")
+
+
+def stack(parts: Iterable[Features], rows: Sequence[int] | None = None, scratch: Path | None = None) -> Features:
+    """The features of several series as one collection (one contiguous float32 array per input, with offsets).
+
+    `parts` may be a generator: given each part's number of rows (`rows`, as many as its sim has), each part is copied
+    into the stacked arrays as it comes, so that no more than one part is held beside them. With `scratch`, a folder,
+    the stacked arrays (and times) are memory-mapped files there without a name, which the system removes once the
+    arrays are gone: their pages are the page cache's, which the kernel can write out and drop, so they need not fit in
+    memory. Where that folder has no room for them they are held in memory.
+    """
+    if rows is None:
+        parts = list(parts)
+        rows = [len(part.sim) for part in parts]
+    lengths = np.asarray(rows, dtype=np.int64)
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    arrays, times = {}, []
+    for part, start, count in zip(parts, starts, lengths, strict=True):
+        part = _padded(part)
+        if part.n_rows != count:
+            raise ValueError(f"a part of {part.n_rows} rows where {count} were announced")
+        for name in ARRAYS:
+            values = getattr(part, name)
+            if name not in arrays:
+                arrays[name] = _allocated((int(lengths.sum()), *values.shape[1:]), values.dtype, scratch)
+            arrays[name][start : start + count] = values
+        times.append(part.time)
+    return Features(**arrays, time=_stacked_times(times, int(lengths.sum()), scratch), starts=starts)
+
+
+def _allocated(shape: tuple[int, ...], dtype, scratch: Path | None) -> np.ndarray:
+    """An array to fill: in memory, or with `scratch`, a memory-mapped file there without a name, its space reserved
+    at once (writing pages of a full disk through a mapping would kill the process; memory is used instead)."""
+    size = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    if scratch is not None and size:
+        try:
+            with tempfile.TemporaryFile(dir=scratch) as handle:
+                os.posix_fallocate(handle.fileno(), 0, size)
+                return np.memmap(handle, dtype=dtype, mode="r+", shape=shape)
+        except OSError:
+            pass  # no room there (or no such folder any more): the run goes on in memory
+    return np.empty(shape, dtype)
+
+
+def _stacked_times(times: list[pd.DatetimeIndex], n_rows: int, scratch: Path | None) -> pd.DatetimeIndex:
+    """The parts' times one after the other, as `DatetimeIndex.append` gives them; with `scratch`, and times of one
+    unit, memory-mapped as `_allocated` maps arrays."""
+    if len(times) == 1:
+        return times[0]
+    if scratch is None or len({time.unit for time in times}) > 1:
+        return times[0].append(times[1:])
+    stamps = _allocated((n_rows,), np.int64, scratch)
+    start = 0
+    for time in times:
+        stamps[start : start + len(time)] = time.asi8
+        start += len(time)
+    named = len({time.name for time in times}) == 1
+    return pd.DatetimeIndex(stamps.view(f"datetime64[{times[0].unit}]"), copy=False,
+                            name=times[0].name if named else None)
 
 
 def _padded(part: Features) -> Features:

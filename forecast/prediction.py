@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from forecast.data import Series
+from forecast.data_cache import DataCache
 from forecast.errors import ForecastError
 from forecast.intervals import quantile_columns
 from forecast.runner import LoadedModel, OpenedModel, open_saved
@@ -38,24 +39,25 @@ class Forecast:
 
 
 def predict(csv_path: str | Path, model_dir: str | Path, log: Callable[[str], None] | None = None,
-            series_ids: tuple[str, ...] | None = None) -> pd.DataFrame:
+            series_ids: tuple[str, ...] | None = None, cache: DataCache | None = None) -> pd.DataFrame:
     """Forecasts the H steps after the last observed target of each series of `csv_path` (or of those in
     `series_ids`) with the current version of the model at `model_dir`; returns, in long format, the id (for a file with
     an id column), timestamps, steps, values and one column per quantile (the target's units). A last line still being
-    written is left out, with a warning through `log`."""
+    written is left out, with a warning through `log`. The file is read through `cache` (forecast.data_cache)."""
     log = log or (lambda message: None)
-    opened = open_saved(csv_path, model_dir, log, series_ids)
+    opened = open_saved(csv_path, model_dir, log, series_ids, cache=cache)
     return _forecasts(opened, [series.n_observed - 1 for series in opened.collection.series], log)
 
 
 def forecast_from(csv_path: str | Path, model_dir: str | Path, origin: str | None = None,
-                  log: Callable[[str], None] | None = None, series_id: str | None = None) -> Forecast:
+                  log: Callable[[str], None] | None = None, series_id: str | None = None,
+                  cache: DataCache | None = None) -> Forecast:
     """The forecast of one series (`series_id`; needed for a file of many) for the H steps after `origin` (a row
     number or the last date to include, as in `--end`; None: the latest the file can forecast, `default_origin`),
-    with its quantiles."""
+    with its quantiles; the file is read through `cache`."""
     log = log or (lambda message: None)
     # Only the series forecast is checked against the model: another series of the file need not fit it.
-    opened = open_saved(csv_path, model_dir, log, None if series_id is None else (series_id,))
+    opened = open_saved(csv_path, model_dir, log, None if series_id is None else (series_id,), cache=cache)
     if series_id is None and len(opened.collection.series) > 1:
         raise ForecastError(f"{csv_path}: holds {len(opened.collection.series)} series; name one with --series")
     series, config = opened.collection.first, opened.saved.config

@@ -20,6 +20,7 @@ import pandas as pd
 
 from forecast.criterion import series_score
 from forecast.data import Collection, Series
+from forecast.data_cache import DataCache
 from forecast.errors import ForecastError, IncompatibleWeights
 from forecast.evaluation import evaluate
 from forecast.backtest import range_forecasts
@@ -121,17 +122,17 @@ def _check_series_appended(series: Series, record: SeriesRecord, skip_rows: int 
 
 def retrain(
     csv_path: str | Path, root: str | Path, options: RetrainOptions, log: Log | None = None, verbose: int = 0,
-    extra_callbacks: tuple = (),
+    extra_callbacks: tuple = (), cache: DataCache | None = None,
 ) -> Decision:
     """Validates, trains a candidate, scores both models on the newest rows and promotes or keeps; logs and records
-    the decision in `root/retrain.jsonl`."""
+    the decision in `root/retrain.jsonl`. The file is read through `cache` (forecast.data_cache), every time."""
     log = log or (lambda message: None)
     root = Path(root)
     with locked(root):
         current = current_version(root)
         # The whole current version is checked first: it is what the candidate starts from and is scored against.
         with_network(read_saved(current), load_model_file)
-        opened = open_saved(csv_path, root, version=current)
+        opened = open_saved(csv_path, root, version=current, cache=cache)
         config, schema, collection = opened.saved.config, opened.saved.schema, opened.collection
         new_rows = check_appended(collection, schema, config.skip_rows)
         if new_rows == 0:
@@ -153,7 +154,7 @@ def retrain(
         try:
             trained, options = _train_candidate(training, candidate_config, config, current, options, cut, root, log,
                                                 verbose, extra_callbacks)
-            scores = _holdout_scores(csv_path, root, current, trained.model_dir, cut, series_ids, log)
+            scores = _holdout_scores(csv_path, root, current, trained.model_dir, cut, series_ids, log, cache)
         except ForecastError:
             shutil.rmtree(staging, ignore_errors=True)
             raise
@@ -167,7 +168,7 @@ def retrain(
             "holdout_overlaps_validation": overlaps,
             "tolerance": options.tolerance,
         }
-        return _decide(record, trained, options, csv_path, root, current, series_ids, config.keep_versions, log)
+        return _decide(record, trained, options, csv_path, root, current, series_ids, config.keep_versions, log, cache)
 
 
 def _holdout_cut(training: Collection, holdout: int, config: Config, csv_path) -> str:
@@ -197,22 +198,23 @@ def _train_candidate(training: Collection, candidate_config: Config, config: Con
     return trained, options
 
 
-def _holdout_scores(csv_path, root: Path, current: Path, candidate: Path, cut: str, series_ids, log: Log) -> dict:
+def _holdout_scores(csv_path, root: Path, current: Path, candidate: Path, cut: str, series_ids, log: Log,
+                    cache: DataCache | None) -> dict:
     """The holdout score (`_holdout_mse`) of the current version, the candidate and the current line's reference
     version."""
-    current_mse = _holdout_mse(csv_path, current, cut, series_ids)
-    candidate_mse = _holdout_mse(csv_path, candidate, cut, series_ids)
+    current_mse = _holdout_mse(csv_path, current, cut, series_ids, cache)
+    candidate_mse = _holdout_mse(csv_path, candidate, cut, series_ids, cache)
     reference = reference_version(root, current)
     if reference is None:
         log(f"{root}: the reference version of {current.name} is no longer kept; comparing with it alone")
         reference = current
-    reference_mse = current_mse if reference == current else _holdout_mse(csv_path, reference, cut, series_ids)
+    reference_mse = current_mse if reference == current else _holdout_mse(csv_path, reference, cut, series_ids, cache)
     return {"current_mse": current_mse, "candidate_mse": candidate_mse, "reference_version": reference.name,
             "reference_mse": reference_mse}
 
 
 def _decide(record: dict, trained, options: RetrainOptions, csv_path, root: Path, current: Path, series_ids,
-            keep_versions: int, log: Log) -> Decision:
+            keep_versions: int, log: Log, cache: DataCache | None) -> Decision:
     """Promotes the candidate (recalibrating its intervals on the newest rows) when it is within tolerance of both the
     current and the reference version on the holdout, else discards it; appends `record` to the decisions file."""
     candidate_mse, current_mse, reference_mse = (record[key] for key in ("candidate_mse", "current_mse",
@@ -227,7 +229,7 @@ def _decide(record: dict, trained, options: RetrainOptions, csv_path, root: Path
         # A warm candidate keeps its line's fixed reference; a full retrain starts a new line (it is its own).
         metrics = {**trained.metrics, "holdout": record,
                    "reference_version": None if options.full else record["reference_version"]}
-        calibration = recalibrate(csv_path, trained.model_dir, series_ids)
+        calibration = recalibrate(csv_path, trained.model_dir, series_ids, cache=cache)
         if calibration is not None:
             metrics["intervals"] = calibration.summary()
             log(f"recalibrated on the validation and holdout rows: {calibration.describe()}")
@@ -324,19 +326,20 @@ def _keep_configured_epochs(model_dir: Path, epochs: int) -> None:
     (model_dir / CONFIG_FILE).write_text(saved.to_json() + "\n", encoding="utf-8")
 
 
-def _holdout_mse(csv_path, model_dir: Path, cut: str, series_ids: tuple[str, ...] | None) -> float:
+def _holdout_mse(csv_path, model_dir: Path, cut: str, series_ids: tuple[str, ...] | None,
+                 cache: DataCache | None) -> float:
     """The holdout score (the rows after the time `cut`) by the run's one criterion (`criterion.series_score`), each
     series' MSE in the target's own units, since a full retrain fits new scalers and z-scored errors would not compare;
     for one series, its MSE."""
     start = str(pd.Timestamp(cut) + pd.Timedelta(microseconds=1))
-    scored = evaluate(csv_path, model_dir, start, ablation=False, series_ids=series_ids)
+    scored = evaluate(csv_path, model_dir, start, ablation=False, series_ids=series_ids, cache=cache)
     per_series = scored.per_series[scored.per_series["forecaster"] == "model"]
     return series_score(per_series["mse_original"].to_numpy(), per_series["steps"].to_numpy(),
                         per_series["variance_original"].to_numpy())
 
 
-def recalibrate(csv_path, model_dir: Path, series_ids: tuple[str, ...] | None = None, end: str | None = None
-                ) -> Calibration | None:
+def recalibrate(csv_path, model_dir: Path, series_ids: tuple[str, ...] | None = None, end: str | None = None,
+                cache: DataCache | None = None) -> Calibration | None:
     """Calibrates the intervals of the model at `model_dir` again on every origin after each series' training rows,
     up to `end` (a row count or the last date to include; None: the newest row): in a retrain, its validation rows and
     the holdout, which no part of it was fitted on, so that the intervals follow the newest errors. Writes
@@ -345,7 +348,7 @@ def recalibrate(csv_path, model_dir: Path, series_ids: tuple[str, ...] | None = 
     if not saved.config.quantiles:
         return None
     ranged = range_forecasts(csv_path, model_dir, end=end, ablation=False, series_ids=series_ids, after_training=True,
-                             intervals=False)
+                             intervals=False, cache=cache)
     if not ranged.weight.any():
         return None  # no observed target after the training rows: the calibration from training stays
     calibration = calibrate(

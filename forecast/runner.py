@@ -23,7 +23,8 @@ import numpy as np
 
 from forecast import backend
 from forecast.bulk import bulk_network
-from forecast.data import Collection, load_collection
+from forecast.data import Collection
+from forecast.data_cache import DataCache, load
 from forecast.errors import ForecastError
 from forecast.features import Features, InputLayout, build_features, fit_scaler, stack
 from forecast.recent_errors import first_unfitted, interval_offsets, window_ranges
@@ -121,12 +122,13 @@ class OpenedModel:
 
 
 def open_saved(csv_path: str | Path, model_dir: str | Path, warn: Log | None = None,
-               series_ids: tuple[str, ...] | None = None, version: Path | None = None) -> OpenedModel:
+               series_ids: tuple[str, ...] | None = None, version: Path | None = None,
+               cache: DataCache | None = None) -> OpenedModel:
     """The current version of the model at `model_dir` (or the version directory `version`) and the series of
-    `csv_path` (those in `series_ids`, or all), refused in one line where the file does not fit the model. A last line
-    still being written is left out, with a warning through `warn` (without `warn`: refused)."""
+    `csv_path` (those in `series_ids`, or all; read through `cache`), refused in one line where the file does not fit
+    the model. A last line still being written is left out, with a warning through `warn` (without `warn`: refused)."""
     saved = read_saved(version if version is not None else current_version(Path(model_dir)))
-    collection = load_collection(csv_path, saved.config, saved.schema.business_days, warn=warn).select(series_ids)
+    collection = load(csv_path, saved.config, saved.schema.business_days, warn, cache).select(series_ids)
     check_compatible(collection, saved.schema, saved)
     return OpenedModel(saved, collection)
 
@@ -212,10 +214,10 @@ def collection_features(collection: Collection, saved: SavedModel, scalers: list
     `ahead`, sim also covers the `ahead[s]` rows after series s's last observation (checked to be there)."""
     statics, calendar = saved.statics, saved.schema.layout.calendar
     ahead = ahead or [0] * len(collection.series)
-    return stack([
-        build_features(series, scaler, rows, rows > 0, calendar, statics.encode(series.id) if statics else None)
-        for series, scaler, rows in zip(collection.series, scalers, ahead)
-    ])
+    parts = (build_features(series, scaler, rows, rows > 0, calendar, statics.encode(series.id) if statics else None)
+             for series, scaler, rows in zip(collection.series, scalers, ahead))
+    return stack(parts, [series.n_observed + rows for series, rows in zip(collection.series, ahead)],
+                 collection.scratch)
 
 
 def check_compatible(collection: Collection, schema, saved: SavedModel | None = None) -> None:

@@ -70,7 +70,7 @@ def resolve_splits(collection: Collection, config: Config, log: Callable[[str], 
         raise refused[0]
     for reason in refused:
         log(f"skipped: {reason}")
-    return Collection(collection.path, tuple(kept), collection.id_name), tuple(splits)
+    return collection.keeping(tuple(kept)), tuple(splits)
 
 
 def row_bound(series: Series, value: str, name: str, first: bool = False) -> int:

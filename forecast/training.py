@@ -11,7 +11,8 @@ from pathlib import Path
 import pandas as pd
 
 from forecast.config import Config
-from forecast.data import Collection, describe_left_out, load_collection
+from forecast.data import Collection, describe_left_out
+from forecast.data_cache import DataCache, load
 from forecast.errors import ForecastError, IncompatibleWeights, ResumeRefused
 from forecast.kept_model import (ValidationOrigins, interval_calibration, keep_and_score, model_kind,
                                 model_to_save, validation_metrics)
@@ -40,8 +41,10 @@ def train(
     verbose: int = 0,
     extra_callbacks: tuple = (),
     resume: bool = False,
+    cache: DataCache | None = None,
 ) -> TrainResult:
-    """Trains a model on `csv_path` and publishes it as the current version of the model at `root`.
+    """Trains a model on `csv_path` (read through `cache`, see forecast.data_cache) and publishes it as the current
+    version of the model at `root`.
 
     The series named in `config.holdout_series` take no part. The previous version stays current until the new one is
     complete. With `resume`, continues an interrupted run from its last epoch checkpoint. Holds the model's lock
@@ -49,7 +52,7 @@ def train(
     """
     log = log or (lambda message: None)
     root = Path(root)
-    collection = load_collection(csv_path, config)
+    collection = load(csv_path, config, cache=cache)
     config = config.replace(past=collection.first.roles.past)
     training = training_series(collection, config.holdout_series)
     check_trainable(training, config, fresh=not resume and config.initial_epoch == 0)

@@ -102,12 +102,13 @@ def prepare(collection: Collection, config: Config, start_from: Path | None, log
         span = max(series.time[split.train_end - 1] - series.time[0] for series, split in zip(collection.series, splits))
         static = statics.channels if statics else ()
         layout = InputLayout.from_roles(collection.first.roles, collection.first.freq, span, static)
-    parts = [
+    parts = (
         build_features(series, scalers.get(series.id), config.horizon, calendar=layout.calendar,
                        static=statics.encode(series.id) if statics else None)
         for series in collection.series
-    ]
-    return TrainingData(collection, splits, scalers, statics, layout, stack(parts))
+    )
+    rows = [series.n_observed for series in collection.series]
+    return TrainingData(collection, splits, scalers, statics, layout, stack(parts, rows, collection.scratch))
 
 
 def naive_weights(data: TrainingData, horizon: int) -> np.ndarray:

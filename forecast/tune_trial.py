@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from forecast.config import Config
+from forecast.data_cache import DataCache
 from forecast.errors import ForecastError
 from forecast.search_space import plain
 
@@ -28,12 +29,14 @@ OUTCOME = "outcome.json"
 class TrialJob:
     """What every trial of a search needs: the data file (an absolute path), the run's configuration (each trial's
     settings go on top), the folder that holds the trials' model folders and the working directory of the search (the
-    configuration's relative paths, such as `static`, are read from it)."""
+    configuration's relative paths, such as `static`, are read from it) and the store's data cache (None: each trial
+parses the file)."""
 
     data: str
     config: Config
     folder: str
     workdir: str
+    cache: DataCache | None = None
 
     def trial_root(self, trial_id: str) -> Path:
         """The model folder trial `trial_id` trains into."""
@@ -64,7 +67,7 @@ def run_trial(settings: dict, job: TrialJob) -> None:
     try:
         # The trial itself is the Ray task: its networks train in it, one after the other.
         config = job.config.replace(executor="local", **{name: plain(value) for name, value in settings.items()})
-        result = train(job.data, config, root, extra_callbacks=(_epoch_report(node),))
+        result = train(job.data, config, root, extra_callbacks=(_epoch_report(node),), cache=job.cache)
         outcome.update(score=result.metrics["validation"]["model"]["score"], kind=result.metrics["model_kind"],
                        epochs=result.metrics["epochs_run"])
     except ForecastError as exc:

@@ -25,7 +25,7 @@ from pathlib import Path
 import pandas as pd
 
 from forecast.config import Config
-from forecast.data import load_collection
+from forecast.data_cache import DataCache, load
 from forecast.errors import ForecastError
 from forecast.executor import MAX_RETRIES, ray_runtime
 from forecast.search_space import SearchSpace, plain, settings_text, shown
@@ -60,24 +60,26 @@ class TuneResult:
         return leaderboard(self.trials)
 
 
-def tune(csv_path: str | Path, config: Config, space: SearchSpace, root: str | Path, log: Log | None = None
-         ) -> TuneResult:
+def tune(csv_path: str | Path, config: Config, space: SearchSpace, root: str | Path, log: Log | None = None,
+         cache: DataCache | None = None) -> TuneResult:
     """Searches `space` around `config` on the data at `csv_path` and publishes the best trial as the next version of
     the model at `root`. The data and the search are checked, and Ray started or joined, before any trial; a search in
     which no trial finishes fails in one line and leaves the current version serving. Holds the model's lock
-    throughout."""
+    throughout. With `cache` (forecast.data_cache), the file is parsed once here and every trial maps it."""
     log = log or (lambda message: None)
     _check_ray_tune()
     root = Path(root)
     data = Path(csv_path).resolve()  # the trials read it from their own folders, perhaps on other nodes
-    check_trainable(training_series(load_collection(data, config), config.holdout_series), config, fresh=True)
+    check_trainable(training_series(load(data, config, cache=cache), config.holdout_series), config, fresh=True)
     with locked(root):
         folder = (root / TUNE_DIR).resolve()
         shutil.rmtree(folder, ignore_errors=True)  # a killed search's trials
         folder.mkdir(parents=True)
         staged = False
         try:
-            job = TrialJob(str(data), config, str(folder), os.getcwd())
+            # The trials log nothing of the cache: their lines would go to Ray's worker logs.
+            trial_cache = None if cache is None else DataCache(cache.folder, keep=cache.keep, min_bytes=cache.min_bytes)
+            job = TrialJob(str(data), config, str(folder), os.getcwd(), trial_cache)
             with ray_runtime(config) as where:
                 log(f"searching the settings in {space.trials} trial{'s' if space.trials > 1 else ''} on Ray Tune, "
                     f"{where}: {space.describe()}"

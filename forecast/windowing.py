@@ -20,6 +20,7 @@ from forecast.features import Features
 from forecast.sampler import PADDING, StreamPlan
 
 Batch = tuple[dict[str, np.ndarray], dict[str, np.ndarray], np.ndarray]
+SCORED_CHUNK = 2**18  # origins whose targets `scored_origins` cuts at a time
 
 
 class WindowBatcher:
@@ -86,8 +87,12 @@ class WindowBatcher:
         validation and the linear start's choice score (an origin whose horizon is all gaps scores nothing)."""
         if not origins.size:
             return origins
-        _, weight = self.targets(origins, np.ones(len(origins), dtype=bool))
-        return origins[weight.any(axis=1)]
+        kept = []
+        for start in range(0, len(origins), SCORED_CHUNK):  # a chunk at a time: their targets would be n x H floats
+            part = origins[start : start + SCORED_CHUNK]
+            _, weight = self.targets(part, np.ones(len(part), dtype=bool))
+            kept.append(part[weight.any(axis=1)])
+        return np.concatenate(kept)
 
     def batch(self, origins: np.ndarray, scored: np.ndarray) -> Batch:
         """One Keras batch for `origins` (B,) with the scored mask `scored` (B,): the `inputs`, {"prediction": the

@@ -115,7 +115,7 @@ def test_a_new_process_predicts_the_same_numbers_as_the_training_process(tmp_pat
     script = (
         "import sys; from forecast.config import Config; from forecast.training import train; "
         "from forecast.prediction import predict; "
-        f"train(sys.argv[1], Config(target='OT', lookback=48, horizon=12, batch_size=16, epochs=2), sys.argv[2]); "
+        "train(sys.argv[1], Config(target='OT', lookback=48, horizon=12, batch_size=16, epochs=2), sys.argv[2]); "
         "predict(sys.argv[1], sys.argv[2]).to_csv(sys.argv[3], index=False)"
     )
     in_training = tmp_path / "in_training.csv"

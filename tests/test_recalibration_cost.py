@@ -2,8 +2,6 @@
 forecasts, and in how many calls of a network. The saved model is untrained (it forecasts the last value) and
 calibrated without training, so nothing trains."""
 
-import numpy as np
-
 from forecast.bulk import MAX_HISTORY_BYTES, MAX_ROWS, bulk_batch_size
 from forecast.config import Config
 

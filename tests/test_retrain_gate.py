@@ -34,7 +34,7 @@ def test_warm_retrains_cannot_ratchet_away_from_the_reference(tmp_path, monkeypa
         return TrainResult(model_dir=staging, metrics=metrics, history=None)
 
     monkeypatch.setattr(retraining, "train_collection", candidate)
-    monkeypatch.setattr(retraining, "_holdout_mse", lambda csv, model_dir, first, end: holdout[model_dir.name])
+    monkeypatch.setattr(retraining, "_holdout_mse", lambda csv, model_dir, first, end, cache: holdout[model_dir.name])
     lines = []
     holdout[".staging"] = 1.015  # 1.5 % worse than current and reference 0001: within 2 %
     first = retrain(head_csv(ETTH1, 624, tmp_path / "night1.csv"), root, RetrainOptions(epochs=1), lines.append)
@@ -65,7 +65,7 @@ def test_a_warm_candidate_that_kept_the_current_weights_is_not_promoted(tmp_path
         return TrainResult(model_dir=staging_dir(root), metrics=metrics, history=None)
 
     monkeypatch.setattr(retraining, "train_collection", unchanged)
-    monkeypatch.setattr(retraining, "_holdout_mse", lambda csv, model_dir, first, end: 1.0)
+    monkeypatch.setattr(retraining, "_holdout_mse", lambda csv, model_dir, first, end, cache: 1.0)
     lines = []
     decision = retrain(head_csv(ETTH1, 624, tmp_path / "night.csv"), root, RetrainOptions(epochs=1), lines.append)
     assert not decision.promoted and os.listdir(root / "versions") == ["0001"] and not staging_dir(root).exists()

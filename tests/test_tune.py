@@ -90,6 +90,18 @@ def test_a_search_ends_with_a_version_that_predict_evaluate_and_info_read(tmp_pa
     assert code == 0 and "origins" in out, out + err
 
 
+@pytest.mark.slow
+def test_a_search_with_the_data_cache_parses_the_file_into_it_and_trains(tmp_path, tiny, ray_one_cpu):
+    from forecast.data_cache import META, DataCache
+    from forecast.tuning import tune
+
+    cache = DataCache(tmp_path / ".cache", min_bytes=0)
+    space = SearchSpace.read({"trials": 1, "default_space": False, "units": [4, 8]}, CONFIG, "test")
+    result = tune(tiny, CONFIG, space, tmp_path / "searched", [].append, cache)
+    assert any((entry / META).is_file() for entry in cache.folder.iterdir())
+    assert list(result.trials["status"]) == ["finished"], result.trials
+
+
 @pytest.mark.parametrize("search, flags, message", [
     ("", ["--ray-address", f"127.0.0.1:{closed_port()}"], "no Ray cluster answers there"),
     ("lookback = []\n", [], "[tune] lookback: no choices"),
