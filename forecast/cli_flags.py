@@ -47,6 +47,7 @@ def run_flags(
     skip_rows: Annotated[Optional[int], typer.Option(help="Lines before the header to skip (saved with the model).")] = None,
     target_min: Annotated[Optional[float], typer.Option("--min", help="Lowest forecast (default: 0 for a target never negative in training).")] = None,
     target_max: Annotated[Optional[float], typer.Option("--max", help="Highest forecast.")] = None,
+    target_units: Annotated[Optional[str], typer.Option(help="The target's units (mm/day, kW), shown in pictures and info.")] = None,
     id_column: Annotated[Optional[str], typer.Option(help="Long format: the column naming each row's series.")] = None,
     static: Annotated[Optional[Path], typer.Option(help="CSV of static attributes, one row per series id (feeds bg).")] = None,
     holdout_series: Annotated[Optional[str], typer.Option(help="Series kept out of training: ids (comma-separated) or a file of ids, one a line.")] = None,

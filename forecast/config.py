@@ -35,6 +35,7 @@ class Config:
     sim_in_history: bool = True
     target_min: float | None = None  # forecasts are clipped to [target_min, target_max] in the target's units
     target_max: float | None = None
+    target_units: str = ""  # the target's units as a reader writes them (mm/day, kW); pictures and info show them
     quantiles: tuple[float, ...] = (0.1, 0.9)  # levels of the forecast intervals (forecast.intervals); () for none
     gaps: str = "refuse"
     max_gap: int = 24

@@ -43,7 +43,8 @@ def _columns(saved: SavedModel) -> list[str]:
     bounds = [f"{name.split('_')[1]} {value:g}" for name, value in
               (("target_min", config.target_min), ("target_max", config.target_max)) if value is not None]
     return [
-        f"target: {config.target}" + (f" (forecasts clipped: {', '.join(bounds)})" if bounds else ""),
+        f"target: {config.target}" + (f" in {config.target_units}" if config.target_units else "")
+        + (f" (forecasts clipped: {', '.join(bounds)})" if bounds else ""),
         f"history (lstm): {', '.join(layout.history)}",
         f"known ahead (sim): {', '.join(layout.sim_columns) or 'none'}; calendar: {', '.join(layout.calendar) or 'none'}",
         f"static (bg): {', '.join(layout.bg[: len(layout.bg) - len(layout.calendar)]) or 'none'}",

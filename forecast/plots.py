@@ -64,7 +64,7 @@ def forecast_figure(forecast: Forecast):
     """The last stretch of history, the point forecast with its interval bands (the outermost pair lightest), the
     truth where the data holds it (an origin inside the data), and below it the sim columns over history and horizon,
     each in a small panel on its own scale (`sim_panels`); values in the target's units. The title names the series,
-    the target and how the origin was chosen."""
+    the target and its units (`target_units`, where set) and the panel how the origin was chosen."""
     from forecast.prediction import time_label
 
     pyplot = _pyplot()
@@ -104,9 +104,10 @@ def forecast_figure(forecast: Forecast):
         top.plot(series.time[ahead], truth, color=TRUTH_COLOUR, linewidth=1.2, marker="x", markersize=4,
                  label="observed")
     top.axvline(series.time[forecast.origin], color="0.6", linestyle=":", linewidth=1)
-    top.set_ylabel(target)
+    measured = f"{target} ({config.target_units})" if config.target_units else target
+    top.set_ylabel(measured)
     name = series.id or Path(series.path).stem
-    figure.suptitle(f"{name}: {target}, forecast of {config.horizon} steps from {time_label(series, forecast.origin)}")
+    figure.suptitle(f"{name}: {measured}, forecast of {config.horizon} steps from {time_label(series, forecast.origin)}")
     if forecast.origin_note:
         top.set_title(forecast.origin_note, fontsize="small", color="0.3")
     top.legend(loc="best", fontsize="small", framealpha=0.8)

@@ -63,6 +63,10 @@ def test_the_default_origin_is_the_latest_whose_horizon_the_sim_covers(tmp_path)
     assert figure.get_suptitle() == "short: OBS_RUN, forecast of 7 steps from 2010-12-24"
     assert figure.axes[0].get_title() == drawn.origin_note
     assert [axis.texts[0].get_text() for axis in figure.axes[1:]] == [f"{name} (sim)" for name in SIMS]
+    units = forecast_figure(forecast_from(short, random_model(short, CAMELS_SMALL.replace(target_units="mm/day"),
+                                                              tmp_path / "units")))
+    assert units.get_suptitle() == "short: OBS_RUN (mm/day), forecast of 7 steps from 2010-12-24"
+    assert units.axes[0].get_ylabel() == "OBS_RUN (mm/day)"
     covered = forecast_from(camels_file(tmp_path / "covered.csv", unobserved=7), model)
     assert covered.origin == 392 and covered.origin_note == "origin: last observed target"
 
