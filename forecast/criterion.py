@@ -39,6 +39,34 @@ def capped_weights(variances: np.ndarray, cap: float = WEIGHT_CAP) -> np.ndarray
     return np.minimum(np.where(known, weights, median), cap * median)
 
 
+# Origins taken at a time where a pass over (origins, H) arrays makes float64 temporaries, so that their memory stays
+# bounded whatever the number of series.
+CHUNK_ORIGINS = 2**16
+
+
+def _chunks(n: int):
+    return (slice(start, min(start + CHUNK_ORIGINS, n)) for start in range(0, n, CHUNK_ORIGINS))
+
+
+def _series_variances(series: np.ndarray, target: np.ndarray, observed: np.ndarray, size: int
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """Per series index (size,): the count of observed steps and their variance (two passes: the means, then the
+    squared deviations from them), CHUNK_ORIGINS origins at a time."""
+    counts, sums, squares = np.zeros(size), np.zeros(size), np.zeros(size)
+    for part in _chunks(len(series)):
+        seen = observed[part]
+        step_series = np.broadcast_to(series[part, None], seen.shape)[seen]
+        counts += np.bincount(step_series, minlength=size)
+        sums += np.bincount(step_series, target[part][seen].astype("float64"), minlength=size)
+    means = sums / np.maximum(counts, 1)
+    for part in _chunks(len(series)):
+        seen = observed[part]
+        step_series = np.broadcast_to(series[part, None], seen.shape)[seen]
+        squares += np.bincount(step_series, (target[part][seen].astype("float64") - means[step_series]) ** 2,
+                               minlength=size)
+    return counts, squares / np.maximum(counts, 1)
+
+
 def origin_weights(series: np.ndarray, target: np.ndarray, weight: np.ndarray, cap: float = WEIGHT_CAP) -> np.ndarray:
     """Per origin (n,), its series' weight in the score: `series` (n,) the series index of each origin, `target` and
     `weight` (n, H) its targets (z-units, or any units that are the same within a series) and their step weights (0 at
@@ -47,16 +75,10 @@ def origin_weights(series: np.ndarray, target: np.ndarray, weight: np.ndarray, c
     present = np.unique(series[observed.any(axis=1)])
     if len(present) <= 1:
         return np.ones(len(series))
-    # Each series' variance over its observed steps, in one pass over the origins (not one per series).
-    size = int(series.max()) + 1
-    step_series = np.broadcast_to(series[:, None], target.shape)[observed]
-    values = target[observed].astype("float64")
-    counts = np.bincount(step_series, minlength=size)
-    means = np.bincount(step_series, values, minlength=size) / np.maximum(counts, 1)
-    squares = np.bincount(step_series, (values - means[step_series]) ** 2, minlength=size)
-    variances = np.where(counts[present] > 1, squares[present] / np.maximum(counts[present], 1), np.nan)
-    per_series = np.ones(size)
-    per_series[present] = capped_weights(variances, cap)
+    # Each series' variance over its observed steps, in passes over the origins (not one per series).
+    counts, variances = _series_variances(series, target, observed, int(series.max()) + 1)
+    per_series = np.ones(len(counts))
+    per_series[present] = capped_weights(np.where(counts[present] > 1, variances[present], np.nan), cap)
     weights = per_series[series]
     steps = weight.sum(axis=1)
     return weights * steps.sum() / float((weights * steps).sum())
@@ -65,7 +87,11 @@ def origin_weights(series: np.ndarray, target: np.ndarray, weight: np.ndarray, c
 def score_weights(series: np.ndarray, target: np.ndarray, weight: np.ndarray, cap: float = WEIGHT_CAP) -> np.ndarray:
     """The step weights (n, H) under which a weighted MSE is the score: `weight` times each origin's series weight
     (`origin_weights`), float32 like the validation arrays Keras reads."""
-    return (weight * origin_weights(series, target, weight, cap)[:, None]).astype("float32")
+    per_origin = origin_weights(series, target, weight, cap)
+    weights = np.empty(weight.shape, dtype="float32")
+    for part in _chunks(len(series)):
+        weights[part] = weight[part] * per_origin[part, None]
+    return weights
 
 
 def score(forecast: np.ndarray, target: np.ndarray, weights: np.ndarray) -> float:

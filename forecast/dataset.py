@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 
 from forecast import backend
@@ -63,21 +65,38 @@ class ValidationBatches(keras.utils.PyDataset):
         return self.validation.inputs(index), {"prediction": self.validation.target[rows]}, self.weights[rows]
 
 
+# The feature arrays as TensorFlow constants, one copy per Features object (by its id, removed when it is freed),
+# shared by every pipeline over them: the training and validation pipelines, and each network of an ensemble.
+_FEATURE_TENSORS: dict[int, tuple] = {}
+
+
+def feature_tensors(features) -> tuple:
+    """`features`' history, sim, bg and target (`features.Features`) as TensorFlow constants: copied once, however
+    many pipelines gather from them."""
+    key = id(features)
+    if key not in _FEATURE_TENSORS:
+        tf = _tensorflow()
+        _FEATURE_TENSORS[key] = tuple(
+            tf.constant(array) for array in (features.history, features.sim, features.bg, features.target))
+        weakref.finalize(features, _FEATURE_TENSORS.pop, key, None)
+    return _FEATURE_TENSORS[key]
+
+
 class GatheredWindows:
     """The windows of `batcher` cut by TensorFlow: the feature arrays as constants, and a batch of origins gathered
     into its three inputs, targets and weights inside tf.data, in parallel with training and without Python or its
     lock. Every value is the one `WindowBatcher.batch` cuts: the same rows copied, the same float32 products.
 
-    The feature arrays are copied into TensorFlow once, so this path needs them in memory; `data_pipeline =
-    "pydataset"` reads windows from the arrays where they are (a memory-mapped file, say) batch by batch.
+    The feature arrays are copied into TensorFlow once per `Features` (`feature_tensors`), so this path needs them in
+    memory; `data_pipeline = "pydataset"` reads windows from the arrays where they are (a memory-mapped file, say)
+    batch by batch.
     """
 
     def __init__(self, batcher: WindowBatcher):
         tf = _tensorflow()
         features = batcher.features
         self.batcher = batcher
-        self.history, self.sim, self.bg, self.target = (
-            tf.constant(array) for array in (features.history, features.sim, features.bg, features.target))
+        self.history, self.sim, self.bg, self.target = feature_tensors(features)
         row_weight = (batcher.series_weight[features.series_of(np.arange(features.n_rows))].astype("float32")
                       if batcher.series_weight is not None else None)
         self.row_weight = None if row_weight is None else tf.constant(row_weight)

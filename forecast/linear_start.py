@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from forecast import backend
-from forecast.criterion import improvement, origin_losses, score, score_weights
+from forecast.criterion import improvement, origin_losses, origin_weights, score, score_weights
 from forecast.windowing import WindowBatcher
 
 LINEAR_TERMS = ("history_highway", "history_summary", "sim_residual", "sim_error_decay", "attribute_interaction")
@@ -213,13 +213,17 @@ def _streamed_score(probe, batcher: WindowBatcher, origins: np.ndarray, weights:
     target, weight = batcher.targets(origins, np.ones(len(origins), dtype=bool))
     observed = weight.any(axis=1)
     origins, target, weight = origins[observed], target[observed], weight[observed]
-    scored_weights = score_weights(batcher.features.series_of(origins), target, weight).astype("float64")
-    total = 0.0
+    # Each origin's series weight, and its steps' weights (as criterion.score_weights makes them) a chunk at a time.
+    per_origin = origin_weights(batcher.features.series_of(origins), target, weight)
+    total = weights_sum = 0.0
     for start in range(0, len(origins), DESIGN_CHUNK):
-        design, change, _, _ = _design(probe, batcher, origins[start : start + DESIGN_CHUNK], whole_horizon=False)
+        part = slice(start, start + DESIGN_CHUNK)
+        scored_weights = (weight[part] * per_origin[part, None]).astype("float32").astype("float64")
+        design, change, _, _ = _design(probe, batcher, origins[part], whole_horizon=False)
         forecast = design @ weights + intercept
-        total += float(((forecast - change) ** 2 * scored_weights[start : start + DESIGN_CHUNK]).sum())
-    return total / float(scored_weights.sum()) if scored_weights.sum() > 0 else float("nan")
+        total += float(((forecast - change) ** 2 * scored_weights).sum())
+        weights_sum += float(scored_weights.sum())
+    return total / weights_sum if weights_sum > 0 else float("nan")
 
 
 def _probe(model):

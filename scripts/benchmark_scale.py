@@ -17,7 +17,8 @@ size runs in its own process, so that its peak resident memory is its own. Per s
   batches fed as in-memory arrays, in turn in the same process, `--rounds` times after a first round that traces
   (the median counts), extrapolated to the epoch's batches; a throughput ratio is arrays' time / the pipeline's;
 - validation: the validation pass Keras runs each epoch (`--steps` batches, extrapolated);
-- peak RSS, and the raw float32 feature arrays for comparison.
+- peak RSS, and the raw float32 feature arrays for comparison; and the peak of each phase (imports, read, prepare,
+  layout and batches, validation streams, linear start, training, validation), from Linux's VmHWM reset between phases.
 
 Results go to stdout as a markdown table and, one JSON line per size, to `--results`.
 """
@@ -90,10 +91,24 @@ def _served(dataset, steps: int) -> float:
     return float(np.median([pass_over(20 + steps) - pass_over(20) for _ in range(3)])) / steps
 
 
+class PhasePeaks:
+    """The peak resident memory of each phase of this process: Linux's VmHWM, reset at the end of each phase through
+    /proc/self/clear_refs (so the next phase's peak is its own)."""
+
+    def __init__(self):
+        self.peaks: dict[str, float] = {}
+
+    def end(self, phase: str) -> None:
+        status = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines())
+        self.peaks[phase] = int(status["VmHWM"].split()[0]) / 2**10
+        Path("/proc/self/clear_refs").write_text("5")
+
+
 def measure(path: Path, steps: int, rounds: int, settings: dict) -> dict:
     """Every phase for the file at `path` under the configuration `settings` (run in a process of its own)."""
     import resource
 
+    phases = PhasePeaks()
     from forecast import backend
     from forecast.config import Config
     from forecast.data import load_collection
@@ -106,10 +121,14 @@ def measure(path: Path, steps: int, rounds: int, settings: dict) -> dict:
     keras = backend.keras()
     from keras.src.trainers.data_adapters.py_dataset_adapter import PyDatasetAdapter
 
+    phases.end("imports")
+
     config = Config(**{key: tuple(value) if isinstance(value, list) else value for key, value in settings.items()})
     quiet = lambda message: None  # noqa: E731
     collection, read_seconds = timed(load_collection, path, config)
+    phases.end("read")
     data, prepare_seconds = timed(prepare, collection, config, None, quiet)
+    phases.end("prepare")
     batcher = data.batcher(config)
     train_plan, val_plan = data.stream_plans(config)
     (origins, scored), layout_seconds = timed(train_plan.batches, 0)
@@ -122,11 +141,14 @@ def measure(path: Path, steps: int, rounds: int, settings: dict) -> dict:
 
     gathered_seconds = _served(training_batches(batcher, train_plan), steps)
     adapted_seconds = _served(PyDatasetAdapter(WindowDataset(batcher, train_plan), shuffle=False).get_tf_dataset(), steps)
+    phases.end("layout and batches")
 
     streams, stream_weights = validation_streams(batcher, val_plan, data.series_index)
+    phases.end("validation streams")
     run = MemberRun(data.layout, batcher, train_plan, val_plan, streams, stream_weights, path.parent, None, 1, "train",
                     None, False, (), 0, quiet, str(path))
     linear, linear_seconds = timed(shared_linear_start, run, config)
+    phases.end("linear start")
 
     model = build_model(config, data.layout, config.batch_size)
     compile_model(model, config)
@@ -156,6 +178,7 @@ def measure(path: Path, steps: int, rounds: int, settings: dict) -> dict:
             timer.name = name
             model.fit(**feed(), epochs=1, shuffle=False, verbose=0, callbacks=[timer])
     step_tfdata, step_pydataset, step_arrays = (float(np.median(seconds[name][1:])) / steps for name in feeds)
+    phases.end("training (three feeds)")
 
     validation = validation_batches(run.validation, run.score_weights)
     val_steps = min(steps, run.validation.n_batches)
@@ -163,6 +186,7 @@ def measure(path: Path, steps: int, rounds: int, settings: dict) -> dict:
     model.evaluate(validation, steps=val_steps, verbose=0)
     model.evaluate(validation, steps=val_steps, verbose=0)
     val_step = (time.perf_counter() - began) / (2 * val_steps)
+    phases.end("validation")
 
     features = data.features
     raw = sum(array.nbytes for array in (features.history, features.target, features.sim, features.bg))
@@ -177,7 +201,7 @@ def measure(path: Path, steps: int, rounds: int, settings: dict) -> dict:
         "epoch_arrays_s": step_arrays * train_plan.n_batches,
         "throughput_ratio": step_arrays / step_tfdata, "pydataset_ratio": step_arrays / step_pydataset,
         "val_batches": int(run.validation.n_batches), "validation_s": val_step * run.validation.n_batches,
-        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10,
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10, "phase_peaks_mib": phases.peaks,
     }
 
 
@@ -196,6 +220,8 @@ def table(results: list[dict]) -> str:
          lambda r: f"{r['epoch_tfdata_s']:,.0f} / {r['epoch_arrays_s']:,.0f} s ({r['batches']:,})"),
         ("validation pass (batches)", lambda r: f"{r['validation_s']:,.0f} s ({r['val_batches']:,})"),
         ("peak RSS (raw float32 features)", lambda r: f"{r['peak_rss_mib']:,.0f} MiB ({r['raw_mib']:,.0f} MiB)"),
+        ("peak RSS by phase: " + ", ".join(results[0]["phase_peaks_mib"]),
+         lambda r: " / ".join(f"{peak:,.0f}" for peak in r["phase_peaks_mib"].values()) + " MiB"),
     ]
     lines = ["| | " + " | ".join(f"{r['series']:,} series" for r in results) + " |",
              "|---" * (len(results) + 1) + "|"]

@@ -72,6 +72,22 @@ def test_no_series_outweighs_the_cap_times_the_median():
     assert ratios.max() == pytest.approx(3.0)  # the near-constant series is held at three times the median
 
 
+def test_the_weights_taken_a_chunk_of_origins_at_a_time_are_each_series_own(monkeypatch):
+    import forecast.criterion
+
+    monkeypatch.setattr(forecast.criterion, "CHUNK_ORIGINS", 7)  # chunks that cut through series
+    rng = np.random.default_rng(1)
+    series = np.sort(rng.integers(0, 5, 200))
+    target = rng.normal(size=(200, 3)) * np.array([0.5, 1.0, 2.0, 3.0, 0.2])[series, None]
+    weight = (rng.random((200, 3)) > 0.3).astype("float32")
+    variances = np.array([target[series == index][weight[series == index] > 0].var() for index in range(5)])
+    expected = capped_weights(variances)[series]
+    steps = weight.sum(axis=1)
+    expected *= steps.sum() / (expected * steps).sum()
+    np.testing.assert_allclose(origin_weights(series, target, weight), expected, rtol=1e-12)
+    np.testing.assert_allclose(score_weights(series, target, weight), weight * expected[:, None], rtol=1e-6)
+
+
 def test_an_epoch_counts_as_better_only_by_more_than_min_delta():
     assert improves(0.99, 1.0, 1e-3) and not improves(0.9995, 1.0, 1e-3) and improves(0.9995, 1.0, 0.0)
     assert improves(5.0, None, 1e-3) and not improves(float("nan"), None, 1e-3)
