@@ -53,13 +53,17 @@ META = "meta.json"
 Log = Callable[[str], None]
 
 
+def quiet(message: str) -> None:
+    """A log that drops its lines (a module function, so that a cache pickles with the standard library too)."""
+
+
 @dataclass(frozen=True)
 class DataCache:
     """Where parsed files are cached (`folder`, e.g. STORE/.cache) and how: `log` says when an entry was damaged or
     could not be written; at most `keep` entries stay; files under `min_bytes` are not cached."""
 
     folder: Path
-    log: Log = lambda message: None
+    log: Log = quiet
     keep: int = KEEP
     min_bytes: int = MIN_BYTES
 

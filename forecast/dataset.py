@@ -76,10 +76,15 @@ def feature_tensors(features) -> tuple:
     key = id(features)
     if key not in _FEATURE_TENSORS:
         tf = _tensorflow()
+        weakref.finalize(features, _FEATURE_TENSORS.pop, key, None)
         _FEATURE_TENSORS[key] = tuple(
             tf.constant(array) for array in (features.history, features.sim, features.bg, features.target))
-        weakref.finalize(features, _FEATURE_TENSORS.pop, key, None)
     return _FEATURE_TENSORS[key]
+
+
+def release_feature_tensors(features) -> None:
+    """Frees `features`' TensorFlow copy (`feature_tensors`) once no pipeline reads it, before the features are."""
+    _FEATURE_TENSORS.pop(id(features), None)
 
 
 class GatheredWindows:

@@ -243,10 +243,11 @@ def _seed_everything(seed: int) -> None:
     tf.config.experimental.enable_op_determinism()
 
 
-# Where the networks train is a setting of the run, not of the model: a run may resume under another executor.
+# Where the networks train is a setting of the run, not of the model: a run may resume under another executor; the
+# target's units are a label for readers.
 RUN_ONLY_SETTINGS = {"epochs", "initial_epoch", "verbose", "patience", "tensorboard_dir", "checkpoints", "workers",
                      "use_multiprocessing", "max_queue_size", "data_pipeline", "executor", "ray_address",
-                     "cpus_per_task", "gpus_per_task"}
+                     "cpus_per_task", "gpus_per_task", "target_units"}
 
 
 def _check_resumable(config: Config, state, checkpoints: Path, purpose: str) -> None:

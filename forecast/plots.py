@@ -104,7 +104,8 @@ def forecast_figure(forecast: Forecast):
         top.plot(series.time[ahead], truth, color=TRUTH_COLOUR, linewidth=1.2, marker="x", markersize=4,
                  label="observed")
     top.axvline(series.time[forecast.origin], color="0.6", linestyle=":", linewidth=1)
-    measured = f"{target} ({config.target_units})" if config.target_units else target
+    units = config.target_units.replace("$", r"\$")  # not matplotlib's math
+    measured = f"{target} ({units})" if units else target
     top.set_ylabel(measured)
     name = series.id or Path(series.path).stem
     figure.suptitle(f"{name}: {measured}, forecast of {config.horizon} steps from {time_label(series, forecast.origin)}")

@@ -125,6 +125,9 @@ def _train_collection(collection: Collection, config: Config, root: Path, log: L
     run = MemberRun(data.layout, batcher, train_plan, val_plan, streams, stream_weights, root, strategy, replicas,
                     purpose, start_from, resume, extra_callbacks, verbose, log, str(collection.path))
     trained = train_networks(run, config, starts)
+    from forecast.dataset import release_feature_tensors
+
+    release_feature_tensors(data.features)  # the training pipelines are done with the TensorFlow copy
     model = combined(trained)
     validation = ValidationOrigins.of(batcher, val_plan.ranges, config.chunks_per_stream, data.target_stats,
                                       config.target_min, config.target_max)

@@ -67,6 +67,10 @@ def test_the_default_origin_is_the_latest_whose_horizon_the_sim_covers(tmp_path)
                                                               tmp_path / "units")))
     assert units.get_suptitle() == "short: OBS_RUN (mm/day), forecast of 7 steps from 2010-12-24"
     assert units.axes[0].get_ylabel() == "OBS_RUN (mm/day)"
+    from forecast.plots import plot_forecast
+
+    dollars = random_model(short, CAMELS_SMALL.replace(target_units="$_$ US"), tmp_path / "dollars")
+    assert_png(plot_forecast(forecast_from(short, dollars), tmp_path / "dollars.png"), (1000, 800))  # text, not math
     covered = forecast_from(camels_file(tmp_path / "covered.csv", unobserved=7), model)
     assert covered.origin == 392 and covered.origin_note == "origin: last observed target"
 

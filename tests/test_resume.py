@@ -74,3 +74,17 @@ def test_the_pipelines_train_the_same_weights(tmp_path, ett_small):
         np.testing.assert_array_equal(gathered, cut)
     histories = [pd.read_csv(tmp_path / pipeline / "current" / "history.csv") for pipeline in ("tfdata", "pydataset")]
     np.testing.assert_array_equal(histories[0]["val_mse"], histories[1]["val_mse"])
+
+
+def test_a_resume_refuses_a_changed_model_setting_but_not_a_setting_of_the_run():
+    from types import SimpleNamespace
+
+    from forecast.config import Config
+    from forecast.errors import ResumeRefused
+    from forecast.members import _check_resumable
+
+    saved = Config(target="OT", lookback=12)
+    state = SimpleNamespace(purpose="train", config=json.loads(saved.to_json()))
+    _check_resumable(saved.replace(target_units="kW", epochs=9, executor="ray"), state, "ckpt", "train")
+    with pytest.raises(ResumeRefused, match="lookback = 12, not 24"):
+        _check_resumable(saved.replace(lookback=24), state, "ckpt", "train")
