@@ -184,10 +184,18 @@ def test_trials_and_networks_run_on_both_nodes_of_a_cluster(tmp_path, tiny, two_
 
     nodes = {node["NodeID"] for node in two_nodes.nodes() if node["Alive"]}
     assert len(nodes) == 2
-    space = SearchSpace.read({"trials": 2, "default_space": False, "units": [4, 8]}, CONFIG, "test")
+    space = SearchSpace.read({"trials": 4, "default_space": False, "units": [4, 8], "dropout": [0.0, 0.1]}, CONFIG,
+                             "test")
     result = tune(tiny, CONFIG, space, tmp_path / "searched", [].append)
-    assert set(result.trials["node"]) == nodes, result.trials  # one trial on each node
+    assert list(result.trials["status"]) == ["finished"] * 4, result.trials
+    assert set(result.trials["node"]) == nodes, result.trials  # trials ran on both nodes
     assert (result.model_dir / "tune.csv").is_file()
+    # The best trial, trained on the cluster, is the model the same settings train in process.
+    best = result.trials.sort_values("score").iloc[0]
+    settings = CONFIG.replace(units=int(best["units"]), dropout=float(best["dropout"]))
+    alone, _, _ = trained(tiny, settings, tmp_path / "alone", monkeypatch)
+    assert alone.metrics["model_kind"] == best["kind"]
+    assert alone.metrics["validation"]["model"]["score"] == pytest.approx(best["score"], abs=1e-6)
 
     # An ensemble whose networks train as Ray tasks, one on each node, is the one trained in process.
     config = CONFIG.replace(members=2, seed=3)
