@@ -49,20 +49,22 @@ class WindowDataset(keras.utils.PyDataset):
 
 
 class ValidationBatches(keras.utils.PyDataset):
-    """A `ValidationSet`'s batches in order, each with its slice of `weights` (n, H: the run's score weights), for
-    Keras' validation: the inputs are cut per batch, so the validation windows are never held all at once."""
+    """A `ValidationSet`'s batches in order, each with its step weights under the run's score (the set's weights times
+    `origin_weights` (n,), as `criterion.score_weights` makes them), for Keras' validation: the inputs are cut per
+    batch, so the validation windows are never held all at once."""
 
-    def __init__(self, validation: ValidationSet, weights, **kwargs):
+    def __init__(self, validation: ValidationSet, origin_weights: np.ndarray, **kwargs):
         super().__init__(**kwargs)
         self.validation = validation
-        self.weights = weights
+        self.origin_weights = origin_weights
 
     def __len__(self) -> int:
         return self.validation.n_batches
 
     def __getitem__(self, index: int) -> Batch:
         rows = self.validation.rows(index)
-        return self.validation.inputs(index), {"prediction": self.validation.target[rows]}, self.weights[rows]
+        weights = (self.validation.weight[rows] * self.origin_weights[rows, None]).astype("float32")
+        return self.validation.inputs(index), {"prediction": self.validation.target[rows]}, weights
 
 
 # The feature arrays as TensorFlow constants, one copy per Features object (by its id, removed when it is freed),
@@ -155,18 +157,24 @@ def training_batches(batcher: WindowBatcher, plan: StreamPlan, initial_epoch: in
             .prefetch(tf.data.AUTOTUNE))
 
 
-def validation_batches(validation: ValidationSet, weights: np.ndarray):
-    """A `ValidationSet`'s batches in order, each with its slice of `weights` (n, H: the run's score weights), as
-    `ValidationBatches` serves them, as a `tf.data.Dataset` that repeats them for every epoch's validation."""
+def validation_batches(validation: ValidationSet, origin_weights: np.ndarray):
+    """A `ValidationSet`'s batches in order, as `ValidationBatches` serves them, as a `tf.data.Dataset` that repeats
+    them for every epoch's validation. Only the origins, whether each is scored and its weight in the score
+    (`origin_weights` (n,)) are copied into TensorFlow; each batch's inputs, targets and step weights are gathered from
+    the feature arrays as training's are, the same values as the set's."""
     tf = _tensorflow()
     windows = GatheredWindows(validation.batcher)
     shape = (validation.n_batches, validation.batch_size)
-    origins = validation.origins.reshape(shape)
-    target = validation.target.reshape(*shape, -1)
-    weights = np.asarray(weights, dtype="float32").reshape(*shape, -1)
-    return (tf.data.Dataset.from_tensor_slices((origins, target, weights))
-            .map(lambda batch, y, weight: (windows.inputs(batch), {"prediction": y}, weight),
-                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    # An origin is scored where it has a weighted step; the others' weights are 0 whichever mask they get.
+    scored = validation.weight.any(axis=1).reshape(shape)
+    per_origin = np.asarray(origin_weights, dtype="float64").reshape(shape)
+
+    def batch(origins, scored, per_origin):
+        inputs, targets, weight = windows.batch(origins, scored)
+        return inputs, targets, tf.cast(tf.cast(weight, tf.float64) * per_origin[:, None], tf.float32)
+
+    return (tf.data.Dataset.from_tensor_slices((validation.origins.reshape(shape), scored, per_origin))
+            .map(batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
             .repeat().prefetch(tf.data.AUTOTUNE))
 
 
@@ -190,11 +198,11 @@ def training_data(batcher: WindowBatcher, plan: StreamPlan, config: Config, firs
 
 
 def validation_data(run, config: Config):
-    """What `fit` validates on each epoch: the run's (`members.MemberRun`) validation batches with their score weights, through the same
-    kind of pipeline as training's (`config.data_pipeline`)."""
+    """What `fit` validates on each epoch: the run's (`members.MemberRun`) validation batches weighted by the run's
+    score, through the same kind of pipeline as training's (`config.data_pipeline`)."""
     if config.data_pipeline == "tfdata":
-        return validation_batches(run.validation, run.score_weights)
-    return ValidationBatches(run.validation, run.score_weights)
+        return validation_batches(run.validation, run.origin_weights)
+    return ValidationBatches(run.validation, run.origin_weights)
 
 
 def _tensorflow():

@@ -69,33 +69,12 @@ def fit_linear_start(
     that memory stays bounded with many series.
     """
     probe = _probe(model)
-    x_train, y_train, _, _ = _design(probe, batcher, _thinned(train_origins), whole_horizon=True)
-    choice_origins = _thinned_blocks(val_origins, batcher.horizon)
-    x_val, y_val, w_val, val_scored = _design(probe, batcher, choice_origins, whole_horizon=False)
-    if len(x_train) < 2 or len(x_val) == 0:
-        return None
-    horizon = y_train.shape[1]
-    # Scored as the whole run scores validation (criterion.score): each series against its own spread, capped.
-    val_target, _ = batcher.targets(val_scored, np.ones(len(val_scored), dtype=bool))
-    scored_weights = score_weights(batcher.features.series_of(val_scored), val_target, w_val).astype("float64")
-    fits = {}
     candidates = _candidates(_column_roles(model, n_calendar))
-    for choice, columns in candidates.items():
-        for penalty, (weights, intercept) in zip(PENALTIES, ridge_path(x_train[:, columns], y_train, PENALTIES)):
-            forecast = x_val[:, columns] @ weights + intercept
-            mse = score(forecast, y_val, scored_weights)
-            if choice not in fits or mse < fits[choice][4]:
-                full = np.zeros((len(columns), horizon))
-                full[columns] = weights
-                fits[choice] = (origin_losses(forecast, y_val, scored_weights), penalty, full, intercept, mse)
-    plain = ("lags", False, False, False)
-    best, best_t, blocks = plain, 0.0, 0
-    for choice, (errors, *_, mse) in fits.items():
-        verdict = improvement(fits[plain][0], errors, val_scored, horizon)
-        blocks = verdict.blocks
-        if verdict.clear and mse < fits[best][4]:
-            best, best_t = choice, verdict.t
-    errors, penalty, weights, intercept, mse = fits[best]
+    choice_origins = _thinned_blocks(val_origins, batcher.horizon)
+    chosen = _choose(probe, batcher, _thinned(train_origins), choice_origins, candidates)
+    if chosen is None:
+        return None
+    best, best_t, blocks, penalty, weights, intercept, mse, windows = chosen
     if len(choice_origins) < len(val_origins):
         mse = _streamed_score(probe, batcher, val_origins, weights, intercept)
     start = 0
@@ -109,8 +88,46 @@ def fit_linear_start(
     history, covariates, calendar, attributes = best
     n_inputs = int(candidates[best].sum())
     return LinearFit(
-        history, covariates, calendar, float(penalty), float(mse), best_t, n_inputs, len(x_train), blocks, attributes
+        history, covariates, calendar, float(penalty), float(mse), best_t, n_inputs, windows, blocks, attributes
     )
+
+
+def _choose(probe, batcher: WindowBatcher, train_origins: np.ndarray, val_origins: np.ndarray,
+            candidates: dict[tuple[str, bool, bool, bool], np.ndarray]) -> tuple | None:
+    """The ridge fit of each candidate set of inputs (`_candidates`) on `train_origins` (n,), each with the penalty
+    that scores best on `val_origins` (m,), and the choice among them (see `fit_linear_start`): (the choice, its t
+    against the plain fit, the validation blocks, penalty, weights (features, H), intercept (H,), validation score,
+    training windows fitted on); None when gaps leave fewer than two training windows or no validation origin. The
+    designs live only here, so that they are freed before the chosen fit is scored on every validation origin."""
+    x_train, y_train, _, _ = _design(probe, batcher, train_origins, whole_horizon=True)
+    x_val, y_val, w_val, val_scored = _design(probe, batcher, val_origins, whole_horizon=False)
+    if len(x_train) < 2 or len(x_val) == 0:
+        return None
+    horizon = y_train.shape[1]
+    # Scored as the whole run scores validation (criterion.score): each series against its own spread, capped.
+    val_target, _ = batcher.targets(val_scored, np.ones(len(val_scored), dtype=bool))
+    scored_weights = score_weights(batcher.features.series_of(val_scored), val_target, w_val).astype("float64")
+    del val_target, w_val
+    fits = {}
+    for choice, columns in candidates.items():
+        x_columns = x_val[:, columns]
+        for penalty, (weights, intercept) in zip(PENALTIES, ridge_path(x_train[:, columns], y_train, PENALTIES)):
+            forecast = x_columns @ weights + intercept
+            mse = score(forecast, y_val, scored_weights)
+            if choice not in fits or mse < fits[choice][4]:
+                full = np.zeros((len(columns), horizon))
+                full[columns] = weights
+                fits[choice] = (origin_losses(forecast, y_val, scored_weights), penalty, full, intercept, mse)
+        del x_columns
+    plain = ("lags", False, False, False)
+    best, best_t, blocks = plain, 0.0, 0
+    for choice, (errors, *_, mse) in fits.items():
+        verdict = improvement(fits[plain][0], errors, val_scored, horizon)
+        blocks = verdict.blocks
+        if verdict.clear and mse < fits[best][4]:
+            best, best_t = choice, verdict.t
+    _, penalty, weights, intercept, mse = fits[best]
+    return best, best_t, blocks, penalty, weights, intercept, mse, len(x_train)
 
 
 def _column_roles(model, n_calendar: int) -> np.ndarray:

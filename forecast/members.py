@@ -24,7 +24,7 @@ import pandas as pd
 
 from forecast import backend
 from forecast.config import Config
-from forecast.criterion import WEIGHT_CAP, best_epoch, score_weights
+from forecast.criterion import WEIGHT_CAP, best_epoch, origin_weights
 from forecast.errors import ForecastError, IncompatibleWeights, ResumeRefused
 from forecast.features import InputLayout
 from forecast.linear_start import freeze_linear_terms, linear_terms
@@ -40,7 +40,7 @@ Log = Callable[[str], None]
 class MemberRun:
     """What every network of a run trains on and reports to: the input layout, the windows, the training plan (which
     each network walks with its own seed) and the validation plan, the validation set (`windowing.ValidationSet`)
-    and its step weights under the run's score (`criterion.score_weights`), the model's root, the distribution
+    and each validation origin's weight in the run's score (`criterion.origin_weights`), the model's root, the distribution
     strategy and its replica count, the run's purpose,
     the version a warm run continues, whether the run resumes, the caller's callbacks and verbosity, the logger and
     the data file (for messages)."""
@@ -50,7 +50,7 @@ class MemberRun:
     train_plan: StreamPlan
     val_plan: StreamPlan
     validation: ValidationSet
-    score_weights: np.ndarray
+    origin_weights: np.ndarray
     root: Path
     strategy: object
     replicas: int
@@ -472,10 +472,11 @@ def kept_epoch(history: pd.DataFrame, start_mse: float | None = None, min_delta:
 
 def validation_streams(batcher: WindowBatcher, plan: StreamPlan, series: Callable[[np.ndarray], np.ndarray]
                        ) -> tuple[ValidationSet, np.ndarray]:
-    """The validation streams Keras walks each epoch for early stopping (`windowing.ValidationSet`) and their step
-    weights under the run's score (`criterion.score_weights`); `series(origins)` gives each origin's series index."""
+    """The validation streams Keras walks each epoch for early stopping (`windowing.ValidationSet`) and each origin's
+    weight (n,) in the run's score (`criterion.origin_weights`: the set's step weights times it are the score's);
+    `series(origins)` gives each origin's series index."""
     streams = ValidationSet.of(batcher, plan)
-    return streams, score_weights(series(streams.origins), streams.target, streams.weight)
+    return streams, origin_weights(series(streams.origins), streams.target, streams.weight)
 
 
 def combined(trained: list[TrainedMember]):

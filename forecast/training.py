@@ -121,8 +121,8 @@ def _train_collection(collection: Collection, config: Config, root: Path, log: L
     starts = start_members(start_from, config.members) if start_from is not None else [None] * config.members
     if not resume:
         _clean_staging(staging_dir(root))
-    streams, stream_weights = validation_streams(batcher, val_plan, data.series_index)
-    run = MemberRun(data.layout, batcher, train_plan, val_plan, streams, stream_weights, root, strategy, replicas,
+    streams, origin_weights = validation_streams(batcher, val_plan, data.series_index)
+    run = MemberRun(data.layout, batcher, train_plan, val_plan, streams, origin_weights, root, strategy, replicas,
                     purpose, start_from, resume, extra_callbacks, verbose, log, str(collection.path))
     trained = train_networks(run, config, starts)
     from forecast.dataset import release_feature_tensors

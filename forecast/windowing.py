@@ -20,7 +20,7 @@ from forecast.features import Features
 from forecast.sampler import PADDING, StreamPlan
 
 Batch = tuple[dict[str, np.ndarray], dict[str, np.ndarray], np.ndarray]
-SCORED_CHUNK = 2**18  # origins whose targets `scored_origins` cuts at a time
+SCORED_CHUNK = 2**16  # origins whose targets `scored_origins` cuts at a time
 
 
 class WindowBatcher:

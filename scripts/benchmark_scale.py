@@ -1,13 +1,15 @@
 """The data path at scale: what each phase of a training run costs as the number of series grows.
 
     python scripts/benchmark_scale.py [--series 10,100,1000,10000] [--rows 2000] [--steps 200] [--rounds 3]
-        [--format csv] [--data FILE --settings JSON]
+        [--format csv] [--cached] [--data FILE --settings JSON]
 
 Generated long files (hourly, `--rows` rows per series: a target with a daily cycle and persistent noise, a past
 covariate and a sim column), the defaults (lookback 96, horizon 24, batch 32, 4 chunks per stream, the decoder). Each
 size runs in its own process, so that its peak resident memory is its own. Per size, in one table:
 
-- read: the file into a collection (`data.load_collection`, with its checks); prepare: split, scaled and stacked
+- read: the file into a collection (`data.load_collection`, with its checks; with `--cached`, from the data cache
+  in `--work`, filled by a process before, as `forecast train` reads a file of 4 MiB or more from its second run
+  on: the series are views of the mapped arrays and the features are built in memory-mapped files); prepare: split, scaled and stacked
   (`training_data.prepare`); layout: one epoch's streams and batches (`StreamPlan.batches`); a batch served alone,
   without training, pulled by TensorFlow's own loop as the compiled training step pulls it: by the tf.data pipeline
   (`dataset.training_batches`) and by the PyDataset through Keras' adapter (and its `__getitem__` alone), the mean
@@ -104,13 +106,13 @@ class PhasePeaks:
         Path("/proc/self/clear_refs").write_text("5")
 
 
-def measure(path: Path, steps: int, rounds: int, settings: dict) -> dict:
-    """Every phase for the file at `path` under the configuration `settings` (run in a process of its own)."""
+def measure(path: Path, steps: int, rounds: int, settings: dict, cached: bool) -> dict:
+    """Every phase for the file at `path` under the configuration `settings` (run in a process of its own), the file
+    read from the data cache where `cached`."""
     import resource
 
     phases = PhasePeaks()
     from forecast import backend
-    from forecast.config import Config
     from forecast.data import load_collection
     from forecast.dataset import WindowDataset, training_batches, validation_batches
     from forecast.executor import shared_linear_start
@@ -123,9 +125,12 @@ def measure(path: Path, steps: int, rounds: int, settings: dict) -> dict:
 
     phases.end("imports")
 
-    config = Config(**{key: tuple(value) if isinstance(value, list) else value for key, value in settings.items()})
+    config = configured(settings)
     quiet = lambda message: None  # noqa: E731
-    collection, read_seconds = timed(load_collection, path, config)
+    if cached:
+        collection, read_seconds = timed(load_cached, path, config)
+    else:
+        collection, read_seconds = timed(load_collection, path, config)
     phases.end("read")
     data, prepare_seconds = timed(prepare, collection, config, None, quiet)
     phases.end("prepare")
@@ -143,9 +148,9 @@ def measure(path: Path, steps: int, rounds: int, settings: dict) -> dict:
     adapted_seconds = _served(PyDatasetAdapter(WindowDataset(batcher, train_plan), shuffle=False).get_tf_dataset(), steps)
     phases.end("layout and batches")
 
-    streams, stream_weights = validation_streams(batcher, val_plan, data.series_index)
+    streams, origin_weights = validation_streams(batcher, val_plan, data.series_index)
     phases.end("validation streams")
-    run = MemberRun(data.layout, batcher, train_plan, val_plan, streams, stream_weights, path.parent, None, 1, "train",
+    run = MemberRun(data.layout, batcher, train_plan, val_plan, streams, origin_weights, path.parent, None, 1, "train",
                     None, False, (), 0, quiet, str(path))
     linear, linear_seconds = timed(shared_linear_start, run, config)
     phases.end("linear start")
@@ -180,7 +185,7 @@ def measure(path: Path, steps: int, rounds: int, settings: dict) -> dict:
     step_tfdata, step_pydataset, step_arrays = (float(np.median(seconds[name][1:])) / steps for name in feeds)
     phases.end("training (three feeds)")
 
-    validation = validation_batches(run.validation, run.score_weights)
+    validation = validation_batches(run.validation, run.origin_weights)
     val_steps = min(steps, run.validation.n_batches)
     began = time.perf_counter()
     model.evaluate(validation, steps=val_steps, verbose=0)
@@ -191,7 +196,7 @@ def measure(path: Path, steps: int, rounds: int, settings: dict) -> dict:
     features = data.features
     raw = sum(array.nbytes for array in (features.history, features.target, features.sim, features.bg))
     return {
-        "series": len(collection.series), "rows": int(features.n_rows), "raw_mib": raw / 2**20,
+        "series": len(collection.series), "rows": int(features.n_rows), "raw_mib": raw / 2**20, "cached": cached,
         "read_s": read_seconds, "prepare_s": prepare_seconds, "layout_s": layout_seconds,
         "batch_ms": batch_seconds * 1e3, "gathered_ms": gathered_seconds * 1e3, "adapted_ms": adapted_seconds * 1e3, "batches": int(train_plan.n_batches),
         "linear_start_s": linear_seconds, "linear_start": linear.fit if linear else None,
@@ -203,6 +208,20 @@ def measure(path: Path, steps: int, rounds: int, settings: dict) -> dict:
         "val_batches": int(run.validation.n_batches), "validation_s": val_step * run.validation.n_batches,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10, "phase_peaks_mib": phases.peaks,
     }
+
+
+def configured(settings: dict):
+    """The `forecast.config.Config` of the JSON `settings` (lists as tuples)."""
+    from forecast.config import Config
+
+    return Config(**{key: tuple(value) if isinstance(value, list) else value for key, value in settings.items()})
+
+
+def load_cached(path: Path, config):
+    """The collection of `path` through the data cache beside it (`--work`/.cache), as a store's commands read it."""
+    from forecast import data_cache
+
+    return data_cache.load(path, config, cache=data_cache.DataCache(path.parent / ".cache"))
 
 
 def table(results: list[dict]) -> str:
@@ -236,15 +255,21 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=200, help="training and validation steps timed per feeding")
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds of the three feeds (the median counts)")
     parser.add_argument("--format", choices=("csv", "parquet"), default="csv")
+    parser.add_argument("--cached", action="store_true", help="read each file from the data cache (filled first)")
     parser.add_argument("--work", type=Path, default=DEFAULT_WORK, help="where the generated files are kept")
     parser.add_argument("--results", type=Path, default=ROOT / "scripts" / "results" / "benchmark_scale.jsonl")
     parser.add_argument("--data", type=Path, help="measure this file instead of generated ones (with --settings)")
     parser.add_argument("--settings", default=json.dumps(GENERATED),
                         help="the configuration as JSON (default: the generated files' columns)")
     parser.add_argument("--measure", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--fill", type=Path, help=argparse.SUPPRESS)
     arguments = parser.parse_args()
+    settings = json.loads(arguments.settings)
+    if arguments.fill:
+        load_cached(arguments.fill, configured(settings))
+        return
     if arguments.measure:
-        print(json.dumps(measure(arguments.measure, arguments.steps, arguments.rounds, json.loads(arguments.settings))))
+        print(json.dumps(measure(arguments.measure, arguments.steps, arguments.rounds, settings, arguments.cached)))
         return
     arguments.work.mkdir(parents=True, exist_ok=True)
     results = []
@@ -254,9 +279,12 @@ def main() -> None:
     for path in paths:
         if not path.exists():
             generate(path, int(path.stem.split("_")[1].split("x")[0]), arguments.rows)
+        if arguments.cached:
+            subprocess.run([sys.executable, __file__, "--fill", str(path), "--settings", arguments.settings],
+                           capture_output=True, check=True)
         output = subprocess.run([sys.executable, __file__, "--measure", str(path), "--steps", str(arguments.steps),
-                                 "--rounds", str(arguments.rounds), "--settings", arguments.settings],
-                                capture_output=True, text=True)
+                                 "--rounds", str(arguments.rounds), "--settings", arguments.settings,
+                                 *(["--cached"] if arguments.cached else [])], capture_output=True, text=True)
         if output.returncode:
             sys.exit(f"{path} failed:\n{output.stderr[-3000:]}")
         result = json.loads(output.stdout.strip().splitlines()[-1])

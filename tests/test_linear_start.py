@@ -65,6 +65,24 @@ def test_the_started_model_forecasts_the_ridge_fit_and_freezes_it(camels):
     assert fit.val_mse < repeat_mse  # daily runoff: the simulation's change beats persistence
 
 
+def test_with_more_validation_origins_than_the_cap_the_choice_is_scored_on_all_of_them(camels, monkeypatch):
+    """Above MAX_VALIDATION_ORIGINS the inputs are chosen on whole blocks of H, and the chosen fit's validation score,
+    streamed a chunk of designs at a time, is its score on every validation origin."""
+    from forecast import linear_start
+
+    config, layout, batcher = camels
+    origins = np.arange(499, 697)
+    monkeypatch.setattr(linear_start, "MAX_VALIDATION_ORIGINS", 60)
+    monkeypatch.setattr(linear_start, "DESIGN_CHUNK", 16)
+    assert len(linear_start._thinned_blocks(origins, config.horizon)) == 60
+    model = build_model(config, layout, batch_size=8)
+    fit = fit_linear_start(model, batcher, np.arange(29, 497), origins, len(layout.calendar))
+    padded = np.pad(origins, (0, -len(origins) % 8), mode="edge")
+    forecast = np.concatenate([np.asarray(model(batcher.inputs(batch))["prediction"]) for batch in padded.reshape(-1, 8)])
+    target, _ = batcher.targets(origins, np.ones(len(origins), bool))
+    assert np.mean((forecast[: len(origins)] - target) ** 2) == pytest.approx(fit.val_mse, rel=1e-4)
+
+
 def _started(tmp_path, covariate_drives_target: bool) -> object:
     """A daily series whose target is the mean of a covariate's last four values plus noise, or noise beside it."""
     rng = np.random.default_rng(3)

@@ -146,6 +146,43 @@ def test_every_pipeline_feeds_the_same_batches_epoch_by_epoch():
             np.testing.assert_array_equal(weight, want_weight, err_msg=f"{pipeline} batch {index}")
 
 
+def test_both_validation_pipelines_serve_the_score_weights_and_targets_of_the_validation_set():
+    """Validation gathered by tf.data from the origins and their weights in the score serves, batch by batch, the
+    targets of the `ValidationSet` and the step weights `criterion.score_weights` makes, as the PyDataset does: with
+    many series of different spreads, target gaps and per-series training weights."""
+    from forecast.criterion import score_weights
+    from forecast.dataset import ValidationBatches, validation_batches
+    from forecast.features import stack
+    from forecast.members import validation_streams
+    from forecast.sampler import origin_ranges
+
+    rng = np.random.default_rng(4)
+    parts = []
+    for scale in (0.2, 1.0, 5.0):
+        part = toy_features(90)
+        target = (rng.standard_normal(90) * scale).astype("float32")
+        target[rng.choice(90, 9, replace=False)] = np.nan
+        parts.append(Features(history=part.history, target=target, sim=part.sim, bg=part.bg, time=part.time))
+    features = stack(parts)
+    lookback, horizon = 6, 3
+    ranges = origin_ranges(features.starts, features.lengths, [(60, 90)] * 3, lookback, horizon)
+    plan = StreamPlan(ranges, lookback, chunks=2, batch_size=4, shuffle=False)
+    batcher = WindowBatcher(features, lookback, horizon, series_weight=np.array([0.5, 1.0, 2.0]))
+    validation, origin_weights = validation_streams(batcher, plan, features.series_of)
+    expected = score_weights(features.series_of(np.where(validation.origins < 0, 0, validation.origins)),
+                             validation.target, validation.weight)
+    assert len(np.unique(expected[expected > 0])) == 3  # each series weighs differently
+    gathered = iter(validation_batches(validation, origin_weights))
+    cut = ValidationBatches(validation, origin_weights)
+    for index in range(validation.n_batches):
+        rows = validation.rows(index)
+        for inputs, target, weight in (next(gathered), cut[index]):
+            np.testing.assert_array_equal(np.asarray(target["prediction"]), validation.target[rows])
+            np.testing.assert_array_equal(np.asarray(weight), expected[rows])
+            for name, array in validation.inputs(index).items():
+                np.testing.assert_array_equal(np.asarray(inputs[name]), array)
+
+
 def _dataset_of(n_series: int, rows: int = 400):
     from forecast.dataset import WindowDataset
     from forecast.features import stack
