@@ -10,6 +10,7 @@ import numpy as np
 
 from forecast import backend
 from forecast.config import Config
+from forecast.features import ALIGNMENT
 from forecast.sampler import PADDING, StreamPlan
 from forecast.windowing import Batch, ValidationSet, WindowBatcher, window_generator
 
@@ -67,36 +68,46 @@ class ValidationBatches(keras.utils.PyDataset):
         return self.validation.inputs(index), {"prediction": self.validation.target[rows]}, weights
 
 
-# The feature arrays as TensorFlow constants, one copy per Features object (by its id, removed when it is freed),
-# shared by every pipeline over them: the training and validation pipelines, and each network of an ensemble.
+# The feature arrays as TensorFlow tensors, once per Features object (by its id, removed when it is freed), shared by
+# every pipeline over them: the training and validation pipelines, and each network of an ensemble.
 _FEATURE_TENSORS: dict[int, tuple] = {}
 
 
 def feature_tensors(features) -> tuple:
-    """`features`' history, sim, bg and target (`features.Features`) as TensorFlow constants: copied once, however
-    many pipelines gather from them."""
+    """`features`' history, sim, bg and target (`features.Features`) as TensorFlow tensors, made once however many
+    pipelines gather from them: each the array's own memory where TensorFlow can read it in place (the stacked
+    arrays, in memory or memory-mapped, `features.stack`), else a copy."""
     key = id(features)
     if key not in _FEATURE_TENSORS:
-        tf = _tensorflow()
         weakref.finalize(features, _FEATURE_TENSORS.pop, key, None)
         _FEATURE_TENSORS[key] = tuple(
-            tf.constant(array) for array in (features.history, features.sim, features.bg, features.target))
+            shared_tensor(array) for array in (features.history, features.sim, features.bg, features.target))
     return _FEATURE_TENSORS[key]
 
 
+def shared_tensor(array: np.ndarray):
+    """`array` as a TensorFlow tensor over the same memory (through DLPack, which keeps the array alive while the
+    tensor lives) where it is C-contiguous, writeable and aligned as TensorFlow's kernels require (a misaligned one
+    would abort the process at its first gather); else a copy. The tensor is only read, so sharing is safe."""
+    tf = _tensorflow()
+    if (array.size and array.flags.c_contiguous and array.flags.writeable
+            and array.ctypes.data % ALIGNMENT == 0 and array.dtype.isnative):
+        return tf.experimental.dlpack.from_dlpack(array.__dlpack__())
+    return tf.constant(array)
+
+
 def release_feature_tensors(features) -> None:
-    """Frees `features`' TensorFlow copy (`feature_tensors`) once no pipeline reads it, before the features are."""
+    """Drops `features`' tensors (`feature_tensors`, a copy where they are not shared) once no pipeline reads them."""
     _FEATURE_TENSORS.pop(id(features), None)
 
 
 class GatheredWindows:
-    """The windows of `batcher` cut by TensorFlow: the feature arrays as constants, and a batch of origins gathered
+    """The windows of `batcher` cut by TensorFlow: the feature arrays as tensors, and a batch of origins gathered
     into its three inputs, targets and weights inside tf.data, in parallel with training and without Python or its
     lock. Every value is the one `WindowBatcher.batch` cuts: the same rows copied, the same float32 products.
 
-    The feature arrays are copied into TensorFlow once per `Features` (`feature_tensors`), so this path needs them in
-    memory; `data_pipeline = "pydataset"` reads windows from the arrays where they are (a memory-mapped file, say)
-    batch by batch.
+    TensorFlow reads the stacked feature arrays where they are (`feature_tensors`), in memory or in the memory-mapped
+    files of a collection read from the data cache; other arrays it copies once per `Features`.
     """
 
     def __init__(self, batcher: WindowBatcher):

@@ -99,6 +99,9 @@ class Features:
 
 
 ARRAYS = ("history", "target", "sim", "bg")
+# Where the stacked arrays start in memory: a multiple of this many bytes, as TensorFlow's kernels need to read an
+# array in place (dataset.feature_tensors) instead of copying it.
+ALIGNMENT = 64
 
 
 def stack(parts: Iterable[Features], rows: Sequence[int] | None = None, scratch: Path | None = None) -> Features:
@@ -130,8 +133,9 @@ def stack(parts: Iterable[Features], rows: Sequence[int] | None = None, scratch:
 
 
 def _allocated(shape: tuple[int, ...], dtype, scratch: Path | None) -> np.ndarray:
-    """An array to fill: in memory, or with `scratch`, a memory-mapped file there without a name, its space reserved
-    at once (writing pages of a full disk through a mapping would kill the process; memory is used instead)."""
+    """An array to fill, starting at a multiple of ALIGNMENT bytes: in memory, or with `scratch`, a memory-mapped file
+    there without a name, its space reserved at once (writing pages of a full disk through a mapping would kill the
+    process; memory is used instead)."""
     size = int(np.prod(shape)) * np.dtype(dtype).itemsize
     if scratch is not None and size:
         try:
@@ -140,7 +144,9 @@ def _allocated(shape: tuple[int, ...], dtype, scratch: Path | None) -> np.ndarra
                 return np.memmap(handle, dtype=dtype, mode="r+", shape=shape)
         except OSError:
             pass  # no room there (or no such folder any more): the run goes on in memory
-    return np.empty(shape, dtype)
+    buffer = np.empty(size + ALIGNMENT, dtype=np.uint8)
+    offset = -buffer.ctypes.data % ALIGNMENT
+    return buffer[offset : offset + size].view(dtype).reshape(shape)
 
 
 def _stacked_times(times: list[pd.DatetimeIndex], n_rows: int, scratch: Path | None) -> pd.DatetimeIndex:

@@ -110,8 +110,9 @@ def _choose(probe, batcher: WindowBatcher, train_origins: np.ndarray, val_origin
     del val_target, w_val
     fits = {}
     for choice, columns in candidates.items():
-        x_columns = x_val[:, columns]
-        for penalty, (weights, intercept) in zip(PENALTIES, ridge_path(x_train[:, columns], y_train, PENALTIES)):
+        path = ridge_path(x_train[:, columns].astype("float64"), y_train, PENALTIES)
+        x_columns = x_val[:, columns].astype("float64")  # after the fit: the two copies are never held at once
+        for penalty, (weights, intercept) in zip(PENALTIES, path):
             forecast = x_columns @ weights + intercept
             mse = score(forecast, y_val, scored_weights)
             if choice not in fits or mse < fits[choice][4]:
@@ -237,7 +238,7 @@ def _streamed_score(probe, batcher: WindowBatcher, origins: np.ndarray, weights:
         part = slice(start, start + DESIGN_CHUNK)
         scored_weights = (weight[part] * per_origin[part, None]).astype("float32").astype("float64")
         design, change, _, _ = _design(probe, batcher, origins[part], whole_horizon=False)
-        forecast = design @ weights + intercept
+        forecast = design.astype("float64") @ weights + intercept
         total += float(((forecast - change) ** 2 * scored_weights).sum())
         weights_sum += float(scored_weights.sum())
     return total / weights_sum if weights_sum > 0 else float("nan")
@@ -267,7 +268,8 @@ def _probe(model):
 def _design(
     probe, batcher: WindowBatcher, origins: np.ndarray, whole_horizon: bool
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The linear terms' inputs side by side (n, features), the target change from the last value (n, H, 0 at gaps),
+    """The linear terms' inputs side by side (n, features; float32, as the model computes them: half the memory of the
+    float64 the fit computes in, which holds them exactly), the target change from the last value (n, H, 0 at gaps),
     its weights (n, H: 1 where observed) and the origins: those whose whole horizon is observed (`whole_horizon`, to
     fit on), else every origin with an observed step, the origins training and validation score."""
     target, weight = batcher.targets(origins, np.ones(len(origins), dtype=bool))
@@ -279,7 +281,7 @@ def _design(
     for start in range(0, len(padded), batch_size):
         rows = np.asarray(probe(batcher.inputs(padded[start : start + batch_size])))
         if not start:
-            design = np.empty((len(padded), rows.shape[1]), dtype="float64")
+            design = np.empty((len(padded), rows.shape[1]), dtype=rows.dtype)
         design[start : start + batch_size] = rows
     design = design[: len(origins)]
     change = np.where(weight > 0, target.astype("float64") - batcher.last_values(origins)[:, None], 0.0)

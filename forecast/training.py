@@ -127,7 +127,7 @@ def _train_collection(collection: Collection, config: Config, root: Path, log: L
     trained = train_networks(run, config, starts)
     from forecast.dataset import release_feature_tensors
 
-    release_feature_tensors(data.features)  # the training pipelines are done with the TensorFlow copy
+    release_feature_tensors(data.features)  # the training pipelines are done with the features' tensors
     model = combined(trained)
     validation = ValidationOrigins.of(batcher, val_plan.ranges, config.chunks_per_stream, data.target_stats,
                                       config.target_min, config.target_max)

@@ -183,6 +183,37 @@ def test_both_validation_pipelines_serve_the_score_weights_and_targets_of_the_va
                 np.testing.assert_array_equal(np.asarray(inputs[name]), array)
 
 
+@pytest.mark.parametrize("mapped", [False, True])
+def test_tensorflow_reads_the_stacked_features_in_place_and_copies_what_it_cannot(tmp_path, mapped):
+    """The tf.data pipelines gather from the stacked arrays themselves, in memory or memory-mapped (no second copy of
+    the features); an array TensorFlow cannot read in place (misaligned, strided) is copied, with the same values."""
+    from forecast.dataset import feature_tensors, shared_tensor
+    from forecast.features import stack
+
+    features = stack([toy_features(50), toy_features(70)], scratch=tmp_path if mapped else None)
+    assert isinstance(features.history, np.memmap) == mapped
+    history, sim, bg, target = feature_tensors(features)
+    assert feature_tensors(features)[0] is history  # once per Features
+    features.history[3, 0] = 1234.0  # only to show the memory is shared: nothing writes to the features
+    assert float(history[3, 0]) == 1234.0
+    np.testing.assert_array_equal(np.asarray(target), features.target)
+    for tensor, array in ((history, features.history), (sim, features.sim), (bg, features.bg)):
+        np.testing.assert_array_equal(np.asarray(_gather(tensor)), array[[1, 0]])
+    misaligned = np.zeros(101, dtype="float32")[1:]
+    strided = np.arange(30, dtype="float32").reshape(10, 3)[:, :2]
+    for array in (misaligned, strided):
+        tensor = shared_tensor(array)
+        array[0] = 7.0
+        assert float(np.asarray(tensor).reshape(-1)[0]) != 7.0  # a copy
+        np.testing.assert_array_equal(np.asarray(_gather(tensor)), np.asarray(tensor)[[1, 0]])
+
+
+def _gather(tensor):
+    import tensorflow as tf
+
+    return tf.gather(tensor, [1, 0])
+
+
 def _dataset_of(n_series: int, rows: int = 400):
     from forecast.dataset import WindowDataset
     from forecast.features import stack
