@@ -1,6 +1,6 @@
 """The data cache measured (forecast.data_cache): a long file read without the cache, then through it twice.
 
-    python scripts/benchmark_cache.py [--series 1000,10000] [--rows 2000] [--work DIR] [--steps N]
+    python scripts/benchmark_cache.py [--series 1000,10000] [--rows 2000] [--work DIR] [--steps N] [--linear-start]
 
 For each size, a generated long CSV (`benchmark_scale.generate`: hourly, `--rows` rows per series: id, date, target
 y, past covariate x, sim s) is read and turned into the training features (`data_cache.load` and `training_data.prepare`, the defaults) three
@@ -9,8 +9,9 @@ cache (parsed, then written), and through the cache again (mapped). Each prints 
 peak resident memory (VmHWM) and, once the features are built, how much of the resident memory is anonymous (what
 the process holds itself) and how much is file pages (the mapped cache and feature files, which the kernel can drop).
 With `--steps N`, the third run then trains: the steps of the run before the first epoch (the origins counted, the
-validation streams laid out, the network built without its linear start) and N training steps and N validation steps
-of the first epoch, the peak resident memory taken after them.
+validation streams laid out, the network built; with `--linear-start` its ridge fit on the training and validation
+origins as `forecast train` fits it, else none) and N training steps and N validation steps of the first epoch, the
+peak resident memory taken after them.
 """
 
 from __future__ import annotations
@@ -35,9 +36,9 @@ def memory():
     status = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines())
     return {name: int(status[name].split()[0]) * 1024 for name in ("VmHWM", "RssAnon", "RssFile")}
 
-path, folder, steps = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+path, folder, steps, linear = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4] == "1"
 cache = None if folder == "none" else DataCache(Path(folder), print)
-config = Config(target="y", id_column="id", sim=("s",), linear_start=False)
+config = Config(target="y", id_column="id", sim=("s",), linear_start=linear)
 began = time.perf_counter()
 collection = load(path, config, cache=cache)
 read = time.perf_counter() - began
@@ -46,8 +47,8 @@ data = prepare(collection, config, None, lambda message: None)
 result = {"read": read, "prepare": time.perf_counter() - began, **memory(),
           "features": sum(getattr(data.features, name).nbytes for name in ("history", "target", "sim", "bg"))}
 if steps:
-    from forecast.dataset import ValidationBatches
-    from forecast.members import log_run, training_data, validation_streams
+    from forecast.dataset import ValidationBatches, training_data
+    from forecast.members import log_run, validation_streams
     from forecast.model import build_model, compile_model
 
     began = time.perf_counter()
@@ -55,6 +56,15 @@ if steps:
     train_plan, val_plan = data.stream_plans(config)
     log_run(batcher, train_plan, val_plan, len(data.collection.series), 1, config, lambda message: None)
     streams, weights = validation_streams(batcher, val_plan, data.series_index)
+    if linear:
+        from forecast.executor import shared_linear_start
+        from forecast.members import MemberRun
+
+        run = MemberRun(data.layout, batcher, train_plan, val_plan, streams, weights, path.parent, None, 1, "train",
+                        None, False, (), 0, lambda message: None, str(path))
+        fitted = time.perf_counter()
+        shared_linear_start(run, config)
+        result.update(linear_start=time.perf_counter() - fitted, linear_peak=memory()["VmHWM"])
     model = build_model(config, data.layout, config.batch_size)
     compile_model(model, config)
     result["set_up"] = time.perf_counter() - began
@@ -67,9 +77,9 @@ print(json.dumps(result))
 """
 
 
-def probe(path: Path, folder: str, steps: int = 0) -> dict:
-    output = subprocess.run([sys.executable, "-c", PROBE, str(path), folder, str(steps)], capture_output=True,
-                            text=True, check=True).stdout
+def probe(path: Path, folder: str, steps: int = 0, linear_start: bool = False) -> dict:
+    output = subprocess.run([sys.executable, "-c", PROBE, str(path), folder, str(steps), str(int(linear_start))],
+                            capture_output=True, text=True, check=True).stdout
     return json.loads(output.strip().splitlines()[-1])
 
 
@@ -79,6 +89,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=2000)
     parser.add_argument("--work", type=Path, default=Path("/tmp/forecast_benchmark_cache"))
     parser.add_argument("--steps", type=int, default=0, help="then train N steps (and N validation steps) too")
+    parser.add_argument("--linear-start", action="store_true", help="with --steps, fit the linear start first")
     arguments = parser.parse_args()
     arguments.work.mkdir(parents=True, exist_ok=True)
     print("| series | file | run | read s | prepare s | peak RSS | anonymous / file pages after prepare | features |")
@@ -90,7 +101,7 @@ def main() -> None:
         folder = arguments.work / f"cache_{n_series}"
         shutil.rmtree(folder, ignore_errors=True)
         runs = {"no cache": probe(path, "none"), "cache, first run": probe(path, str(folder)),
-                "cache, second run": probe(path, str(folder), arguments.steps)}
+                "cache, second run": probe(path, str(folder), arguments.steps, arguments.linear_start)}
         for name, run in runs.items():
             print(f"| {n_series:,} | {path.stat().st_size / 2**20:,.0f} MiB | {name} | {run['read']:.2f} | "
                   f"{run['prepare']:.1f} | {run['VmHWM'] / 2**30:.2f} GiB | {run['RssAnon'] / 2**30:.2f} / "
@@ -99,8 +110,9 @@ def main() -> None:
         if "fit" in trained:
             print(f"  {n_series:,} series, second run: {trained['batches']:,} training and {trained['val_batches']:,} "
                   f"validation batches an epoch; set up {trained['set_up']:.1f} s, {arguments.steps} + "
-                  f"{arguments.steps} steps {trained['fit']:.1f} s, peak RSS {trained['fit_peak'] / 2**30:.2f} GiB",
-                  flush=True)
+                  f"{arguments.steps} steps {trained['fit']:.1f} s, peak RSS {trained['fit_peak'] / 2**30:.2f} GiB"
+                  + (f"; linear start {trained['linear_start']:.0f} s, peak RSS after it "
+                     f"{trained['linear_peak'] / 2**30:.2f} GiB" if "linear_start" in trained else ""), flush=True)
 
 
 if __name__ == "__main__":
