@@ -92,7 +92,10 @@ def shared_tensor(array: np.ndarray):
     tf = _tensorflow()
     if (array.size and array.flags.c_contiguous and array.flags.writeable
             and array.ctypes.data % ALIGNMENT == 0 and array.dtype.isnative):
-        return tf.experimental.dlpack.from_dlpack(array.__dlpack__())
+        try:
+            return tf.experimental.dlpack.from_dlpack(array.__dlpack__())
+        except BufferError:  # a type DLPack cannot describe
+            pass
     return tf.constant(array)
 
 
@@ -107,7 +110,8 @@ class GatheredWindows:
     lock. Every value is the one `WindowBatcher.batch` cuts: the same rows copied, the same float32 products.
 
     TensorFlow reads the stacked feature arrays where they are (`feature_tensors`), in memory or in the memory-mapped
-    files of a collection read from the data cache; other arrays it copies once per `Features`.
+    files of a collection read from the data cache; other arrays it copies once per `Features` (a Ray worker's, which
+    Ray's object store hands over read-only, among them). With `series_weight` it holds one float32 weight per row.
     """
 
     def __init__(self, batcher: WindowBatcher):
@@ -170,9 +174,10 @@ def training_batches(batcher: WindowBatcher, plan: StreamPlan, initial_epoch: in
 
 def validation_batches(validation: ValidationSet, origin_weights: np.ndarray):
     """A `ValidationSet`'s batches in order, as `ValidationBatches` serves them, as a `tf.data.Dataset` that repeats
-    them for every epoch's validation. Only the origins, whether each is scored and its weight in the score
-    (`origin_weights` (n,)) are copied into TensorFlow; each batch's inputs, targets and step weights are gathered from
-    the feature arrays as training's are, the same values as the set's."""
+    them for every epoch's validation. Per origin, only the origin, whether it is scored and its weight in the score
+    (`origin_weights` (n,)) are copied into TensorFlow (beside what `GatheredWindows` holds per row); each batch's
+    inputs, targets and step weights are gathered from the feature arrays as training's are, the same values as the
+    set's."""
     tf = _tensorflow()
     windows = GatheredWindows(validation.batcher)
     shape = (validation.n_batches, validation.batch_size)

@@ -63,9 +63,15 @@ if steps:
         run = MemberRun(data.layout, batcher, train_plan, val_plan, streams, weights, path.parent, None, 1, "train",
                         None, False, (), 0, lambda message: None, str(path))
         fitted = time.perf_counter()
-        shared_linear_start(run, config)
+        start = shared_linear_start(run, config)
         result.update(linear_start=time.perf_counter() - fitted, linear_peak=memory()["VmHWM"])
     model = build_model(config, data.layout, config.batch_size)
+    if linear and start is not None:  # the network starts from the fit, its linear terms frozen, as in train
+        from forecast.linear_start import freeze_linear_terms
+
+        for name, terms in start.terms.items():
+            model.get_layer(name).set_weights(terms)
+        freeze_linear_terms(model)
     compile_model(model, config)
     result["set_up"] = time.perf_counter() - began
     began = time.perf_counter()

@@ -280,8 +280,10 @@ def main() -> None:
         if not path.exists():
             generate(path, int(path.stem.split("_")[1].split("x")[0]), arguments.rows)
         if arguments.cached:
-            subprocess.run([sys.executable, __file__, "--fill", str(path), "--settings", arguments.settings],
-                           capture_output=True, check=True)
+            filled = subprocess.run([sys.executable, __file__, "--fill", str(path), "--settings", arguments.settings],
+                                    capture_output=True, text=True)
+            if filled.returncode:
+                sys.exit(f"{path} could not be cached:\n{filled.stderr[-3000:]}")
         output = subprocess.run([sys.executable, __file__, "--measure", str(path), "--steps", str(arguments.steps),
                                  "--rounds", str(arguments.rounds), "--settings", arguments.settings,
                                  *(["--cached"] if arguments.cached else [])], capture_output=True, text=True)

@@ -191,7 +191,7 @@ def test_trials_and_networks_run_on_both_nodes_of_a_cluster(tmp_path, tiny, two_
     assert set(result.trials["node"]) == nodes, result.trials  # trials ran on both nodes
     assert (result.model_dir / "tune.csv").is_file()
     # The best trial, trained on the cluster, is the model the same settings train in process.
-    best = result.trials.sort_values("score").iloc[0]
+    best = result.trials[result.trials["trial"] == result.best].iloc[0]
     settings = CONFIG.replace(units=int(best["units"]), dropout=float(best["dropout"]))
     alone, _, _ = trained(tiny, settings, tmp_path / "alone", monkeypatch)
     assert alone.metrics["model_kind"] == best["kind"]
