@@ -175,10 +175,10 @@ def _progress(job: TrialJob, space: SearchSpace, rows: list[dict], log: Log):
 
         def on_experiment_end(self, trials, **info):
             # The time budget ends the search without ending its trials one by one: those that reported an epoch
-            # stopped early; the others had not begun to train.
+            # stopped early; the others timed out before their first epoch (or before they began).
             ended = {row["ray_trial"] for row in rows}
             for number, trial in enumerate(trials, start=1):
-                if trial.trial_id not in ended and (trial.last_result or {}).get(REPORTED) is not None:
+                if trial.trial_id not in ended:
                     self._ended(number, trial, None)
 
         def _ended(self, number: int, trial, failure: str | None) -> None:
@@ -193,9 +193,11 @@ def _progress(job: TrialJob, space: SearchSpace, rows: list[dict], log: Log):
 
 def trial_row(number: int, settings: dict, outcome: dict | None, last: dict, best: float, failure: str | None) -> dict:
     """A trial's row of tune.csv: finished (its `outcome` without an error), failed (an error in its outcome, or the
-    `failure` of its worker) or stopped early (no outcome: the scheduler or the time budget ended it; its score is
-    its best epoch's, `best`); `last` is the last result it reported."""
-    row = {"trial": number, "status": "stopped", "score": best, "epochs": int(last.get("epoch", 0)),
+    `failure` of its worker), stopped early (no outcome: the scheduler or the time budget ended it; its score is
+    its best epoch's, `best`) or timed out (the time budget ended it before it reported an epoch); `last` is the
+    last result it reported."""
+    status = "stopped" if "epoch" in last else "timed out"
+    row = {"trial": number, "status": status, "score": best, "epochs": int(last.get("epoch", 0)),
            "seconds": float(last.get("time_total_s", math.nan)), **settings, "kind": "", "node": last.get("node", ""),
            "error": ""}
     if outcome is not None:
@@ -219,6 +221,8 @@ def describe(row: dict, space: SearchSpace) -> str:
                 f"{row['seconds']:.0f} s; {settings}")
     if row["status"] == "failed":
         return f"{head} failed: {row['error']}; {settings}"
+    if row["status"] == "timed out":
+        return f"{head} timed out: the time budget ended the search before its first epoch; {settings}"
     return (f"{head} stopped early after {row['epochs']} epoch{'s' if row['epochs'] != 1 else ''} (best epoch's "
             f"score {row['score']:.4f}); {settings}")
 
@@ -226,7 +230,7 @@ def describe(row: dict, space: SearchSpace) -> str:
 def leaderboard(trials: pd.DataFrame) -> str:
     """The trials as a table, best first: rank (finished trials only), trial, status, score, epochs, seconds, their
     settings and what each kept (or the error that ended it)."""
-    order = {"finished": 0, "stopped": 1, "failed": 2}
+    order = {"finished": 0, "stopped": 1, "timed out": 2, "failed": 3}
     ranked = trials.assign(order=trials["status"].map(order)).sort_values(["order", "score", "trial"])
     settings = [name for name in ranked.columns if name not in (*COLUMNS, "kind", "node", "error", "order",
                                                                  "ray_trial")]

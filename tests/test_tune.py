@@ -139,7 +139,7 @@ def test_a_config_file_for_tune_trains_too(tmp_path):  # train leaves the [tune]
 
 
 def test_trials_are_ranked_finished_first_and_a_search_without_one_fails_in_one_line():
-    from forecast.tuning import _best, leaderboard, trial_row
+    from forecast.tuning import _best, describe, leaderboard, trial_row
 
     rows = [
         trial_row(1, {"units": 4}, {"score": 0.5, "kind": "linear", "epochs": 2, "seconds": 3.0, "node": "a"}, {},
@@ -148,16 +148,20 @@ def test_trials_are_ranked_finished_first_and_a_search_without_one_fails_in_one_
         trial_row(3, {"units": 16}, {"error": "too short", "seconds": 1.0, "node": "a"}, {}, math.nan, None),
         trial_row(4, {"units": 2}, {"score": 0.3, "kind": "linear + LSTM", "epochs": 2, "seconds": 4.0}, {}, math.nan,
                   None),
+        trial_row(5, {"units": 32}, None, {}, math.nan, None),  # the time budget ended it before its first epoch
     ]
     trials = pd.DataFrame(rows)
-    assert list(trials["status"]) == ["finished", "stopped", "failed", "finished"]
+    assert list(trials["status"]) == ["finished", "stopped", "failed", "finished", "timed out"]
     assert _best(trials, "data.csv")["trial"] == 4
     board = leaderboard(trials).splitlines()
     assert [line.split()[:3] for line in board[1:]] == [["1", "4", "finished"], ["2", "1", "finished"],
-                                                        ["-", "2", "stopped"], ["-", "3", "failed"]]
+                                                        ["-", "2", "stopped"], ["-", "5", "timed"],
+                                                        ["-", "3", "failed"]]
     assert board[-1].endswith("too short")
+    assert describe(rows[4], SearchSpace.read({"units": [4, 32], "default_space": False}, CONFIG, "test")).startswith(
+        "trial 5 of 8 timed out: the time budget ended the search before its first epoch")
     with pytest.raises(ForecastError, match=r"no trial of the search finished \(1 stopped, 1 failed\); trial 3: too "):
-        _best(trials[trials["status"] != "finished"], "data.csv")
+        _best(trials[trials["status"].isin(["stopped", "failed"])], "data.csv")
 
 
 @pytest.fixture
