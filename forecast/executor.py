@@ -247,7 +247,8 @@ def _outcome(ray, ref, index: int, config: Config) -> MemberOutcome:
         reason = f"{type(cause).__name__}: {_first_line(cause)}" if cause is not None else _first_line(exc)
         raise ForecastError(f"{label} failed in its Ray task ({reason})") from None
     except ray.exceptions.RayError as exc:  # its worker or node died, MAX_RETRIES times over
-        raise ForecastError(f"{label} failed on Ray after {MAX_RETRIES} retries ({type(exc).__name__}: "
+        retries = f"{MAX_RETRIES} {'retry' if MAX_RETRIES == 1 else 'retries'}"
+        raise ForecastError(f"{label} failed on Ray after {retries} ({type(exc).__name__}: "
                             f"{_first_line(exc)})") from None
 
 

@@ -109,8 +109,6 @@ class PhasePeaks:
 def measure(path: Path, steps: int, rounds: int, settings: dict, cached: bool) -> dict:
     """Every phase for the file at `path` under the configuration `settings` (run in a process of its own), the file
     read from the data cache where `cached`."""
-    import resource
-
     phases = PhasePeaks()
     from forecast import backend
     from forecast.data import load_collection
@@ -206,7 +204,8 @@ def measure(path: Path, steps: int, rounds: int, settings: dict, cached: bool) -
         "epoch_arrays_s": step_arrays * train_plan.n_batches,
         "throughput_ratio": step_arrays / step_tfdata, "pydataset_ratio": step_arrays / step_pydataset,
         "val_batches": int(run.validation.n_batches), "validation_s": val_step * run.validation.n_batches,
-        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10, "phase_peaks_mib": phases.peaks,
+        # The process's peak is its highest phase's: resetting VmHWM between phases resets what getrusage reports.
+        "peak_rss_mib": max(phases.peaks.values()), "phase_peaks_mib": phases.peaks,
     }
 
 

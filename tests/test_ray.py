@@ -3,6 +3,7 @@ gets wrong end in one line before any training, and the local executor never imp
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -138,3 +139,31 @@ def test_a_network_whose_worker_is_killed_is_trained_again_to_the_same_result(tm
         for weight, whole_weight in zip(network, whole_network, strict=True):
             np.testing.assert_allclose(weight, whole_weight, atol=1e-5)
 
+
+
+@pytest.mark.slow
+def test_a_network_whose_worker_dies_every_time_fails_the_run_in_one_line_and_current_keeps_serving(
+        tmp_path, tiny, ray_cpus, monkeypatch):
+    from forecast import executor, training
+    from forecast.errors import ForecastError
+    from forecast.store import VERSIONS
+
+    root = tmp_path / "model"
+    training.train(tiny, CONFIG.replace(members=1), root, log=lambda message: None)
+    serving = (root / "current").resolve()
+    original = executor._forward
+
+    def forward_and_kill(lines, log):  # every attempt's worker dies while it trains, as on a node that keeps failing
+        original(lines, log)
+        for pid in member_tasks():
+            os.kill(pid, signal.SIGKILL)
+
+    monkeypatch.setattr(executor, "_forward", forward_and_kill)
+    monkeypatch.setattr(executor, "POLL_SECONDS", 0.05)
+    monkeypatch.setattr(executor, "MAX_RETRIES", 1)
+    with pytest.raises(ForecastError) as failure:
+        training.train(tiny, CONFIG.replace(executor="ray", seed=4), root, log=lambda message: None)
+    message = str(failure.value)
+    assert "\n" not in message and re.match(r"network [12] of 2 \(seed [45]\) failed on Ray after 1 retry \(", message), \
+        message
+    assert (root / "current").resolve() == serving and len(list((root / VERSIONS).iterdir())) == 1
