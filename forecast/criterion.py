@@ -90,8 +90,14 @@ def score_weights(series: np.ndarray, target: np.ndarray, weight: np.ndarray, ca
     per_origin = origin_weights(series, target, weight, cap)
     weights = np.empty(weight.shape, dtype="float32")
     for part in _chunks(len(series)):
-        weights[part] = weight[part] * per_origin[part, None]
+        weights[part] = step_weights(weight[part], per_origin[part])
     return weights
+
+
+def step_weights(weight: np.ndarray, per_origin: np.ndarray) -> np.ndarray:
+    """The score's step weights (n, H, float32) of origins whose step weights are `weight` (n, H) and whose weights in
+    the score are `per_origin` (n,; `origin_weights`): the product in float64, rounded once."""
+    return (weight * per_origin[:, None]).astype("float32")
 
 
 def score(forecast: np.ndarray, target: np.ndarray, weights: np.ndarray) -> float:

@@ -10,6 +10,7 @@ import numpy as np
 
 from forecast import backend
 from forecast.config import Config
+from forecast.criterion import step_weights
 from forecast.features import ALIGNMENT
 from forecast.sampler import PADDING, StreamPlan
 from forecast.windowing import Batch, ValidationSet, WindowBatcher, window_generator
@@ -64,7 +65,7 @@ class ValidationBatches(keras.utils.PyDataset):
 
     def __getitem__(self, index: int) -> Batch:
         rows = self.validation.rows(index)
-        weights = (self.validation.weight[rows] * self.origin_weights[rows, None]).astype("float32")
+        weights = step_weights(self.validation.weight[rows], self.origin_weights[rows])
         return self.validation.inputs(index), {"prediction": self.validation.target[rows]}, weights
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from forecast import backend
-from forecast.criterion import improvement, origin_losses, origin_weights, score, score_weights
+from forecast.criterion import improvement, origin_losses, origin_weights, score, score_weights, step_weights
 from forecast.windowing import WindowBatcher
 
 LINEAR_TERMS = ("history_highway", "history_summary", "sim_residual", "sim_error_decay", "attribute_interaction")
@@ -236,7 +236,7 @@ def _streamed_score(probe, batcher: WindowBatcher, origins: np.ndarray, weights:
     total = weights_sum = 0.0
     for start in range(0, len(origins), DESIGN_CHUNK):
         part = slice(start, start + DESIGN_CHUNK)
-        scored_weights = (weight[part] * per_origin[part, None]).astype("float32").astype("float64")
+        scored_weights = step_weights(weight[part], per_origin[part]).astype("float64")
         design, change, _, _ = _design(probe, batcher, origins[part], whole_horizon=False)
         forecast = design.astype("float64") @ weights + intercept
         total += float(((forecast - change) ** 2 * scored_weights).sum())
