@@ -21,9 +21,10 @@ CONFIG = Config(target="OT", lookback=24, horizon=6, units=8, head_units=8, epoc
 
 @pytest.fixture
 def ray_cpus():
-    """Ray on this machine with two CPUs for the test, shut down after it."""
+    """Ray on this machine with two CPUs for the test, shut down after it (address "local": never the cluster that
+    another test, in another worker, may have running)."""
     ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     yield ray
     ray.shutdown()
 

@@ -53,10 +53,11 @@ def cli(*arguments):
 
 @pytest.fixture
 def ray_one_cpu():
-    """Ray on this machine with one CPU, so the trials run one after the other; shut down after the test."""
+    """Ray on this machine with one CPU, so the trials run one after the other; shut down after the test (address
+    "local": never the two-node cluster another worker may be running, which Ray would otherwise join)."""
     ray = pytest.importorskip("ray")
     pytest.importorskip("ray.tune")
-    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     yield ray
     ray.shutdown()
 
