@@ -17,6 +17,7 @@ patience cannot hinge on a change in the fifth decimal.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,25 +45,28 @@ def capped_weights(variances: np.ndarray, cap: float = WEIGHT_CAP) -> np.ndarray
 CHUNK_ORIGINS = 2**16
 
 
+Cut = Callable[[slice], tuple[np.ndarray, np.ndarray]]  # origins `part` -> their targets and observed mask (m, H)
+
+
 def _chunks(n: int):
     return (slice(start, min(start + CHUNK_ORIGINS, n)) for start in range(0, n, CHUNK_ORIGINS))
 
 
-def _series_variances(series: np.ndarray, target: np.ndarray, observed: np.ndarray, size: int
-                      ) -> tuple[np.ndarray, np.ndarray]:
+def _series_variances(series: np.ndarray, cut: Cut, size: int) -> tuple[np.ndarray, np.ndarray]:
     """Per series index (size,): the count of observed steps and their variance (two passes: the means, then the
-    squared deviations from them), CHUNK_ORIGINS origins at a time."""
+    squared deviations from them), CHUNK_ORIGINS origins at a time, each chunk's targets and observed mask (m, H) from
+    `cut` (see `streamed_origin_weights`)."""
     counts, sums, squares = np.zeros(size), np.zeros(size), np.zeros(size)
     for part in _chunks(len(series)):
-        seen = observed[part]
+        target, seen = cut(part)
         step_series = np.broadcast_to(series[part, None], seen.shape)[seen]
         counts += np.bincount(step_series, minlength=size)
-        sums += np.bincount(step_series, target[part][seen].astype("float64"), minlength=size)
+        sums += np.bincount(step_series, target[seen].astype("float64"), minlength=size)
     means = sums / np.maximum(counts, 1)
     for part in _chunks(len(series)):
-        seen = observed[part]
+        target, seen = cut(part)
         step_series = np.broadcast_to(series[part, None], seen.shape)[seen]
-        squares += np.bincount(step_series, (target[part][seen].astype("float64") - means[step_series]) ** 2,
+        squares += np.bincount(step_series, (target[seen].astype("float64") - means[step_series]) ** 2,
                                minlength=size)
     return counts, squares / np.maximum(counts, 1)
 
@@ -71,16 +75,30 @@ def origin_weights(series: np.ndarray, target: np.ndarray, weight: np.ndarray, c
     """Per origin (n,), its series' weight in the score: `series` (n,) the series index of each origin, `target` and
     `weight` (n, H) its targets (z-units, or any units that are the same within a series) and their step weights (0 at
     padding and unobserved steps). Scaled so that the scored steps weigh 1 on average; exactly 1 for one series."""
-    observed = weight > 0
-    present = np.unique(series[observed.any(axis=1)])
+    return streamed_origin_weights(series, lambda part: (target[part], weight[part]), cap)
+
+
+def streamed_origin_weights(series: np.ndarray, targets: Callable[[slice], tuple[np.ndarray, np.ndarray]],
+                            cap: float = WEIGHT_CAP) -> np.ndarray:
+    """`origin_weights` with the targets and step weights of origins `part` (a slice of the n origins; (m, H) each)
+    given by `targets(part)`, a chunk at a time, so that no (n, H) array is held for many series: the same values."""
+    steps = np.empty(len(series))
+    present = np.zeros(0, dtype=series.dtype)
+    for part in _chunks(len(series)):
+        _, weight = targets(part)
+        steps[part] = weight.sum(axis=1)
+        present = np.union1d(present, series[part][(weight > 0).any(axis=1)])
     if len(present) <= 1:
         return np.ones(len(series))
     # Each series' variance over its observed steps, in passes over the origins (not one per series).
-    counts, variances = _series_variances(series, target, observed, int(series.max()) + 1)
+    def observed(part: slice) -> tuple[np.ndarray, np.ndarray]:
+        target, weight = targets(part)
+        return target, weight > 0
+
+    counts, variances = _series_variances(series, observed, int(series.max()) + 1)
     per_series = np.ones(len(counts))
     per_series[present] = capped_weights(np.where(counts[present] > 1, variances[present], np.nan), cap)
     weights = per_series[series]
-    steps = weight.sum(axis=1)
     return weights * steps.sum() / float((weights * steps).sum())
 
 

@@ -65,8 +65,8 @@ class ValidationBatches(keras.utils.PyDataset):
 
     def __getitem__(self, index: int) -> Batch:
         rows = self.validation.rows(index)
-        weights = step_weights(self.validation.weight[rows], self.origin_weights[rows])
-        return self.validation.inputs(index), {"prediction": self.validation.target[rows]}, weights
+        target, weight = self.validation.cut(rows)
+        return self.validation.inputs(index), {"prediction": target}, step_weights(weight, self.origin_weights[rows])
 
 
 # The feature arrays as TensorFlow tensors, once per Features object (by its id, removed when it is freed), shared by
@@ -182,8 +182,7 @@ def validation_batches(validation: ValidationSet, origin_weights: np.ndarray):
     tf = _tensorflow()
     windows = GatheredWindows(validation.batcher)
     shape = (validation.n_batches, validation.batch_size)
-    # An origin is scored where it has a weighted step; the others' weights are 0 whichever mask they get.
-    scored = validation.weight.any(axis=1).reshape(shape)
+    scored = validation.scored.reshape(shape)
     per_origin = np.asarray(origin_weights, dtype="float64").reshape(shape)
 
     def batch(origins, scored, per_origin):

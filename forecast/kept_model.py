@@ -63,8 +63,8 @@ class ValidationOrigins:
 
     def forecasts(self, model) -> np.ndarray:
         """The forecasts (n, H, z-units) predict would make with `model` at every validation origin, clipped."""
-        return bounded_z(forecasts_at(model, self.batcher, self.ranges, self.chunks).astype("float64"),
-                         self.stats[self.series], self.target_min, self.target_max)
+        values = forecasts_at(model, self.batcher, self.ranges, self.chunks).astype("float64")
+        return bounded_z(values, self.stats[self.series], self.target_min, self.target_max, out=values)
 
     def in_units(self, values: np.ndarray) -> np.ndarray:
         """`values` (n, H), z-scored by each origin's series, in the target's units."""
@@ -73,14 +73,28 @@ class ValidationOrigins:
 
 
 def keep_and_score(model, validation: ValidationOrigins, start_weights: list | None, start_label: str,
-                   series_ids: tuple[str, ...], horizon: int, log: Log) -> tuple[np.ndarray, bool, Verdict | None]:
+                   series_ids: tuple[str, ...], horizon: int, log: Log, linear_start: bool = False
+                   ) -> tuple[np.ndarray, bool, Verdict | None]:
     """Keeps the trained `model` or the weights it started from (`gate.keep_the_better`; None: there is no start, the
     network is kept), judged on the validation forecasts; returns the kept model's validation forecast (n, H, z-units,
-    clipped), whether the start was kept, and the verdict (None without a start)."""
+    clipped), whether the start was kept, and the verdict (None without a start).
+
+    With `linear_start` (the start is the ridge fit, its correction head still 0), the start is judged as it would be
+    saved (`model_to_save`): its linear terms alone, which need no warm-up, so each origin runs once instead of once
+    per chunk; adding a correction of exactly 0 changes no forecast."""
     forecast = validation.forecasts(model)
     if start_weights is None:
         return forecast, False, None
-    return keep_the_better(model, start_weights, forecast, validation.forecasts, validation.target,
+
+    def start_forecasts(started) -> np.ndarray:
+        if not linear_start:
+            return validation.forecasts(started)
+        from forecast.ensemble import members_of
+        from forecast.model import linear_part
+
+        return validation.forecasts(linear_part(members_of(started)[0]))
+
+    return keep_the_better(model, start_weights, forecast, start_forecasts, validation.target,
                            validation.score_weights, validation.origins, validation.series, series_ids, horizon, log,
                            start_label)
 

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from forecast import backend
-from forecast.criterion import improvement, origin_losses, origin_weights, score, score_weights, step_weights
+from forecast.criterion import (improvement, origin_losses, score, score_weights, step_weights,
+                                streamed_origin_weights)
 from forecast.windowing import WindowBatcher
 
 LINEAR_TERMS = ("history_highway", "history_summary", "sim_residual", "sim_error_decay", "attribute_interaction")
@@ -227,17 +228,20 @@ def _thinned_blocks(origins: np.ndarray, block: int) -> np.ndarray:
 def _streamed_score(probe, batcher: WindowBatcher, origins: np.ndarray, weights: np.ndarray, intercept: np.ndarray
                     ) -> float:
     """`criterion.score` of the linear fit (`weights` (features, H), `intercept` (H,)) over every origin of `origins`
-    with an observed step, the design cut DESIGN_CHUNK origins at a time."""
-    target, weight = batcher.targets(origins, np.ones(len(origins), dtype=bool))
-    observed = weight.any(axis=1)
-    origins, target, weight = origins[observed], target[observed], weight[observed]
-    # Each origin's series weight, and its steps' weights (as criterion.score_weights makes them) a chunk at a time.
-    per_origin = origin_weights(batcher.features.series_of(origins), target, weight)
+    with an observed step, their targets and designs cut DESIGN_CHUNK origins at a time: nothing of (n, H) is held."""
+    origins = batcher.scored_origins(origins)
+
+    def targets(part: slice) -> tuple[np.ndarray, np.ndarray]:
+        chosen = origins[part]
+        return batcher.targets(chosen, np.ones(len(chosen), dtype=bool))
+
+    # Each origin's series weight (as criterion.score_weights makes them), then its steps' weights a chunk at a time.
+    per_origin = streamed_origin_weights(batcher.features.series_of(origins), targets)
     total = weights_sum = 0.0
     for start in range(0, len(origins), DESIGN_CHUNK):
         part = slice(start, start + DESIGN_CHUNK)
-        scored_weights = step_weights(weight[part], per_origin[part]).astype("float64")
-        design, change, _, _ = _design(probe, batcher, origins[part], whole_horizon=False)
+        design, change, weight, _ = _design(probe, batcher, origins[part], whole_horizon=False)
+        scored_weights = step_weights(weight, per_origin[part]).astype("float64")
         forecast = design.astype("float64") @ weights + intercept
         total += float(((forecast - change) ** 2 * scored_weights).sum())
         weights_sum += float(scored_weights.sum())

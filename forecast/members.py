@@ -24,7 +24,7 @@ import pandas as pd
 
 from forecast import backend
 from forecast.config import Config
-from forecast.criterion import WEIGHT_CAP, best_epoch, origin_weights
+from forecast.criterion import WEIGHT_CAP, best_epoch, streamed_origin_weights
 from forecast.errors import ForecastError, IncompatibleWeights, ResumeRefused
 from forecast.features import InputLayout
 from forecast.linear_start import freeze_linear_terms, linear_terms
@@ -476,7 +476,7 @@ def validation_streams(batcher: WindowBatcher, plan: StreamPlan, series: Callabl
     weight (n,) in the run's score (`criterion.origin_weights`: the set's step weights times it are the score's);
     `series(origins)` gives each origin's series index."""
     streams = ValidationSet.of(batcher, plan)
-    return streams, origin_weights(series(streams.origins), streams.target, streams.weight)
+    return streams, streamed_origin_weights(series(streams.origins), streams.cut)
 
 
 def combined(trained: list[TrainedMember]):

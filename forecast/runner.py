@@ -70,15 +70,18 @@ def stream_outputs(model, batcher: WindowBatcher, ranges: tuple[OriginRange, ...
     padded = np.full((groups * batch_size, chunks), PADDING, dtype=np.int64)
     padded[: len(streams)] = streams
     advance, finish = advance or model.predict_on_batch, finish or model.predict_on_batch
-    outputs = []
-    for group in padded.reshape(groups, batch_size, chunks):
+    outputs: dict[str, np.ndarray] = {}  # filled batch by batch: no list of batches beside the whole
+    for index, group in enumerate(padded.reshape(groups, batch_size, chunks)):
         reset_states(model)
         for chunk in range(chunks - 1):
             advance(batcher.inputs(group[:, chunk]))
-        outputs.append(finish(batcher.inputs(group[:, -1])))
-    if not outputs:
-        return {}
-    return {name: np.concatenate([output[name] for output in outputs])[: len(streams)] for name in outputs[0]}
+        for name, values in finish(batcher.inputs(group[:, -1])).items():
+            values = np.asarray(values)
+            if name not in outputs:
+                outputs[name] = np.empty((len(streams), *values.shape[1:]), dtype=values.dtype)
+            rows = outputs[name][index * batch_size : (index + 1) * batch_size]
+            rows[...] = values[: len(rows)]
+    return outputs
 
 
 def load_model_file(path: Path):

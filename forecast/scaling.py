@@ -85,18 +85,20 @@ def target_stats(scalers: list[Scaler], column: str) -> np.ndarray:
     return np.array([scaler.mean_std(column) for scaler in scalers])
 
 
-def bounded(values: np.ndarray, low: float | None, high: float | None) -> np.ndarray:
+def bounded(values: np.ndarray, low: float | None, high: float | None, out: np.ndarray | None = None) -> np.ndarray:
     """`values` clipped to [low, high] (None: no bound on that side); for forecasts of a target that cannot be
-    negative, say, which the linear terms and the correction can otherwise push below 0."""
-    return np.clip(values, -np.inf if low is None else low, np.inf if high is None else high)
+    negative, say, which the linear terms and the correction can otherwise push below 0. Written into `out` where
+    given (`values` itself, to clip a large array without a copy)."""
+    return np.clip(values, -np.inf if low is None else low, np.inf if high is None else high, out=out)
 
 
-def bounded_z(values: np.ndarray, stats: np.ndarray, low: float | None, high: float | None) -> np.ndarray:
+def bounded_z(values: np.ndarray, stats: np.ndarray, low: float | None, high: float | None,
+              out: np.ndarray | None = None) -> np.ndarray:
     """z-scored `values` (n, H) clipped to the target's bounds [low, high] (its units; None: no bound), each row by
     its series' mean and std `stats` (n, 2); the scaling is increasing, so clipping there clips in the target's
-    units."""
+    units. Written into `out` where given (see `bounded`)."""
     mean, std = stats[:, :1], stats[:, 1:]
-    return bounded(values, *(None if bound is None else (bound - mean) / std for bound in (low, high)))
+    return bounded(values, *(None if bound is None else (bound - mean) / std for bound in (low, high)), out=out)
 
 
 GLOBAL = "*"  # the key of the one scaler that scales every series (scaling = "global")

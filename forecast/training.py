@@ -133,7 +133,8 @@ def _train_collection(collection: Collection, config: Config, root: Path, log: L
                                       config.target_min, config.target_max)
     start_label = "the current version's weights" if start_from is not None else "the linear start"
     forecast, kept_start, verdict = keep_and_score(model, validation, joint_start_weights(trained), start_label,
-                                                   tuple(data.collection.ids), config.horizon, log)
+                                                   tuple(data.collection.ids), config.horizon, log,
+                                                   linear_start=start_from is None)
     linear_start = trained[0].state.linear_start
     metrics = validation_metrics(forecast, validation, len(data.collection.series))
     metrics.update({

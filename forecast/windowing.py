@@ -120,31 +120,31 @@ def window_generator(batcher: WindowBatcher, plan: StreamPlan, initial_epoch: in
 
 def materialise(batcher: WindowBatcher, plan: StreamPlan, epoch: int = 0) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray]:
     """All batches of epoch `epoch` of `plan`, cut by `batcher`, stacked in order: the inputs, targets (z-scored, gaps
-    as 0), weights and origins, each with n = n_batches * B rows (`ValidationSet` with its inputs cut at once: for small
-    sets, such as the tests')."""
+    as 0), weights and origins, each with n = n_batches * B rows (a `ValidationSet` cut at once: for small sets, such
+    as the tests')."""
     validation = ValidationSet.of(batcher, plan, epoch)
-    return batcher.inputs(validation.origins), validation.target, validation.weight, validation.origins
+    target, weight = validation.cut(slice(None))
+    return batcher.inputs(validation.origins), target, weight, validation.origins
 
 
 @dataclass(frozen=True)
 class ValidationSet:
     """One epoch of a plan's batches, in order, for scoring (validation): the `origins` (n = n_batches * B,; PADDING at
-    padding), their `target` (n, H, z-units, gaps as 0) and step weights `weight` (n, H), which are small; the inputs,
-    which grow with the lookback, are cut by `batcher` batch by batch, `batch_size` (B) origins each, from the window
-    views when asked for, never all at once."""
+    padding) and which of them are `scored` (n,). Their inputs, targets and weights are cut by `batcher` when asked
+    for, `batch_size` (B) origins a batch, as training cuts its batches: memory holds two numbers per origin, never its
+    window or horizon."""
 
     batcher: WindowBatcher
     origins: np.ndarray
-    target: np.ndarray
-    weight: np.ndarray
+    scored: np.ndarray
     batch_size: int
 
     @classmethod
     def of(cls, batcher: WindowBatcher, plan: StreamPlan, epoch: int = 0) -> ValidationSet:
-        """The batches of epoch `epoch` (0-based) of `plan`, with their targets and weights cut by `batcher`."""
+        """The batches of epoch `epoch` (0-based) of `plan`, their windows checked to lie inside their series."""
         origins, scored = plan.batches(epoch)
-        target, weight = batcher.targets(origins.reshape(-1), scored.reshape(-1))
-        return cls(batcher, origins.reshape(-1), target, weight, plan.batch_size)
+        batcher.check_inside(origins.reshape(-1))
+        return cls(batcher, origins.reshape(-1), scored.reshape(-1), plan.batch_size)
 
     @property
     def n_batches(self) -> int:
@@ -152,12 +152,17 @@ class ValidationSet:
         return len(self.origins) // self.batch_size
 
     def rows(self, batch: int) -> slice:
-        """The rows of `origins`, `target` and `weight` that batch `batch` (0-based) holds."""
+        """The rows of `origins` and `scored` that batch `batch` (0-based) holds."""
         return slice(batch * self.batch_size, (batch + 1) * self.batch_size)
 
     def inputs(self, batch: int) -> dict[str, np.ndarray]:
         """The three inputs of batch `batch` (0-based), as `WindowBatcher.inputs` cuts them."""
         return self.batcher.inputs(self.origins[self.rows(batch)])
+
+    def cut(self, part: slice) -> tuple[np.ndarray, np.ndarray]:
+        """The targets (m, H; z-scored, gaps as 0) and step weights (m, H) of the origins `part` (a slice of the set's
+        rows), as `WindowBatcher.targets` cuts them."""
+        return self.batcher.targets(self.origins[part], self.scored[part])
 
     def batches(self) -> Iterator[dict[str, np.ndarray]]:
         """The inputs of every batch, in order (what `model.predict_batches` walks)."""

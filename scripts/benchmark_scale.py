@@ -19,8 +19,11 @@ size runs in its own process, so that its peak resident memory is its own. Per s
   batches fed as in-memory arrays, in turn in the same process, `--rounds` times after a first round that traces
   (the median counts), extrapolated to the epoch's batches; a throughput ratio is arrays' time / the pipeline's;
 - validation: the validation pass Keras runs each epoch (`--steps` batches, extrapolated);
+- gate: what a run does after its last epoch, in full: the gate between the trained network and its linear start on
+  the forecasts predict would make at every validation origin (`kept_model`), the metrics and interval calibration;
 - peak RSS, and the raw float32 feature arrays for comparison; and the peak of each phase (imports, read, prepare,
-  layout and batches, validation streams, linear start, training, validation), from Linux's VmHWM reset between phases.
+  layout and batches, tf.data batches, PyDataset batches, validation streams, linear start, training, validation, gate),
+  from Linux's VmHWM reset between phases, and of each the peak own (anonymous) and mapped file pages, sampled.
 
 Results go to stdout as a markdown table and, one JSON line per size, to `--results`.
 """
@@ -31,6 +34,7 @@ import argparse
 import json
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -95,14 +99,37 @@ def _served(dataset, steps: int) -> float:
 
 class PhasePeaks:
     """The peak resident memory of each phase of this process: Linux's VmHWM, reset at the end of each phase through
-    /proc/self/clear_refs (so the next phase's peak is its own)."""
+    /proc/self/clear_refs (so the next phase's peak is its own); and, sampled every 20 ms by a thread, the peaks of its
+    own (anonymous) pages and of mapped file pages (the data cache's, which the kernel can drop) within the phase."""
 
     def __init__(self):
         self.peaks: dict[str, float] = {}
+        self.own: dict[str, float] = {}
+        self.file: dict[str, float] = {}
+        self._own = self._file = 0.0
+        self._lock = threading.Lock()
+        threading.Thread(target=self._sample, daemon=True).start()
+
+    @staticmethod
+    def _status() -> dict[str, float]:
+        status = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines())
+        return {key: int(status[key].split()[0]) / 2**10 for key in ("VmHWM", "RssAnon", "RssFile")}
+
+    def _sample(self) -> None:
+        while True:
+            status = self._status()
+            with self._lock:
+                self._own = max(self._own, status["RssAnon"])
+                self._file = max(self._file, status["RssFile"])
+            time.sleep(0.02)
 
     def end(self, phase: str) -> None:
-        status = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines())
-        self.peaks[phase] = int(status["VmHWM"].split()[0]) / 2**10
+        status = self._status()
+        with self._lock:
+            self.peaks[phase] = status["VmHWM"]
+            self.own[phase] = max(self._own, status["RssAnon"])
+            self.file[phase] = max(self._file, status["RssFile"])
+            self._own = self._file = 0.0
         Path("/proc/self/clear_refs").write_text("5")
 
 
@@ -112,8 +139,10 @@ def measure(path: Path, steps: int, rounds: int, settings: dict, cached: bool) -
     phases = PhasePeaks()
     from forecast import backend
     from forecast.data import load_collection
-    from forecast.dataset import WindowDataset, training_batches, validation_batches
+    from forecast.dataset import WindowDataset, release_feature_tensors, training_batches, validation_batches
     from forecast.executor import shared_linear_start
+    from forecast.kept_model import ValidationOrigins, interval_calibration, keep_and_score, validation_metrics
+    from forecast.linear_start import freeze_linear_terms
     from forecast.members import MemberRun, validation_streams
     from forecast.model import build_model, compile_model
     from forecast.training_data import prepare
@@ -141,10 +170,12 @@ def measure(path: Path, steps: int, rounds: int, settings: dict, cached: bool) -
     for index in range(1, steps + 1):
         dataset[index]
     batch_seconds = (time.perf_counter() - began) / steps
+    phases.end("layout and batches")
 
     gathered_seconds = _served(training_batches(batcher, train_plan), steps)
+    phases.end("tf.data batches")
     adapted_seconds = _served(PyDatasetAdapter(WindowDataset(batcher, train_plan), shuffle=False).get_tf_dataset(), steps)
-    phases.end("layout and batches")
+    phases.end("PyDataset batches")
 
     streams, origin_weights = validation_streams(batcher, val_plan, data.series_index)
     phases.end("validation streams")
@@ -154,6 +185,11 @@ def measure(path: Path, steps: int, rounds: int, settings: dict, cached: bool) -
     phases.end("linear start")
 
     model = build_model(config, data.layout, config.batch_size)
+    if linear is not None:  # as a fresh network starts: the linear terms the ridge fit, frozen
+        for name, weights in linear.terms.items():
+            model.get_layer(name).set_weights(weights)
+        freeze_linear_terms(model)
+    start_weights = model.get_weights()
     compile_model(model, config)
     seconds = {}
 
@@ -191,6 +227,21 @@ def measure(path: Path, steps: int, rounds: int, settings: dict, cached: bool) -
     val_step = (time.perf_counter() - began) / (2 * val_steps)
     phases.end("validation")
 
+    # The end of a run (training.py): the pipelines' tensors released, the gate between the trained network and its
+    # linear start judged on the forecasts predict would make at every validation origin, the kept model's metrics
+    # and its interval calibration.
+    del dataset, batches, feeds, validation
+    release_feature_tensors(data.features)
+    began = time.perf_counter()
+    judged = ValidationOrigins.of(batcher, val_plan.ranges, config.chunks_per_stream, data.target_stats,
+                                  config.target_min, config.target_max)
+    forecast, _, _ = keep_and_score(model, judged, start_weights, "the linear start", tuple(data.collection.ids),
+                                    config.horizon, quiet)
+    validation_metrics(forecast, judged, len(collection.series))
+    interval_calibration(forecast, judged, config.quantiles, config.lookback, config.horizon, quiet)
+    gate_seconds = time.perf_counter() - began
+    phases.end("gate")
+
     features = data.features
     raw = sum(array.nbytes for array in (features.history, features.target, features.sim, features.bg))
     return {
@@ -204,8 +255,10 @@ def measure(path: Path, steps: int, rounds: int, settings: dict, cached: bool) -
         "epoch_arrays_s": step_arrays * train_plan.n_batches,
         "throughput_ratio": step_arrays / step_tfdata, "pydataset_ratio": step_arrays / step_pydataset,
         "val_batches": int(run.validation.n_batches), "validation_s": val_step * run.validation.n_batches,
+        "gate_s": gate_seconds,
         # The process's peak is its highest phase's: resetting VmHWM between phases resets what getrusage reports.
         "peak_rss_mib": max(phases.peaks.values()), "phase_peaks_mib": phases.peaks,
+        "phase_own_mib": phases.own, "phase_file_mib": phases.file,
     }
 
 
@@ -237,9 +290,13 @@ def table(results: list[dict]) -> str:
         ("epoch (batches), tf.data / arrays",
          lambda r: f"{r['epoch_tfdata_s']:,.0f} / {r['epoch_arrays_s']:,.0f} s ({r['batches']:,})"),
         ("validation pass (batches)", lambda r: f"{r['validation_s']:,.0f} s ({r['val_batches']:,})"),
+        ("the gate, metrics and intervals at the end of a run", lambda r: f"{r['gate_s']:,.0f} s"),
         ("peak RSS (raw float32 features)", lambda r: f"{r['peak_rss_mib']:,.0f} MiB ({r['raw_mib']:,.0f} MiB)"),
         ("peak RSS by phase: " + ", ".join(results[0]["phase_peaks_mib"]),
          lambda r: " / ".join(f"{peak:,.0f}" for peak in r["phase_peaks_mib"].values()) + " MiB"),
+        ("of which own (anonymous) / mapped file pages, sampled",
+         lambda r: " / ".join(f"{r['phase_own_mib'][phase]:,.0f}+{r['phase_file_mib'][phase]:,.0f}"
+                              for phase in r["phase_peaks_mib"]) + " MiB"),
     ]
     lines = ["| | " + " | ".join(f"{r['series']:,} series" for r in results) + " |",
              "|---" * (len(results) + 1) + "|"]

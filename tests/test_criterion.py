@@ -15,6 +15,7 @@ from forecast.criterion import (
     score,
     score_weights,
     series_score,
+    streamed_origin_weights,
 )
 from forecast.metrics import origin_errors, weighted_errors
 from forecast.gate import judge, keep_the_better
@@ -86,6 +87,16 @@ def test_the_weights_taken_a_chunk_of_origins_at_a_time_are_each_series_own(monk
     expected *= steps.sum() / (expected * steps).sum()
     np.testing.assert_allclose(origin_weights(series, target, weight), expected, rtol=1e-12)
     np.testing.assert_allclose(score_weights(series, target, weight), weight * expected[:, None], rtol=1e-6)
+    # Cut a chunk at a time by a function, as the validation streams and the linear start give them: the same weights,
+    # to the bit, and only chunks of origins are asked for.
+    asked = []
+
+    def targets(part):
+        asked.append(len(target[part]))
+        return target[part], weight[part]
+
+    np.testing.assert_array_equal(streamed_origin_weights(series, targets), origin_weights(series, target, weight))
+    assert max(asked) == 7
 
 
 def test_an_epoch_counts_as_better_only_by_more_than_min_delta():

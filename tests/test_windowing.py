@@ -169,15 +169,16 @@ def test_both_validation_pipelines_serve_the_score_weights_and_targets_of_the_va
     plan = StreamPlan(ranges, lookback, chunks=2, batch_size=4, shuffle=False)
     batcher = WindowBatcher(features, lookback, horizon, series_weight=np.array([0.5, 1.0, 2.0]))
     validation, origin_weights = validation_streams(batcher, plan, features.series_of)
-    expected = score_weights(features.series_of(np.where(validation.origins < 0, 0, validation.origins)),
-                             validation.target, validation.weight)
+    targets, weights = validation.cut(slice(None))
+    expected = score_weights(features.series_of(np.where(validation.origins < 0, 0, validation.origins)), targets,
+                             weights)
     assert len(np.unique(expected[expected > 0])) == 3  # each series weighs differently
     gathered = iter(validation_batches(validation, origin_weights))
     cut = ValidationBatches(validation, origin_weights)
     for index in range(validation.n_batches):
         rows = validation.rows(index)
         for inputs, target, weight in (next(gathered), cut[index]):
-            np.testing.assert_array_equal(np.asarray(target["prediction"]), validation.target[rows])
+            np.testing.assert_array_equal(np.asarray(target["prediction"]), targets[rows])
             np.testing.assert_array_equal(np.asarray(weight), expected[rows])
             for name, array in validation.inputs(index).items():
                 np.testing.assert_array_equal(np.asarray(inputs[name]), array)
