@@ -1,13 +1,15 @@
-"""Forecasting thousands of origins at once: the recent errors an interval is recalibrated on.
+"""Forecasting thousands of origins at once: training's gate and validation metrics, and the recent errors an interval
+is recalibrated on.
 
 A saved network runs at the batch size it was trained with (its stateful LSTM keeps B rows of state), so
-`runner.forecasts_at` feeds it B origins a call, each after its warm-up chunks. The errors a forecast's interval is
-calibrated on (forecast.recent_errors) need the forecasts at every origin of a series' recent window, thousands of
-them, so `bulk_network` gives `forecasts_at` a copy of the network at a larger batch instead: the same layers and
-weights, whose forecasts differ from the network's only by float rounding (a matrix product groups its sums by the
-batch's shape), and whose warm-up chunks run through the stateful layers alone (`state_advancer`: the head's forecast
-from a warm-up chunk is never used). Only the errors an interval is calibrated on come from here: every forecast a
-command writes or scores comes from the saved network itself, the same number whichever command made it.
+`runner.forecasts_at` feeds it B origins a call, each after its warm-up chunks. The gate at the end of training (every
+validation origin, for the trained network and for its start), the run's validation metrics and interval calibration,
+and the errors a forecast's interval is calibrated on (forecast.recent_errors) need the forecasts at thousands of
+origins (hundreds of thousands with many series), so `bulk_network` gives `forecasts_at` a copy of the network at a
+larger batch instead: the same layers and weights, whose forecasts differ from the network's only by float rounding (a
+matrix product groups its sums by the batch's shape), and whose warm-up chunks run through the stateful layers alone
+(`state_advancer`: the head's forecast from a warm-up chunk is never used). Every forecast a command writes, and every
+score `evaluate` prints, comes from the saved network itself.
 
 Origins are rows of the feature arrays (`Features.starts`), as in forecast.sampler; forecasts are z-scored by each
 origin's series.

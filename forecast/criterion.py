@@ -48,22 +48,23 @@ CHUNK_ORIGINS = 2**16
 Cut = Callable[[slice], tuple[np.ndarray, np.ndarray]]  # origins `part` -> their targets and observed mask (m, H)
 
 
-def _chunks(n: int):
+def chunks(n: int):
+    """Slices of CHUNK_ORIGINS origins covering range(n), in order."""
     return (slice(start, min(start + CHUNK_ORIGINS, n)) for start in range(0, n, CHUNK_ORIGINS))
 
 
-def _series_variances(series: np.ndarray, cut: Cut, size: int) -> tuple[np.ndarray, np.ndarray]:
+def series_variances(series: np.ndarray, cut: Cut, size: int) -> tuple[np.ndarray, np.ndarray]:
     """Per series index (size,): the count of observed steps and their variance (two passes: the means, then the
     squared deviations from them), CHUNK_ORIGINS origins at a time, each chunk's targets and observed mask (m, H) from
     `cut` (see `streamed_origin_weights`)."""
     counts, sums, squares = np.zeros(size), np.zeros(size), np.zeros(size)
-    for part in _chunks(len(series)):
+    for part in chunks(len(series)):
         target, seen = cut(part)
         step_series = np.broadcast_to(series[part, None], seen.shape)[seen]
         counts += np.bincount(step_series, minlength=size)
         sums += np.bincount(step_series, target[seen].astype("float64"), minlength=size)
     means = sums / np.maximum(counts, 1)
-    for part in _chunks(len(series)):
+    for part in chunks(len(series)):
         target, seen = cut(part)
         step_series = np.broadcast_to(series[part, None], seen.shape)[seen]
         squares += np.bincount(step_series, (target[seen].astype("float64") - means[step_series]) ** 2,
@@ -84,7 +85,7 @@ def streamed_origin_weights(series: np.ndarray, targets: Callable[[slice], tuple
     given by `targets(part)`, a chunk at a time, so that no (n, H) array is held for many series: the same values."""
     steps = np.empty(len(series))
     present = np.zeros(0, dtype=series.dtype)
-    for part in _chunks(len(series)):
+    for part in chunks(len(series)):
         _, weight = targets(part)
         steps[part] = weight.sum(axis=1)
         present = np.union1d(present, series[part][(weight > 0).any(axis=1)])
@@ -95,7 +96,7 @@ def streamed_origin_weights(series: np.ndarray, targets: Callable[[slice], tuple
         target, weight = targets(part)
         return target, weight > 0
 
-    counts, variances = _series_variances(series, observed, int(series.max()) + 1)
+    counts, variances = series_variances(series, observed, int(series.max()) + 1)
     per_series = np.ones(len(counts))
     per_series[present] = capped_weights(np.where(counts[present] > 1, variances[present], np.nan), cap)
     weights = per_series[series]
@@ -107,7 +108,7 @@ def score_weights(series: np.ndarray, target: np.ndarray, weight: np.ndarray, ca
     (`origin_weights`), float32 like the validation arrays Keras reads."""
     per_origin = origin_weights(series, target, weight, cap)
     weights = np.empty(weight.shape, dtype="float32")
-    for part in _chunks(len(series)):
+    for part in chunks(len(series)):
         weights[part] = step_weights(weight[part], per_origin[part])
     return weights
 

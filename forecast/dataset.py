@@ -189,7 +189,16 @@ def validation_batches(validation: ValidationSet, origin_weights: np.ndarray):
         inputs, targets, weight = windows.batch(origins, scored)
         return inputs, targets, tf.cast(tf.cast(weight, tf.float64) * per_origin[:, None], tf.float32)
 
-    return (tf.data.Dataset.from_tensor_slices((validation.origins.reshape(shape), scored, per_origin))
+    def batches(_):
+        # The batch dimension left unknown, as for training's batches (`training_batches`): Keras' test step is then
+        # the graph a PyDataset's batches get, with the same roundings.
+        tables = tf.numpy_function(lambda: (validation.origins.reshape(shape), scored, per_origin), [],
+                                   (tf.int64, tf.bool, tf.float64), stateful=False)
+        for table in tables:
+            table.set_shape((None, None))
+        return tf.data.Dataset.from_tensor_slices(tuple(tables))
+
+    return (tf.data.Dataset.range(1).flat_map(batches)
             .map(batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
             .repeat().prefetch(tf.data.AUTOTUNE))
 

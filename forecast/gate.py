@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from forecast.criterion import Improvement, improvement, origin_losses, score
-from forecast.metrics import nse
+from forecast.criterion import Improvement, improvement
+from forecast.error_sums import ErrorSums, TargetSums
 
 # How many series the verdict names on each side.
 NAMED_SERIES = 3
@@ -77,55 +77,47 @@ class Verdict:
         }
 
 
-def judge(start_forecast: np.ndarray, trained_forecast: np.ndarray, target: np.ndarray, weights: np.ndarray,
-          origins: np.ndarray, series: np.ndarray, series_ids: tuple[str, ...], horizon: int) -> Verdict:
-    """The verdict on validation forecasts (n, H, z-units) of the start and of the trained network against `target`
-    (n, H), under the score's step weights `weights` (n, H; `criterion.score_weights`); `origins` (n,) the
-    origins' rows (blocks of the paired test run over consecutive origins), `series` (n,) each origin's series index
-    into `series_ids`."""
-    start_losses = origin_losses(start_forecast, target, weights)
-    trained_losses = origin_losses(trained_forecast, target, weights)
+def judge(start: ErrorSums, trained: ErrorSums, targets: TargetSums, origins: np.ndarray, series: np.ndarray,
+          series_ids: tuple[str, ...], horizon: int) -> Verdict:
+    """The verdict on the validation errors of the start and of the trained network (`error_sums.ErrorSums`, against
+    the same `targets`); `origins` (n,) the origins' rows (blocks of the paired test run over consecutive origins),
+    `series` (n,) each origin's series index into `series_ids`."""
+    start_losses, trained_losses = start.origin_losses(), trained.origin_losses()
     verdict = improvement(start_losses, trained_losses, origins, horizon)
-    arguments = _series_arguments(start_forecast, trained_forecast, target, weights, series, series_ids,
-                                  start_losses - trained_losses)
+    arguments = _series_arguments(start, trained, targets, series, series_ids, start_losses - trained_losses)
     against = tuple(item for item in sorted(arguments, key=lambda item: item.gain) if item.gain < 0)[:NAMED_SERIES]
     favour = tuple(item for item in sorted(arguments, key=lambda item: -item.gain) if item.gain > 0)[:NAMED_SERIES]
-    return Verdict(score(start_forecast, target, weights), score(trained_forecast, target, weights), verdict,
-                   against, favour)
+    return Verdict(start.score, trained.score, verdict, against, favour)
 
 
-def _series_arguments(start_forecast, trained_forecast, target, weights, series, series_ids, differences
-                      ) -> list[SeriesArgument]:
-    """Each series' NSE under both and its summed loss difference; none for one series."""
-    present = np.unique(series[(weights > 0).any(axis=1)])
+def _series_arguments(start: ErrorSums, trained: ErrorSums, targets: TargetSums, series: np.ndarray,
+                      series_ids: tuple[str, ...], differences: np.ndarray) -> list[SeriesArgument]:
+    """Each series' NSE under both and its summed loss difference (per origin, NaN where not scored); none for one
+    series."""
+    present = np.flatnonzero(targets.counts > 0)
     if len(present) <= 1:
         return []
-    arguments = []
-    for index in present:
-        rows = series == index
-        observed = weights[rows] > 0
-        arguments.append(SeriesArgument(
-            series_ids[index],
-            nse(start_forecast[rows], target[rows], observed),
-            nse(trained_forecast[rows], target[rows], observed),
-            float(np.nansum(differences[rows])) / len(differences),
-        ))
-    return arguments
+    start_nse, trained_nse = start.series_nse(targets), trained.series_nse(targets)
+    gains = np.bincount(series, np.nan_to_num(differences, nan=0.0), minlength=len(targets.counts)) / len(differences)
+    return [SeriesArgument(series_ids[index], float(start_nse[index]), float(trained_nse[index]), float(gains[index]))
+            for index in present]
 
 
 Log = Callable[[str], None]
 
 
-def keep_the_better(model, start_weights: list, trained_forecast: np.ndarray, forecast_with, target: np.ndarray,
-                    weights: np.ndarray, origins: np.ndarray, series: np.ndarray, series_ids: tuple[str, ...],
-                    horizon: int, log: Log, start_label: str = "the linear start"):
+def keep_the_better(model, start_weights: list, trained_forecast: np.ndarray, forecast_with,
+                    errors_of: Callable[[np.ndarray], ErrorSums], targets: TargetSums, origins: np.ndarray,
+                    series: np.ndarray, series_ids: tuple[str, ...], horizon: int, log: Log,
+                    start_label: str = "the linear start"):
     """Keeps the trained `model` unless it does not beat `start_weights` clearly (`judge`); `forecast_with(model)`
-    returns the model's validation forecast (n, H). Returns the kept weights' forecast, whether the start was kept,
-    and the `Verdict`."""
+    returns the model's validation forecast (n, H) and `errors_of(forecast)` its errors against `targets`. Returns
+    the kept weights' forecast, whether the start was kept, and the `Verdict`."""
     trained_weights = model.get_weights()
     model.set_weights(start_weights)
     start_forecast = forecast_with(model)
-    verdict = judge(start_forecast, trained_forecast, target, weights, origins, series, series_ids, horizon)
+    verdict = judge(errors_of(start_forecast), errors_of(trained_forecast), targets, origins, series, series_ids,
+                    horizon)
     scores = f"validation score {verdict.start_score:.4f}, trained {verdict.trained_score:.4f}"
     named = verdict.describe_series()
     if not verdict.keeps_network:

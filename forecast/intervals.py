@@ -88,11 +88,18 @@ def step_offsets(residuals: np.ndarray, weight: np.ndarray, quantiles: tuple[flo
 def pinball_loss(bounds: np.ndarray, truth: np.ndarray, weight: np.ndarray, quantiles: tuple[float, ...]) -> float:
     """Mean pinball (quantile) loss of `bounds` (n, Q, H) at levels `quantiles` (Q,) for `truth` (n, H) over the steps
     with `weight` (n, H) > 0 and all levels, in the units of its inputs; NaN when no step is scored."""
+    loss, steps = pinball_sums(bounds, truth, weight, quantiles)
+    return loss / steps if steps else float("nan")
+
+
+def pinball_sums(bounds: np.ndarray, truth: np.ndarray, weight: np.ndarray, quantiles: tuple[float, ...]
+                 ) -> tuple[float, int]:
+    """The sum of the pinball losses that `pinball_loss` averages, and how many (steps times levels)."""
     levels = np.asarray(quantiles)[None, :, None]
     error = truth[:, None, :] - bounds
     loss = np.maximum(levels * error, (levels - 1.0) * error)
     mask = np.broadcast_to((weight > 0)[:, None, :], loss.shape)
-    return float(loss[mask].mean()) if mask.any() else float("nan")
+    return float(loss[mask].sum()), int(np.count_nonzero(mask))
 
 
 @dataclass(frozen=True)
@@ -244,9 +251,10 @@ def calibrate(
     (`earlier_half`); the best is calibrated again on all of them (plain where too few origins leave nothing to
     compare). The sliding `window` is the scored origins per series (their mean, rounded)."""
     scored = (weight > 0).any(axis=1)
-    order = np.argsort(origins[scored], kind="stable")
-    forecast, truth, weight, origins, series = (array[scored][order]
-                                                for array in (forecast, truth, weight, origins, series))
+    if not scored.all() or (np.diff(origins) < 0).any():  # else already the scored origins in order: no copies
+        order = np.argsort(origins[scored], kind="stable")
+        forecast, truth, weight, origins, series = (array[scored][order]
+                                                    for array in (forecast, truth, weight, origins, series))
     if not len(origins):
         raise ValueError("no scored origin to calibrate on")
     window = round(len(origins) / len(np.unique(series)))
@@ -257,11 +265,27 @@ def calibrate(
         if not early.any() or not later.any():
             break
         fitted = fit(method, span, forecast[early], truth[early], weight[early], history, origins[early], quantiles)
-        bounds = fitted.bounds(forecast[later], history, origins[later])
-        checked[name] = pinball_loss(bounds, truth[later], weight[later], quantiles)
+        checked[name] = _pinball_at(fitted, forecast, truth, weight, history, origins, np.flatnonzero(later), quantiles)
     finite = {name: loss for name, loss in checked.items() if math.isfinite(loss)}
     method, span = candidates[min(finite, key=finite.get) if finite else "plain"]
     return fit(method, span, forecast, truth, weight, history, origins, quantiles, checked, window)
+
+
+# Origins whose (origins, Q, H) bounds are scored at a time, so that memory stays bounded at many series.
+PINBALL_ORIGINS = 2**14
+
+
+def _pinball_at(calibration: Calibration, forecast: np.ndarray, truth: np.ndarray, weight: np.ndarray,
+                history: np.ndarray, origins: np.ndarray, rows: np.ndarray, quantiles: tuple[float, ...]) -> float:
+    """`pinball_loss` of `calibration`'s bounds at the origins `rows` (indices into the other arguments, as in
+    `calibrate`), PINBALL_ORIGINS at a time."""
+    total, steps = 0.0, 0
+    for start in range(0, len(rows), PINBALL_ORIGINS):
+        part = rows[start : start + PINBALL_ORIGINS]
+        bounds = calibration.bounds(forecast[part], history, origins[part])
+        loss, count = pinball_sums(bounds, truth[part], weight[part], quantiles)
+        total, steps = total + loss, steps + count
+    return total / steps if steps else float("nan")
 
 
 def earlier_half(series: np.ndarray) -> np.ndarray:

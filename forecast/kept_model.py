@@ -2,14 +2,15 @@
 model's validation metrics and interval calibration.
 
 Every number here comes from the forecasts predict would make at the validation origins (`runner.forecasts_at`: each
-origin's state warmed up over the chunks before it, clipped to the target's bounds), not from the validation streams
+origin's state warmed up over the chunks before it, clipped to the target's bounds; run by a copy of the network at a
+larger batch, `bulk.bulk_network`, the same numbers up to float rounding), not from the validation streams
 Keras walks each epoch for early stopping, where the first chunk of a stream starts from a reset state. Both are
-judged by the run's one score (`criterion.score_weights`).
+judged by the run's one score (`criterion.score_weights`), summed a chunk of origins at a time (`error_sums`): nothing of
+(origins, H) is held beside the forecasts but for the interval calibration.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,9 +18,10 @@ from pathlib import Path
 import numpy as np
 
 from forecast.baselines import repeat_forecast
-from forecast.criterion import score, score_weights
+from forecast.bulk import bulk_network
+from forecast.criterion import streamed_origin_weights
+from forecast.error_sums import ErrorSums, Forecasts, TargetSums
 from forecast.gate import Verdict, keep_the_better
-from forecast.metrics import nse_over_series, weighted_errors
 from forecast.runner import forecasts_at
 from forecast.sampler import OriginRange
 from forecast.scaling import bounded_z
@@ -32,9 +34,10 @@ Log = Callable[[str], None]
 @dataclass(frozen=True)
 class ValidationOrigins:
     """Every validation origin of a run, range after range (`origins` (n,), rows of the feature arrays; `series` (n,)
-    each one's series index), with its z-scored targets (n, H, gaps 0), their weights (n, H: 1 where observed) and
-    the run's score weights (n, H); `stats` (n_series, 2) are each series' target mean and spread (its units), which
-    clip forecasts to the bounds [`target_min`, `target_max`] (None: none) and turn z-scores back into units."""
+    each one's series index), with what their targets give every forecaster's errors (`targets`: per series counts and
+    variances, per origin its weight in the score); the targets themselves (n, H) are cut a chunk at a time (`cut`).
+    `stats` (n_series, 2) are each series' target mean and spread (its units), which clip forecasts to the bounds
+    [`target_min`, `target_max`] (None: none) and turn z-scores back into units."""
 
     batcher: WindowBatcher
     ranges: tuple[OriginRange, ...]
@@ -44,40 +47,48 @@ class ValidationOrigins:
     target_max: float | None
     origins: np.ndarray
     series: np.ndarray
-    target: np.ndarray
-    weight: np.ndarray
-    score_weights: np.ndarray
+    targets: TargetSums
 
     @classmethod
     def of(cls, batcher: WindowBatcher, ranges: tuple[OriginRange, ...], chunks: int, stats: np.ndarray,
            target_min: float | None, target_max: float | None) -> ValidationOrigins:
-        """Every origin of the validation `ranges` (feature rows) with its series, its z-scored targets and weights
-        (m, H), and the score's weights per series (`criterion.score_weights`); `stats` (n_series, 2) holds each
-        series' target mean and spread, for clipping to `target_min`/`target_max` (original units)."""
+        """Every origin of the validation `ranges` (feature rows) with its series and the sums of its targets;
+        `stats` (n_series, 2) holds each series' target mean and spread, for clipping to `target_min`/`target_max`
+        (original units)."""
         origins = (np.concatenate([np.arange(span.first, span.last + 1) for span in ranges]) if ranges
                    else np.empty(0, dtype=np.int64))
         series = batcher.features.series_of(origins)
-        target, weight = batcher.targets(origins, np.ones(len(origins), dtype=bool))
-        return cls(batcher, ranges, chunks, stats, target_min, target_max, origins, series, target, weight,
-                   score_weights(series, target, weight))
+
+        def cut(part: slice) -> tuple[np.ndarray, np.ndarray]:
+            return batcher.targets(origins[part], np.ones(len(origins[part]), dtype=bool))
+
+        targets = TargetSums.of(series, cut, streamed_origin_weights(series, cut), len(stats))
+        return cls(batcher, ranges, chunks, stats, target_min, target_max, origins, series, targets)
+
+    def cut(self, part: slice) -> tuple[np.ndarray, np.ndarray]:
+        """The z-scored targets (m, H, gaps 0) and step weights (m, H: 1 where observed) of the origins `part`."""
+        chosen = self.origins[part]
+        return self.batcher.targets(chosen, np.ones(len(chosen), dtype=bool))
 
     def forecasts(self, model) -> np.ndarray:
-        """The forecasts (n, H, z-units) predict would make with `model` at every validation origin, clipped."""
-        values = forecasts_at(model, self.batcher, self.ranges, self.chunks).astype("float64")
+        """The forecasts (n, H, z-units, float32) predict would make with `model` at every validation origin,
+        clipped: run by a copy of `model` at a larger batch (`bulk.bulk_network`: the same numbers up to float
+        rounding), as the recent errors of an interval are."""
+        network, advance = bulk_network(model, len(self.origins), self.batcher)
+        values = forecasts_at(network, self.batcher, self.ranges, self.chunks, advance)
         return bounded_z(values, self.stats[self.series], self.target_min, self.target_max, out=values)
 
-    def in_units(self, values: np.ndarray) -> np.ndarray:
-        """`values` (n, H), z-scored by each origin's series, in the target's units."""
-        stats = self.stats[self.series]
-        return values * stats[:, 1:] + stats[:, :1]
+    def errors(self, forecasts: Forecasts) -> ErrorSums:
+        """The errors of the forecaster whose forecasts at origins `part` are `forecasts(part)` (m, H, z-units)."""
+        return ErrorSums.of(forecasts, self.cut, self.series, self.targets)
 
 
 def keep_and_score(model, validation: ValidationOrigins, start_weights: list | None, start_label: str,
                    series_ids: tuple[str, ...], horizon: int, log: Log, linear_start: bool = False
                    ) -> tuple[np.ndarray, bool, Verdict | None]:
     """Keeps the trained `model` or the weights it started from (`gate.keep_the_better`; None: there is no start, the
-    network is kept), judged on the validation forecasts; returns the kept model's validation forecast (n, H, z-units,
-    clipped), whether the start was kept, and the verdict (None without a start).
+    network is kept), judged on the validation forecasts; returns the kept model's validation forecast (n, H,
+    z-units, clipped), whether the start was kept, and the verdict (None without a start).
 
     With `linear_start` (the start is the ridge fit, its correction head still 0), the start is judged as it would be
     saved (`model_to_save`): its linear terms alone, which need no warm-up, so each origin runs once instead of once
@@ -94,9 +105,11 @@ def keep_and_score(model, validation: ValidationOrigins, start_weights: list | N
 
         return validation.forecasts(linear_part(members_of(started)[0]))
 
-    return keep_the_better(model, start_weights, forecast, start_forecasts, validation.target,
-                           validation.score_weights, validation.origins, validation.series, series_ids, horizon, log,
-                           start_label)
+    def errors_of(values: np.ndarray) -> ErrorSums:
+        return validation.errors(lambda part: values[part])
+
+    return keep_the_better(model, start_weights, forecast, start_forecasts, errors_of, validation.targets,
+                           validation.origins, validation.series, series_ids, horizon, log, start_label)
 
 
 def validation_metrics(forecast: np.ndarray, validation: ValidationOrigins, n_series: int) -> dict:
@@ -104,19 +117,26 @@ def validation_metrics(forecast: np.ndarray, validation: ValidationOrigins, n_se
     steps, z-scored and in the target's own units; their `score`, the run's one score (`criterion.score`: for one
     series the MSE, for many each series' errors against its own spread), which `forecast tune` ranks trials by; with
     many series, the median and mean NSE over series."""
-    target, weight, origins = validation.target, validation.weight, validation.origins
-    repeat = repeat_forecast(validation.batcher.last_values(origins), target.shape[1])
-    truth = validation.in_units(target)
-    scores = {}
-    for name, values in (("model", forecast), ("repeat", repeat)):
-        scaled = weighted_errors(values, target, weight)
-        original = weighted_errors(validation.in_units(values), truth, weight)
-        scores[name] = {"mse": scaled["mse"], "mae": scaled["mae"], "mae_original": original["mae"],
-                        "rmse_original": math.sqrt(original["mse"]),
-                        "score": score(values, target, validation.score_weights)}
+    batcher, origins, targets = validation.batcher, validation.origins, validation.targets
+
+    def repeat(part: slice) -> np.ndarray:
+        return repeat_forecast(batcher.last_values(origins[part]), batcher.horizon)
+
+    scores, scored = {}, 0
+    for name, errors in (("model", validation.errors(lambda part: forecast[part])), ("repeat", validation.errors(repeat))):
+        scores[name] = {**errors.pooled(targets, validation.stats[:, 1]), "score": errors.score}
         if n_series > 1:
-            scores[name]["nse_over_series"] = nse_over_series(values, target, weight, validation.series)
-    return {"validation": scores, "origins": int(np.count_nonzero(weight.any(axis=1)))}
+            scores[name]["nse_over_series"] = _over_series(errors.series_nse(targets)[targets.counts > 0])
+        scored = int(np.count_nonzero(errors.weights > 0))
+    return {"validation": scores, "origins": scored}
+
+
+def _over_series(values: np.ndarray) -> dict:
+    """The median and mean of the finite per-series values (`metrics.nse_over_series`), and how many; {} for none."""
+    values = values[np.isfinite(values)]
+    if not values.size:
+        return {}
+    return {"median": float(np.median(values)), "mean": float(values.mean()), "series": int(values.size)}
 
 
 def interval_calibration(forecast: np.ndarray, validation: ValidationOrigins, quantiles: tuple[float, ...],
@@ -127,10 +147,11 @@ def interval_calibration(forecast: np.ndarray, validation: ValidationOrigins, qu
 
     if not quantiles:
         return None
-    if not validation.weight.any():
+    if not validation.targets.counts.any():
         log("no observed target in the validation rows: no forecast intervals to calibrate; point forecasts only")
         return None
-    calibration = calibrate(forecast, validation.target, validation.weight, validation.batcher.features.history[:, 0],
+    target, weight = validation.cut(slice(None))
+    calibration = calibrate(forecast, target, weight > 0, validation.batcher.features.history[:, 0],
                             validation.origins, quantiles, candidate_spans(lookback, horizon), validation.series)
     log(calibration.describe())
     return calibration

@@ -2,11 +2,11 @@
 
 `open_saved` reads a version and the user's file and checks that they fit (before TensorFlow loads); `OpenedModel.load`
 attaches the network and builds each series' features as the model reads them; `forecasts_at` runs a network at
-origins. predict, plot, evaluate and its ablations, training's keep/discard gate and interval calibration and the
-retrain holdout all forecast through `forecasts_at` with the saved network, so a forecast at an origin is the same
-number whichever command made it. The recent errors an interval is calibrated on, thousands of forecasts, go through
-`forecasts_at` too, from a copy of the network at a larger batch (forecast.bulk): the same numbers up to float
-rounding.
+origins. predict, plot, evaluate and its ablations and the retrain holdout all forecast through `forecasts_at` with the
+saved network, so a forecast at an origin is the same number whichever command made it. Training's keep/discard gate,
+its validation metrics and interval calibration, and the recent errors an interval is calibrated on, thousands of
+forecasts, go through `forecasts_at` too, from a copy of the network at a larger batch (forecast.bulk): the same
+numbers up to float rounding.
 
 Each origin gets its own stream: the state is reset, warmed up over the `chunks - 1` chunks before the origin, then
 the origin is forecast (`sampler.rolling_streams`), B streams at a time. Indices are rows of the feature arrays

@@ -17,8 +17,19 @@ from forecast.criterion import (
     series_score,
     streamed_origin_weights,
 )
-from forecast.metrics import origin_errors, weighted_errors
+from forecast import criterion
+from forecast.error_sums import ErrorSums, TargetSums
+from forecast.metrics import nse, origin_errors, weighted_errors
 from forecast.gate import judge, keep_the_better
+
+
+def _judged(series, target, weight, n_series):
+    """The gate's view of whole (n, H) arrays: the targets' sums and a function from a forecast to its error sums."""
+    def cut(part):
+        return target[part], weight[part]
+
+    targets = TargetSums.of(series, cut, streamed_origin_weights(series, cut), n_series)
+    return targets, lambda forecast: ErrorSums.of(lambda part: forecast[part], cut, series, targets)
 
 
 def test_improvement_needs_a_gain_beyond_noise():
@@ -142,7 +153,8 @@ def test_one_near_constant_series_cannot_swing_the_gate():
                       horizon)
     assert not old.clear
     ids = tuple(f"s{index}" for index in range(10))
-    verdict = judge(start, trained, target, score_weights(series, target, weight), origins, series, ids, horizon)
+    targets, errors_of = _judged(series, target, weight, 10)
+    verdict = judge(errors_of(start), errors_of(trained), targets, origins, series, ids, horizon)
     assert verdict.keeps_network and verdict.trained_score < verdict.start_score
     assert [item.series for item in verdict.favoured_start] == ["s9"]  # the one series that argued against it
     assert len(verdict.favoured_network) == 3
@@ -171,7 +183,7 @@ def test_the_gate_keeps_the_start_when_the_gain_rests_on_few_blocks_and_says_so(
     trained = target + 0.5 * (start - target)  # a quarter of the start's squared error, on 72 / 4 = 18 blocks
     weights = np.ones((n, horizon), "float32")
     lines = []
-    arguments = (target, weights, np.arange(n), np.zeros(n, int), ("only",))
+    arguments = (*_judged(np.zeros(n, int), target, weights, 1)[::-1], np.arange(n), np.zeros(n, int), ("only",))
     _, kept_start, _ = keep_the_better(Recorded(trained), [start], trained, lambda model: model.weights[0],
                                        *arguments, horizon, lines.append)
     assert not kept_start and "over 18 blocks of 4 origins" in lines[-1] and len(lines) == 1  # one series: no names
@@ -188,9 +200,31 @@ def test_kept_start_names_the_series_that_argued_for_it():
     lines = []
     ids = tuple(f"s{index}" for index in range(10))
     _, kept_start, verdict = keep_the_better(
-        Recorded(trained), [start], trained, lambda model: model.weights[0], target,
-        score_weights(series, target, weight), origins, series, ids, horizon, lines.append)
+        Recorded(trained), [start], trained, lambda model: model.weights[0],
+        *_judged(series, target, weight, 10)[::-1], origins, series, ids, horizon, lines.append)
     assert kept_start and lines[0].startswith("kept the linear start: validation score")
     assert lines[1].startswith("series that argued most for the start: ")
     assert {item.series for item in verdict.favoured_start} <= {f"s{index}" for index in range(6)}
     assert {item.series for item in verdict.favoured_network} <= {"s6", "s7", "s8"}
+
+
+def test_error_sums_a_chunk_at_a_time_are_the_whole_arrays_numbers(monkeypatch):
+    monkeypatch.setattr(criterion, "CHUNK_ORIGINS", 7)  # chunks cut through series
+    series, target, start, trained, weight, origins, horizon = _many_series(near_constant_penalty=1.0)
+    weight = np.where(np.random.default_rng(5).random(weight.shape) < 0.1, 0.0, weight).astype("float32")
+    targets, errors_of = _judged(series, target, weight, 10)
+    weights = score_weights(series, target, weight).astype("float64")  # float32 as Keras reads them; summed in float64
+    spreads = np.linspace(0.5, 3.0, 10)
+    for forecast in (start, trained):
+        errors = errors_of(forecast)
+        assert errors.score == pytest.approx(score(forecast, target, weights), rel=1e-12)
+        np.testing.assert_allclose(errors.origin_losses(), origin_losses(forecast, target, weights), rtol=1e-12)
+        expected = [nse(forecast[series == index], target[series == index], weight[series == index])
+                    for index in range(10)]
+        np.testing.assert_allclose(errors.series_nse(targets), expected, rtol=1e-10)
+        pooled = errors.pooled(targets, spreads)
+        whole = weighted_errors(forecast.astype("float64"), target, weight)
+        units = weighted_errors(forecast * spreads[series, None], target * spreads[series, None], weight)
+        assert (pooled["mse"], pooled["mae"]) == pytest.approx((whole["mse"], whole["mae"]), rel=1e-12)
+        assert pooled["mae_original"] == pytest.approx(units["mae"], rel=1e-10)
+        assert pooled["rmse_original"] == pytest.approx(units["mse"] ** 0.5, rel=1e-10)
