@@ -236,7 +236,7 @@ def measure(path: Path, steps: int, rounds: int, settings: dict, cached: bool) -
     judged = ValidationOrigins.of(batcher, val_plan.ranges, config.chunks_per_stream, data.target_stats,
                                   config.target_min, config.target_max)
     forecast, _, _ = keep_and_score(model, judged, start_weights, "the linear start", tuple(data.collection.ids),
-                                    config.horizon, quiet)
+                                    config.horizon, quiet, linear_start=linear is not None)
     validation_metrics(forecast, judged, len(collection.series))
     interval_calibration(forecast, judged, config.quantiles, config.lookback, config.horizon, quiet)
     gate_seconds = time.perf_counter() - began
