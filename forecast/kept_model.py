@@ -5,8 +5,8 @@ Every number here comes from the forecasts predict would make at the validation 
 origin's state warmed up over the chunks before it, clipped to the target's bounds; run by a copy of the network at a
 larger batch, `bulk.bulk_network`, the same numbers up to float rounding), not from the validation streams
 Keras walks each epoch for early stopping, where the first chunk of a stream starts from a reset state. Both are
-judged by the run's one score (`criterion.score_weights`), summed a chunk of origins at a time (`error_sums`): nothing of
-(origins, H) is held beside the forecasts but for the interval calibration.
+judged by the run's one score (`criterion.score_weights`), summed a chunk of origins at a time (`error_sums`): nothing
+of (origins, H) is held beside the forecasts but for the interval calibration.
 """
 
 from __future__ import annotations
@@ -122,17 +122,17 @@ def validation_metrics(forecast: np.ndarray, validation: ValidationOrigins, n_se
     def repeat(part: slice) -> np.ndarray:
         return repeat_forecast(batcher.last_values(origins[part]), batcher.horizon)
 
-    scores, scored = {}, 0
-    for name, errors in (("model", validation.errors(lambda part: forecast[part])), ("repeat", validation.errors(repeat))):
+    scores = {}
+    kept = validation.errors(lambda part: forecast[part])
+    for name, errors in (("model", kept), ("repeat", validation.errors(repeat))):
         scores[name] = {**errors.pooled(targets, validation.stats[:, 1]), "score": errors.score}
         if n_series > 1:
             scores[name]["nse_over_series"] = _over_series(errors.series_nse(targets)[targets.counts > 0])
-        scored = int(np.count_nonzero(errors.weights > 0))
-    return {"validation": scores, "origins": scored}
+    return {"validation": scores, "origins": int(np.count_nonzero(kept.weights > 0))}
 
 
 def _over_series(values: np.ndarray) -> dict:
-    """The median and mean of the finite per-series values (`metrics.nse_over_series`), and how many; {} for none."""
+    """The median and mean of the finite per-series values (each series' NSE), and how many; {} for none."""
     values = values[np.isfinite(values)]
     if not values.size:
         return {}

@@ -66,14 +66,3 @@ def series_scores(forecast, truth, weight, scaled_forecast, scaled_truth) -> dic
         "nse_first_step": nse(forecast[:, 0], truth[:, 0], weight[:, 0]),
         "nse_last_step": nse(forecast[:, -1], truth[:, -1], weight[:, -1]),
     }
-
-
-def nse_over_series(forecast: np.ndarray, target: np.ndarray, weight: np.ndarray, series: np.ndarray) -> dict:
-    """The median and mean over series of each series' NSE over all its scored steps (NSE is the same in z-units as in
-    the target's own); `series` (n,) is each row's series index."""
-    values = [nse(forecast[series == index], target[series == index], weight[series == index])
-              for index in np.unique(series[(weight > 0).any(axis=1)])]
-    values = np.array([value for value in values if math.isfinite(value)])
-    if not values.size:
-        return {}
-    return {"median": float(np.median(values)), "mean": float(values.mean()), "series": int(values.size)}
