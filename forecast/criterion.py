@@ -83,20 +83,31 @@ def streamed_origin_weights(series: np.ndarray, targets: Callable[[slice], tuple
                             cap: float = WEIGHT_CAP) -> np.ndarray:
     """`origin_weights` with the targets and step weights of origins `part` (a slice of the n origins; (m, H) each)
     given by `targets(part)`, a chunk at a time, so that no (n, H) array is held for many series: the same values."""
+    size = int(series.max()) + 1 if len(series) else 0
+    return summary_origin_weights(series, *target_summary(series, targets, size), cap)
+
+
+def target_summary(series: np.ndarray, targets: Callable[[slice], tuple[np.ndarray, np.ndarray]], size: int
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per origin (n,) the sum of its step weights, and per series index (size,) the count of observed steps (weight
+    above 0) and their variance (`series_variances`), from `targets(part)` as in `streamed_origin_weights`."""
     steps = np.empty(len(series))
-    present = np.zeros(0, dtype=series.dtype)
     for part in chunks(len(series)):
-        _, weight = targets(part)
-        steps[part] = weight.sum(axis=1)
-        present = np.union1d(present, series[part][(weight > 0).any(axis=1)])
-    if len(present) <= 1:
-        return np.ones(len(series))
-    # Each series' variance over its observed steps, in passes over the origins (not one per series).
+        steps[part] = targets(part)[1].sum(axis=1)
+
     def observed(part: slice) -> tuple[np.ndarray, np.ndarray]:
         target, weight = targets(part)
         return target, weight > 0
 
-    counts, variances = series_variances(series, observed, int(series.max()) + 1)
+    return (steps, *series_variances(series, observed, size))
+
+
+def summary_origin_weights(series: np.ndarray, steps: np.ndarray, counts: np.ndarray, variances: np.ndarray,
+                           cap: float = WEIGHT_CAP) -> np.ndarray:
+    """`origin_weights` from the `target_summary` of the origins of `series` (n,)."""
+    present = np.flatnonzero(counts > 0)
+    if len(present) <= 1:
+        return np.ones(len(series))
     per_series = np.ones(len(counts))
     per_series[present] = capped_weights(np.where(counts[present] > 1, variances[present], np.nan), cap)
     weights = per_series[series]

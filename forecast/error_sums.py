@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from forecast.criterion import Cut, chunks, series_variances, step_weights
+from forecast.criterion import Cut, chunks, step_weights, summary_origin_weights, target_summary
 
 Forecasts = Callable[[slice], np.ndarray]  # origins `part` -> the forecaster's forecasts there (m, H, z-units)
 
@@ -25,29 +25,25 @@ Forecasts = Callable[[slice], np.ndarray]  # origins `part` -> the forecaster's 
 class TargetSums:
     """What every forecaster's errors are judged against: per series index (n_series,) the `counts` of observed steps
     and their `variances` (z-units); `origin_weight` (n,) each origin's weight in the score
-    (`criterion.streamed_origin_weights`)."""
+    (`criterion.origin_weights`)."""
 
     counts: np.ndarray
     variances: np.ndarray
     origin_weight: np.ndarray
 
     @classmethod
-    def of(cls, series: np.ndarray, cut: Cut, origin_weight: np.ndarray, n_series: int) -> TargetSums:
+    def of(cls, series: np.ndarray, cut: Cut, n_series: int) -> TargetSums:
         """The sums for origins of series `series` (n,; indices below `n_series`), whose targets and step weights
-        `cut(part)` gives (m, H each)."""
-        counts, variances = series_variances(series, lambda part: _observed(cut, part), n_series)
-        return cls(counts, variances, origin_weight)
+        `cut(part)` gives (m, H each): one pass for the counts and variances that the origins' weights in the score
+        and each series' NSE both read."""
+        steps, counts, variances = target_summary(series, cut, n_series)
+        return cls(counts, variances, summary_origin_weights(series, steps, counts, variances))
 
     @property
     def spread(self) -> np.ndarray:
         """Per series (n_series,), the sum of squared deviations of its observed targets from their mean: NSE's
         denominator."""
         return self.variances * self.counts
-
-
-def _observed(cut: Cut, part: slice) -> tuple[np.ndarray, np.ndarray]:
-    target, weight = cut(part)
-    return target, weight > 0
 
 
 @dataclass(frozen=True)

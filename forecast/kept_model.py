@@ -13,13 +13,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
 from forecast.baselines import repeat_forecast
 from forecast.bulk import bulk_network
-from forecast.criterion import streamed_origin_weights
 from forecast.error_sums import ErrorSums, Forecasts, TargetSums
 from forecast.gate import Verdict, keep_the_better
 from forecast.runner import forecasts_at
@@ -58,17 +58,12 @@ class ValidationOrigins:
         origins = (np.concatenate([np.arange(span.first, span.last + 1) for span in ranges]) if ranges
                    else np.empty(0, dtype=np.int64))
         series = batcher.features.series_of(origins)
-
-        def cut(part: slice) -> tuple[np.ndarray, np.ndarray]:
-            return batcher.targets(origins[part], np.ones(len(origins[part]), dtype=bool))
-
-        targets = TargetSums.of(series, cut, streamed_origin_weights(series, cut), len(stats))
+        targets = TargetSums.of(series, partial(_cut, batcher, origins), len(stats))
         return cls(batcher, ranges, chunks, stats, target_min, target_max, origins, series, targets)
 
     def cut(self, part: slice) -> tuple[np.ndarray, np.ndarray]:
         """The z-scored targets (m, H, gaps 0) and step weights (m, H: 1 where observed) of the origins `part`."""
-        chosen = self.origins[part]
-        return self.batcher.targets(chosen, np.ones(len(chosen), dtype=bool))
+        return _cut(self.batcher, self.origins, part)
 
     def forecasts(self, model) -> np.ndarray:
         """The forecasts (n, H, z-units, float32) predict would make with `model` at every validation origin,
@@ -81,6 +76,11 @@ class ValidationOrigins:
     def errors(self, forecasts: Forecasts) -> ErrorSums:
         """The errors of the forecaster whose forecasts at origins `part` are `forecasts(part)` (m, H, z-units)."""
         return ErrorSums.of(forecasts, self.cut, self.series, self.targets)
+
+
+def _cut(batcher: WindowBatcher, origins: np.ndarray, part: slice) -> tuple[np.ndarray, np.ndarray]:
+    chosen = origins[part]
+    return batcher.targets(chosen, np.ones(len(chosen), dtype=bool))
 
 
 def keep_and_score(model, validation: ValidationOrigins, start_weights: list | None, start_label: str,

@@ -28,7 +28,7 @@ def _judged(series, target, weight, n_series):
     def cut(part):
         return target[part], weight[part]
 
-    targets = TargetSums.of(series, cut, streamed_origin_weights(series, cut), n_series)
+    targets = TargetSums.of(series, cut, n_series)
     return targets, lambda forecast: ErrorSums.of(lambda part: forecast[part], cut, series, targets)
 
 
@@ -213,6 +213,7 @@ def test_error_sums_a_chunk_at_a_time_are_the_whole_arrays_numbers(monkeypatch):
     series, target, start, trained, weight, origins, horizon = _many_series(near_constant_penalty=1.0)
     weight = np.where(np.random.default_rng(5).random(weight.shape) < 0.1, 0.0, weight).astype("float32")
     targets, errors_of = _judged(series, target, weight, 10)
+    np.testing.assert_array_equal(targets.origin_weight, origin_weights(series, target, weight))
     weights = score_weights(series, target, weight).astype("float64")  # float32 as Keras reads them; summed in float64
     spreads = np.linspace(0.5, 3.0, 10)
     for forecast in (start, trained):
