@@ -42,7 +42,7 @@ def capped_weights(variances: np.ndarray, cap: float = WEIGHT_CAP) -> np.ndarray
 
 # Origins taken at a time where a pass over (origins, H) arrays makes float64 temporaries, so that their memory stays
 # bounded whatever the number of series.
-CHUNK_ORIGINS = 2**16
+CHUNK_ORIGINS = 2**14
 
 
 Cut = Callable[[slice], tuple[np.ndarray, np.ndarray]]  # origins `part` -> their targets and observed mask (m, H)

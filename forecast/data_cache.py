@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import mmap
 import os
 import shutil
 import tempfile
@@ -231,6 +232,23 @@ def _collection(meta: dict, times: np.ndarray, values: np.ndarray, path: Path, f
                                                                 listed["names"], listed["freqs"])
     )
     return Collection(str(path), series, meta["id_name"], folder)
+
+
+def release_pages(collection: Collection) -> None:
+    """Drops the pages of the mapped arrays that `collection`'s series are views of (a collection read from the cache)
+    out of this process's resident memory, once they are read (the features built): they stay in the page cache, and
+    a later read maps them back. A collection held in memory is left as it is."""
+    maps = {}
+    for series in collection.series:
+        for array in (series.values.to_numpy(), series.time.asi8):
+            while array is not None:
+                if isinstance(array, np.memmap) and isinstance(getattr(array, "_mmap", None), mmap.mmap):
+                    maps[id(array._mmap)] = array._mmap
+                    break
+                array = array.base if isinstance(array.base, np.ndarray) else None
+    for mapped in maps.values():
+        with contextlib.suppress(OSError, ValueError):  # a closed map, or a system without madvise
+            mapped.madvise(mmap.MADV_DONTNEED)
 
 
 def _roles_record(roles: Roles) -> dict:

@@ -11,7 +11,7 @@ import numpy as np
 from forecast import backend
 from forecast.config import Config
 from forecast.criterion import step_weights
-from forecast.features import ALIGNMENT
+from forecast.features import ALIGNMENT, allocated
 from forecast.sampler import PADDING, StreamPlan
 from forecast.windowing import Batch, ValidationSet, WindowBatcher, window_generator
 
@@ -158,7 +158,7 @@ def training_batches(batcher: WindowBatcher, plan: StreamPlan, initial_epoch: in
     def layout(epoch):
         origins, scored = plan.batches(int(epoch))
         batcher.check_inside(origins.reshape(-1))
-        return origins, scored
+        return aligned(origins), aligned(scored)
 
     def epoch_batches(epoch):
         origins, scored = tf.numpy_function(layout, [epoch], (tf.int64, tf.bool), stateful=False)
@@ -168,9 +168,9 @@ def training_batches(batcher: WindowBatcher, plan: StreamPlan, initial_epoch: in
         scored.set_shape((None, None))
         return tf.data.Dataset.from_tensor_slices((origins, scored))
 
-    return (tf.data.Dataset.range(initial_epoch, 2**62).flat_map(epoch_batches)
-            .map(windows.batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-            .prefetch(tf.data.AUTOTUNE))
+    return _unrewritten(tf.data.Dataset.range(initial_epoch, 2**62).flat_map(epoch_batches)
+                        .map(windows.batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+                        .prefetch(tf.data.AUTOTUNE))
 
 
 def validation_batches(validation: ValidationSet, origin_weights: np.ndarray):
@@ -182,8 +182,8 @@ def validation_batches(validation: ValidationSet, origin_weights: np.ndarray):
     tf = _tensorflow()
     windows = GatheredWindows(validation.batcher)
     shape = (validation.n_batches, validation.batch_size)
-    scored = validation.scored.reshape(shape)
-    per_origin = np.asarray(origin_weights, dtype="float64").reshape(shape)
+    tables = tuple(table.reshape(shape) for table in (validation.origins, validation.scored,
+                                                      np.asarray(origin_weights, dtype="float64")))
 
     def batch(origins, scored, per_origin):
         inputs, targets, weight = windows.batch(origins, scored)
@@ -192,15 +192,38 @@ def validation_batches(validation: ValidationSet, origin_weights: np.ndarray):
     def batches(_):
         # The batch dimension left unknown, as for training's batches (`training_batches`): Keras' test step is then
         # the graph a PyDataset's batches get, with the same roundings.
-        tables = tf.numpy_function(lambda: (validation.origins.reshape(shape), scored, per_origin), [],
+        served = tf.numpy_function(lambda: tuple(aligned(table) for table in tables), [],
                                    (tf.int64, tf.bool, tf.float64), stateful=False)
-        for table in tables:
+        for table in served:
             table.set_shape((None, None))
-        return tf.data.Dataset.from_tensor_slices(tuple(tables))
+        return tf.data.Dataset.from_tensor_slices(tuple(served))
 
-    return (tf.data.Dataset.range(1).flat_map(batches)
-            .map(batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-            .repeat().prefetch(tf.data.AUTOTUNE))
+    return _unrewritten(tf.data.Dataset.range(1).flat_map(batches)
+                        .map(batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+                        .repeat().prefetch(tf.data.AUTOTUNE))
+
+
+def aligned(array: np.ndarray) -> np.ndarray:
+    """`array`, or a copy of it that starts at a multiple of ALIGNMENT bytes, as TensorFlow's kernels read an array in
+    place: an array a `numpy_function` returns aligned becomes its tensor as it is, where a misaligned one is copied
+    and both are held while the pipeline reads them (an epoch's layout, at many series)."""
+    if array.ctypes.data % ALIGNMENT == 0:
+        return array
+    copy = allocated(array.shape, array.dtype, None)
+    copy[...] = array
+    return copy
+
+
+def _unrewritten(dataset):
+    """`dataset` with tf.data's default graph rewrites off. A rewrite serialises the pipeline when its iterator
+    starts, and with it part of the feature tensors its gathers capture (`feature_tensors`): memory of the process's
+    own that grows with the feature arrays and stays while the pipeline runs, where the tensors otherwise share the
+    arrays' (memory-mapped) pages. The pipelines are already what those rewrites would make of them (a parallel map,
+    prefetched); autotuning still sizes the parallelism and the buffers."""
+    tf = _tensorflow()
+    options = tf.data.Options()
+    options.experimental_optimization.apply_default_optimizations = False
+    return dataset.with_options(options)
 
 
 def training_data(batcher: WindowBatcher, plan: StreamPlan, config: Config, first_epoch: int):

@@ -126,13 +126,13 @@ def stack(parts: Iterable[Features], rows: Sequence[int] | None = None, scratch:
         for name in ARRAYS:
             values = getattr(part, name)
             if name not in arrays:
-                arrays[name] = _allocated((int(lengths.sum()), *values.shape[1:]), values.dtype, scratch)
+                arrays[name] = allocated((int(lengths.sum()), *values.shape[1:]), values.dtype, scratch)
             arrays[name][start : start + count] = values
         times.append(part.time)
     return Features(**arrays, time=_stacked_times(times, int(lengths.sum()), scratch), starts=starts)
 
 
-def _allocated(shape: tuple[int, ...], dtype, scratch: Path | None) -> np.ndarray:
+def allocated(shape: tuple[int, ...], dtype, scratch: Path | None) -> np.ndarray:
     """An array to fill, starting at a multiple of ALIGNMENT bytes: in memory, or with `scratch`, a memory-mapped file
     there without a name, its space reserved at once (writing pages of a full disk through a mapping would kill the
     process; memory is used instead)."""
@@ -151,12 +151,12 @@ def _allocated(shape: tuple[int, ...], dtype, scratch: Path | None) -> np.ndarra
 
 def _stacked_times(times: list[pd.DatetimeIndex], n_rows: int, scratch: Path | None) -> pd.DatetimeIndex:
     """The parts' times one after the other, as `DatetimeIndex.append` gives them; with `scratch`, and times of one
-    unit, memory-mapped as `_allocated` maps arrays."""
+    unit, memory-mapped as `allocated` maps arrays."""
     if len(times) == 1:
         return times[0]
     if scratch is None or len({time.unit for time in times}) > 1:
         return times[0].append(times[1:])
-    stamps = _allocated((n_rows,), np.int64, scratch)
+    stamps = allocated((n_rows,), np.int64, scratch)
     start = 0
     for time in times:
         stamps[start : start + len(time)] = time.asi8

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from forecast.criterion import Improvement, improvement
-from forecast.error_sums import ErrorSums, TargetSums
+from forecast.error_sums import ErrorSums, Forecasts, TargetSums
 
 # How many series the verdict names on each side.
 NAMED_SERIES = 3
@@ -106,27 +106,29 @@ def _series_arguments(start: ErrorSums, trained: ErrorSums, targets: TargetSums,
 Log = Callable[[str], None]
 
 
-def keep_the_better(model, start_weights: list, trained_forecast: np.ndarray, forecast_with,
-                    errors_of: Callable[[np.ndarray], ErrorSums], targets: TargetSums, origins: np.ndarray,
+def keep_the_better(model, start_weights: list, trained: Forecasts, forecaster: Callable[[object], Forecasts],
+                    errors_of: Callable[[Forecasts], ErrorSums], targets: TargetSums, origins: np.ndarray,
                     series: np.ndarray, series_ids: tuple[str, ...], horizon: int, log: Log,
                     start_label: str = "the linear start"):
-    """Keeps the trained `model` unless it does not beat `start_weights` clearly (`judge`); `forecast_with(model)`
-    returns the model's validation forecast (n, H) and `errors_of(forecast)` its errors against `targets`. Returns
-    the kept weights' forecast, whether the start was kept, and the `Verdict`."""
+    """Keeps the trained `model` unless it does not beat `start_weights` clearly (`judge`). `trained` gives the
+    trained model's validation forecasts at the origins `part` (m, H), `forecaster(model)` gives `model`'s with the
+    weights it has when called, and `errors_of(forecasts)` their errors against `targets`: the start's are summed as
+    they are made, a chunk of origins at a time, so that no (n, H) array of them is held beside the trained model's.
+    Returns the kept weights' `Forecasts`, whether the start was kept (`model` then keeps its weights), and the
+    `Verdict`."""
     trained_weights = model.get_weights()
     model.set_weights(start_weights)
-    start_forecast = forecast_with(model)
-    verdict = judge(errors_of(start_forecast), errors_of(trained_forecast), targets, origins, series, series_ids,
-                    horizon)
+    start = forecaster(model)
+    verdict = judge(errors_of(start), errors_of(trained), targets, origins, series, series_ids, horizon)
     scores = f"validation score {verdict.start_score:.4f}, trained {verdict.trained_score:.4f}"
     named = verdict.describe_series()
     if not verdict.keeps_network:
         log(f"kept {start_label}: {scores} ({verdict.improvement.describe()})")
         if named:
             log(named)
-        return start_forecast, True, verdict
+        return start, True, verdict
     log(f"the trained network beats {start_label}: {scores} ({verdict.improvement.describe()})")
     if named:
         log(named)
     model.set_weights(trained_weights)
-    return trained_forecast, False, verdict
+    return trained, False, verdict

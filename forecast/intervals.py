@@ -46,7 +46,11 @@ def recent_change(history: np.ndarray, origins: np.ndarray, span: int) -> np.nda
     """Mean absolute one-step change (n,) of `history` (n_rows,) over the `span` rows up to each of `origins` (n,),
     z-units per step; fewer where the array starts less than `span` rows before the origin (an origin with a whole
     window and `span` below the lookback reads only its own series)."""
-    change = np.concatenate([[0.0], np.cumsum(np.abs(np.diff(history.astype("float64"))))])
+    change = np.empty(len(history))  # the running sum of absolute changes, made in place: one float64 per row
+    change[0] = 0.0
+    change[1:] = history[1:]
+    change[1:] -= history[:-1]
+    np.cumsum(np.abs(change, out=change), out=change)
     first = np.maximum(origins - span, 0)
     return (change[origins] - change[first]) / np.maximum(origins - first, 1)
 
@@ -76,12 +80,29 @@ def step_offsets(residuals: np.ndarray, weight: np.ndarray, quantiles: tuple[flo
     `residuals` (n, H) scored where `weight` (n, H) > 0; ascending along Q, so that bounds built from them never cross.
     A step without a scored residual gets the pooled scored residuals of all steps."""
     scored = weight > 0
-    if not scored.any():
+    return _step_quantiles(lambda step, rows: residuals[rows, step], scored, np.arange(len(scored)), quantiles)
+
+
+def _step_quantiles(column, scored: np.ndarray, rows: np.ndarray, quantiles: tuple[float, ...]) -> np.ndarray:
+    """`step_offsets` of the residuals `column(step, at)` gives (m,) at the positions `at` (m,) of a step, for the
+    positions `rows` scored where `scored` (n, H, bool) is: one step's residuals are made at a time, never all (n, H)
+    of them."""
+    def observed(step: int) -> np.ndarray:
+        return rows[scored[rows, step]]
+
+    horizon = scored.shape[1]
+    offsets = np.full((len(quantiles), horizon), np.nan)
+    for step in range(horizon):
+        chosen = observed(step)
+        if len(chosen):
+            values = column(step, chosen)
+            offsets[:, step] = [conformal_quantile(values, q) for q in quantiles]
+    empty = np.isnan(offsets[0])
+    if empty.all():
         raise ValueError("no scored residual to calibrate on")
-    offsets = np.empty((len(quantiles), residuals.shape[1]))
-    for step in range(residuals.shape[1]):
-        column = residuals[scored[:, step], step] if scored[:, step].any() else residuals[scored]
-        offsets[:, step] = [conformal_quantile(column, q) for q in quantiles]
+    if empty.any():  # a step without a scored residual: the residuals of every step, pooled
+        pooled = np.concatenate([column(step, observed(step)) for step in np.flatnonzero(~empty)])
+        offsets[:, empty] = np.array([conformal_quantile(pooled, q) for q in quantiles])[:, None]
     return np.sort(offsets, axis=0)
 
 
@@ -249,26 +270,28 @@ def calibrate(
     z-units; Repeat's forecast is `history[origins]`. Plain and the recent scale over each of `spans` (rows) are
     calibrated on the earlier half in time of each series' origins and scored by pinball loss on the later half
     (`earlier_half`); the best is calibrated again on all of them (plain where too few origins leave nothing to
-    compare). The sliding `window` is the scored origins per series (their mean, rounded)."""
-    scored = (weight > 0).any(axis=1)
-    if not scored.all() or (np.diff(origins) < 0).any():  # else already the scored origins in order: no copies
-        order = np.argsort(origins[scored], kind="stable")
-        forecast, truth, weight, origins, series = (array[scored][order]
-                                                    for array in (forecast, truth, weight, origins, series))
-    if not len(origins):
+    compare). The sliding `window` is the scored origins per series (their mean, rounded).
+
+    The arrays are read where they are, through positions into them: what this holds beside them grows with n, not
+    with n times H."""
+    scored = weight > 0
+    rows = np.flatnonzero(scored.any(axis=1))
+    rows = rows[np.argsort(origins[rows], kind="stable")]
+    if not len(rows):
         raise ValueError("no scored origin to calibrate on")
-    window = round(len(origins) / len(np.unique(series)))
+    arrays = (forecast, truth, scored, history, origins)
+    window = round(len(rows) / len(np.unique(series[rows])))
     candidates = {"plain": ("plain", spans[0]), **{f"recent {span}": ("recent", span) for span in spans}}
-    early, later = earlier_half(series), ~earlier_half(series)
+    early = earlier_half(series[rows])
     checked = {}
     for name, (method, span) in candidates.items():
-        if not early.any() or not later.any():
+        if early.all() or not early.any():
             break
-        fitted = fit(method, span, forecast[early], truth[early], weight[early], history, origins[early], quantiles)
-        checked[name] = _pinball_at(fitted, forecast, truth, weight, history, origins, np.flatnonzero(later), quantiles)
+        fitted = fit(method, span, *arrays, quantiles, rows=rows[early])
+        checked[name] = _pinball_at(fitted, *arrays, rows[~early], quantiles)
     finite = {name: loss for name, loss in checked.items() if math.isfinite(loss)}
     method, span = candidates[min(finite, key=finite.get) if finite else "plain"]
-    return fit(method, span, forecast, truth, weight, history, origins, quantiles, checked, window)
+    return fit(method, span, *arrays, quantiles, checked, window, rows=rows)
 
 
 # Origins whose (origins, Q, H) bounds are scored at a time, so that memory stays bounded at many series.
@@ -297,16 +320,25 @@ def earlier_half(series: np.ndarray) -> np.ndarray:
     return rank < counts[inverse] // 2
 
 
-def fit(method, span, forecast, truth, weight, history, origins, quantiles, checked=None, window=0) -> Calibration:
-    """The calibration of `method` with `span` on these origins (see `calibrate` for the other arguments, already
-    restricted to the scored origins), recording `checked` and `window` as given. The recent scale's floor is its median
-    over them (at least 1e-3 z-units per step): a flat window gets at least that, not a zero-width interval."""
-    floor = max(float(np.median(recent_change(history, origins, span))), 1e-3)
+def fit(method, span, forecast, truth, weight, history, origins, quantiles, checked=None, window=0, rows=None
+        ) -> Calibration:
+    """The calibration of `method` with `span` on the origins at positions `rows` (m,) of the arrays (see `calibrate`
+    for the others; None: all of them, each with a scored step), recording `checked` and `window` as given. The recent
+    scale's floor is its median over them (at least 1e-3 z-units per step): a flat window gets at least that, not a
+    zero-width interval."""
+    rows = np.arange(len(origins)) if rows is None else rows
+    chosen = origins[rows]
+    floor = max(float(np.median(recent_change(history, chosen, span))), 1e-3)
     zeros = np.zeros((len(quantiles), forecast.shape[1]))
-    draft = Calibration(quantiles, method, span, floor, zeros, zeros, len(origins), {})
-    offsets = step_offsets((truth - forecast) / draft.scale(history, origins)[:, None], weight, quantiles)
-    naive = step_offsets(truth - history[origins][:, None], weight, quantiles)
-    return Calibration(quantiles, method, span, floor, offsets, naive, len(origins), checked or {}, window)
+    draft = Calibration(quantiles, method, span, floor, zeros, zeros, len(rows), {})
+    scale = np.empty(len(origins))
+    scale[rows] = draft.scale(history, chosen)
+    last = history[origins]
+    scored = weight if weight.dtype == bool else weight > 0
+    offsets = _step_quantiles(lambda step, at: (truth[at, step] - forecast[at, step]) / scale[at], scored, rows,
+                              quantiles)
+    naive = _step_quantiles(lambda step, at: truth[at, step] - last[at], scored, rows, quantiles)
+    return Calibration(quantiles, method, span, floor, offsets, naive, len(rows), checked or {}, window)
 
 
 @dataclass(frozen=True)

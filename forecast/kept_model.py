@@ -20,6 +20,7 @@ import numpy as np
 
 from forecast.baselines import repeat_forecast
 from forecast.bulk import bulk_network
+from forecast.criterion import chunks
 from forecast.error_sums import ErrorSums, Forecasts, TargetSums
 from forecast.gate import Verdict, keep_the_better
 from forecast.runner import forecasts_at
@@ -65,13 +66,47 @@ class ValidationOrigins:
         """The z-scored targets (m, H, gaps 0) and step weights (m, H: 1 where observed) of the origins `part`."""
         return _cut(self.batcher, self.origins, part)
 
+    def targets_and_mask(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every origin's z-scored targets (n, H, gaps 0; the feature arrays' dtype) and where they are observed (n, H,
+        bool), cut a chunk at a time so that no float weight of every step is held beside them."""
+        target = observed = None
+        for part in chunks(len(self.origins)):
+            values, weight = self.cut(part)
+            if target is None:
+                target = np.empty((len(self.origins), values.shape[1]), dtype=values.dtype)
+                observed = np.empty(target.shape, dtype=bool)
+            target[part], observed[part] = values, weight > 0
+        return target, observed
+
     def forecasts(self, model) -> np.ndarray:
         """The forecasts (n, H, z-units, float32) predict would make with `model` at every validation origin,
         clipped: run by a copy of `model` at a larger batch (`bulk.bulk_network`: the same numbers up to float
         rounding), as the recent errors of an interval are."""
+        return self.forecaster(model)(slice(None))
+
+    def forecaster(self, model) -> Forecasts:
+        """`forecasts` of `model` at the origins `part` (m, H), made when asked: each origin's forecast is its own
+        stream's (`runner.forecasts_at`), so a part's are those of the whole, and the bulk copy is made once for every
+        part."""
         network, advance = bulk_network(model, len(self.origins), self.batcher)
-        values = forecasts_at(network, self.batcher, self.ranges, self.chunks, advance)
-        return bounded_z(values, self.stats[self.series], self.target_min, self.target_max, out=values)
+
+        def at(part: slice) -> np.ndarray:
+            values = forecasts_at(network, self.batcher, self.ranges_of(part), self.chunks, advance)
+            return bounded_z(values, self.stats[self.series[part]], self.target_min, self.target_max, out=values)
+
+        return at
+
+    def ranges_of(self, part: slice) -> tuple[OriginRange, ...]:
+        """The origins `part` (a slice of `origins`, step 1) as ranges of one series each, in order."""
+        first, stop, _ = part.indices(len(self.origins))
+        spans, offset = [], 0
+        for span in self.ranges:
+            low, high = max(first, offset), min(stop, offset + span.size)
+            if low < high:
+                spans.append(OriginRange(span.series, span.first + low - offset, span.first + high - offset - 1,
+                                         span.earliest))
+            offset += span.size
+        return tuple(spans)
 
     def errors(self, forecasts: Forecasts) -> ErrorSums:
         """The errors of the forecaster whose forecasts at origins `part` are `forecasts(part)` (m, H, z-units)."""
@@ -97,19 +132,18 @@ def keep_and_score(model, validation: ValidationOrigins, start_weights: list | N
     if start_weights is None:
         return forecast, False, None
 
-    def start_forecasts(started) -> np.ndarray:
+    def start_forecaster(started) -> Forecasts:
         if not linear_start:
-            return validation.forecasts(started)
+            return validation.forecaster(started)
         from forecast.ensemble import members_of
         from forecast.model import linear_part
 
-        return validation.forecasts(linear_part(members_of(started)[0]))
+        return validation.forecaster(linear_part(members_of(started)[0]))
 
-    def errors_of(values: np.ndarray) -> ErrorSums:
-        return validation.errors(lambda part: values[part])
-
-    return keep_the_better(model, start_weights, forecast, start_forecasts, errors_of, validation.targets,
-                           validation.origins, validation.series, series_ids, horizon, log, start_label)
+    kept, kept_start, verdict = keep_the_better(
+        model, start_weights, lambda part: forecast[part], start_forecaster, validation.errors, validation.targets,
+        validation.origins, validation.series, series_ids, horizon, log, start_label)
+    return (kept(slice(None)) if kept_start else forecast), kept_start, verdict
 
 
 def validation_metrics(forecast: np.ndarray, validation: ValidationOrigins, n_series: int) -> dict:
@@ -150,8 +184,8 @@ def interval_calibration(forecast: np.ndarray, validation: ValidationOrigins, qu
     if not validation.targets.counts.any():
         log("no observed target in the validation rows: no forecast intervals to calibrate; point forecasts only")
         return None
-    target, weight = validation.cut(slice(None))
-    calibration = calibrate(forecast, target, weight > 0, validation.batcher.features.history[:, 0],
+    target, scored = validation.targets_and_mask()
+    calibration = calibrate(forecast, target, scored, validation.batcher.features.history[:, 0],
                             validation.origins, quantiles, candidate_spans(lookback, horizon), validation.series)
     log(calibration.describe())
     return calibration

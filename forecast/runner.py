@@ -9,8 +9,8 @@ forecasts, go through `forecasts_at` too, from a copy of the network at a larger
 numbers up to float rounding.
 
 Each origin gets its own stream: the state is reset, warmed up over the `chunks - 1` chunks before the origin, then
-the origin is forecast (`sampler.rolling_streams`), B streams at a time. Indices are rows of the feature arrays
-(`Features.starts`); forecasts are z-scored by each origin's series.
+the origin is forecast (`sampler.rolling_streams`, laid out B streams at a time), B streams at a time. Indices are rows
+of the feature arrays (`Features.starts`); forecasts are z-scored by each origin's series.
 """
 
 from __future__ import annotations
@@ -24,11 +24,11 @@ import numpy as np
 from forecast import backend
 from forecast.bulk import bulk_network
 from forecast.data import Collection
-from forecast.data_cache import DataCache, load
+from forecast.data_cache import DataCache, load, release_pages
 from forecast.errors import ForecastError
 from forecast.features import Features, InputLayout, build_features, fit_scaler, stack
 from forecast.recent_errors import first_unfitted, interval_offsets, window_ranges
-from forecast.sampler import PADDING, OriginRange, rolling_streams
+from forecast.sampler import PADDING, OriginRange, rolling_block, rolling_origins
 from forecast.scaling import Scaler, bounded_z, target_stats
 from forecast.store import SavedModel, current_version, read_saved, with_network
 from forecast.validation import describe_grid, listing, lookalike
@@ -65,21 +65,24 @@ def stream_outputs(model, batcher: WindowBatcher, ranges: tuple[OriginRange, ...
     if not stateful_layers(model):
         chunks = 1
     batch_size = int(model.inputs[0].shape[0])
-    streams, _ = rolling_streams(ranges, batcher.lookback, chunks)  # the last position of each is its origin
-    groups = -(-len(streams) // batch_size)
-    padded = np.full((groups * batch_size, chunks), PADDING, dtype=np.int64)
-    padded[: len(streams)] = streams
+    origins, earliest = rolling_origins(ranges)
+    groups = -(-len(origins) // batch_size)
     advance, finish = advance or model.predict_on_batch, finish or model.predict_on_batch
     outputs: dict[str, np.ndarray] = {}  # filled batch by batch: no list of batches beside the whole
-    for index, group in enumerate(padded.reshape(groups, batch_size, chunks)):
+    for index in range(groups):
+        # B streams laid out at a time (the last position of each is its origin; the last group padded), so that
+        # nothing of (n_origins, chunks) is held.
+        part = slice(index * batch_size, (index + 1) * batch_size)
+        group = np.full((batch_size, chunks), PADDING, dtype=np.int64)
+        group[: len(origins[part])] = rolling_block(origins[part], earliest[part], batcher.lookback, chunks)
         reset_states(model)
         for chunk in range(chunks - 1):
             advance(batcher.inputs(group[:, chunk]))
         for name, values in finish(batcher.inputs(group[:, -1])).items():
             values = np.asarray(values)
             if name not in outputs:
-                outputs[name] = np.empty((len(streams), *values.shape[1:]), dtype=values.dtype)
-            rows = outputs[name][index * batch_size : (index + 1) * batch_size]
+                outputs[name] = np.empty((len(origins), *values.shape[1:]), dtype=values.dtype)
+            rows = outputs[name][part]
             rows[...] = values[: len(rows)]
     return outputs
 
@@ -219,8 +222,10 @@ def collection_features(collection: Collection, saved: SavedModel, scalers: list
     ahead = ahead or [0] * len(collection.series)
     parts = (build_features(series, scaler, rows, rows > 0, calendar, statics.encode(series.id) if statics else None)
              for series, scaler, rows in zip(collection.series, scalers, ahead))
-    return stack(parts, [series.n_observed + rows for series, rows in zip(collection.series, ahead)],
-                 collection.scratch)
+    features = stack(parts, [series.n_observed + rows for series, rows in zip(collection.series, ahead)],
+                     collection.scratch)
+    release_pages(collection)  # read once into the features: the series' cached pages need not stay resident
+    return features
 
 
 def check_compatible(collection: Collection, schema, saved: SavedModel | None = None) -> None:

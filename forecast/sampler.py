@@ -116,16 +116,30 @@ def max_streams(ranges: tuple[OriginRange, ...], chunk: int, chunks: int) -> int
 def rolling_streams(ranges: tuple[OriginRange, ...], chunk: int, chunks: int) -> tuple[np.ndarray, np.ndarray]:
     """Streams (n, `chunks`) of origins, one per origin of `ranges` (n in all, in order), and their scored masks
     (n, `chunks`): the `chunks` - 1 origins `chunk` rows apart before it (warm-up, as predict warms up; `warm_up` at
-    the series' start), then the origin itself, the only scored position. Origins are rows of the feature arrays."""
-    if not ranges:
-        return np.empty((0, chunks), dtype=np.int64), np.empty((0, chunks), dtype=bool)
-    before = chunk * np.arange(chunks - 1, -1, -1)[None, :]
-    origins = np.concatenate([
-        warm_up(np.arange(span.first, span.last + 1)[:, None] - before, span.earliest) for span in ranges
-    ])
-    scored = np.zeros(origins.shape, dtype=bool)
+    the series' start), then the origin itself, the only scored position. Origins are rows of the feature arrays.
+    `rolling_origins` and `rolling_block` make the same streams a block of origins at a time."""
+    origins, earliest = rolling_origins(ranges)
+    streams = rolling_block(origins, earliest, chunk, chunks)
+    scored = np.zeros(streams.shape, dtype=bool)
     scored[:, -1] = True
-    return origins, scored
+    return streams, scored
+
+
+def rolling_origins(ranges: tuple[OriginRange, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Every origin of `ranges` (n,), range after range, and the earliest origin with a whole window of each one's
+    series (n,), rows of the feature arrays."""
+    if not ranges:
+        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
+    origins = np.concatenate([np.arange(span.first, span.last + 1, dtype=np.int64) for span in ranges])
+    earliest = np.repeat(np.array([span.earliest for span in ranges], dtype=np.int64), [span.size for span in ranges])
+    return origins, earliest
+
+
+def rolling_block(origins: np.ndarray, earliest: np.ndarray, chunk: int, chunks: int) -> np.ndarray:
+    """The streams (m, `chunks`) of `origins` (m,), whose series' earliest whole-window origins are `earliest` (m,),
+    as `rolling_streams` lays them out."""
+    before = chunk * np.arange(chunks - 1, -1, -1, dtype=np.int64)[None, :]
+    return warm_up(origins[:, None] - before, earliest[:, None])
 
 
 def batch_layout(origins: np.ndarray, scored: np.ndarray, batch_size: int, n_streams: int, rng: np.random.Generator | None

@@ -10,6 +10,7 @@ import numpy as np
 
 from forecast.config import Config
 from forecast.data import Collection
+from forecast.data_cache import release_pages
 from forecast.errors import ForecastError
 from forecast.features import Features, InputLayout, build_features, fit_pooled_scaler, fit_scaler, stack
 from forecast.sampler import StreamPlan, origin_ranges
@@ -108,7 +109,9 @@ def prepare(collection: Collection, config: Config, start_from: Path | None, log
         for series in collection.series
     )
     rows = [series.n_observed for series in collection.series]
-    return TrainingData(collection, splits, scalers, statics, layout, stack(parts, rows, collection.scratch))
+    features = stack(parts, rows, collection.scratch)
+    release_pages(collection)  # read once into the features: the series' cached pages need not stay resident
+    return TrainingData(collection, splits, scalers, statics, layout, features)
 
 
 def naive_weights(data: TrainingData, horizon: int) -> np.ndarray:

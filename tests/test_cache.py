@@ -118,6 +118,37 @@ def test_the_series_are_views_of_the_mapped_arrays(tmp_path):
         assert str(mapping(series.time.asi8).filename) == str((entry / "time.npy").resolve())
 
 
+def test_the_series_pages_leave_the_resident_memory_once_the_features_are_built(tmp_path):
+    """prepare reads a cached collection once into the features and then drops its mapped pages out of the process's
+    resident memory (they stay in the page cache); the series read the same afterwards."""
+    from forecast.training_data import prepare
+
+    path = long_file(tmp_path / "data.csv", n_series=40, rows=2000)
+    cache = cache_at(tmp_path / "cache")
+    config = CONFIG.replace(past=("x",), lookback=24, horizon=6)
+    load(path, config, False, cache=cache)
+    collection = load(path, config, False, cache=cache)
+    (entry,) = entries(tmp_path / "cache")
+    before = [series.values.to_numpy().copy() for series in collection.series]
+    assert resident_kib(entry / "values.npy") > 0.9 * (entry / "values.npy").stat().st_size / 1024
+    prepare(collection, config, None, lambda message: None)
+    assert resident_kib(entry / "values.npy") < 8 and resident_kib(entry / "time.npy") < 8
+    for series, values in zip(collection.series, before):
+        np.testing.assert_array_equal(series.values.to_numpy(), values)
+    data_cache.release_pages(load_collection(path, config))  # a collection in memory is left as it is
+
+
+def resident_kib(path: Path) -> int:
+    """KiB of this process's mappings of `path` resident in memory (Linux's /proc/self/smaps)."""
+    total, inside = 0, False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        if "-" in line.split(" ", 1)[0] and len(line.split()) >= 5:  # a mapping's header line
+            inside = line.endswith(str(path.resolve()))
+        elif inside and line.startswith("Rss:"):
+            total += int(line.split()[1])
+    return total
+
+
 def mapping(array: np.ndarray) -> np.memmap | None:
     """The mapped file `array` is a view of, if any."""
     while array is not None and not isinstance(array, np.memmap):

@@ -29,7 +29,7 @@ def _judged(series, target, weight, n_series):
         return target[part], weight[part]
 
     targets = TargetSums.of(series, cut, n_series)
-    return targets, lambda forecast: ErrorSums.of(lambda part: forecast[part], cut, series, targets)
+    return targets, lambda forecasts: ErrorSums.of(forecasts, cut, series, targets)
 
 
 def test_improvement_needs_a_gain_beyond_noise():
@@ -154,7 +154,8 @@ def test_one_near_constant_series_cannot_swing_the_gate():
     assert not old.clear
     ids = tuple(f"s{index}" for index in range(10))
     targets, errors_of = _judged(series, target, weight, 10)
-    verdict = judge(errors_of(start), errors_of(trained), targets, origins, series, ids, horizon)
+    verdict = judge(errors_of(start.__getitem__), errors_of(trained.__getitem__), targets, origins, series, ids,
+                    horizon)
     assert verdict.keeps_network and verdict.trained_score < verdict.start_score
     assert [item.series for item in verdict.favoured_start] == ["s9"]  # the one series that argued against it
     assert len(verdict.favoured_network) == 3
@@ -175,6 +176,11 @@ class Recorded:
         self.weights = weights
 
 
+def forecasts_of(model):
+    """A `Recorded` model's forecasts at origins `part`, as its weights are when they are cut."""
+    return lambda part: model.weights[0][part]
+
+
 def test_the_gate_keeps_the_start_when_the_gain_rests_on_few_blocks_and_says_so():
     rng = np.random.default_rng(2)
     n, horizon = 72, 4
@@ -184,10 +190,10 @@ def test_the_gate_keeps_the_start_when_the_gain_rests_on_few_blocks_and_says_so(
     weights = np.ones((n, horizon), "float32")
     lines = []
     arguments = (*_judged(np.zeros(n, int), target, weights, 1)[::-1], np.arange(n), np.zeros(n, int), ("only",))
-    _, kept_start, _ = keep_the_better(Recorded(trained), [start], trained, lambda model: model.weights[0],
+    _, kept_start, _ = keep_the_better(Recorded(trained), [start], trained.__getitem__, forecasts_of,
                                        *arguments, horizon, lines.append)
     assert not kept_start and "over 18 blocks of 4 origins" in lines[-1] and len(lines) == 1  # one series: no names
-    _, kept_start, verdict = keep_the_better(Recorded(trained), [start], trained, lambda model: model.weights[0],
+    _, kept_start, verdict = keep_the_better(Recorded(trained), [start], trained.__getitem__, forecasts_of,
                                              *arguments, 24, lines.append)
     assert kept_start and "over 3 blocks of 24 origins, fewer than the 10 blocks" in lines[-1]
     assert verdict.to_json()["blocks"] == 3
@@ -200,7 +206,7 @@ def test_kept_start_names_the_series_that_argued_for_it():
     lines = []
     ids = tuple(f"s{index}" for index in range(10))
     _, kept_start, verdict = keep_the_better(
-        Recorded(trained), [start], trained, lambda model: model.weights[0],
+        Recorded(trained), [start], trained.__getitem__, forecasts_of,
         *_judged(series, target, weight, 10)[::-1], origins, series, ids, horizon, lines.append)
     assert kept_start and lines[0].startswith("kept the linear start: validation score")
     assert lines[1].startswith("series that argued most for the start: ")
@@ -217,7 +223,7 @@ def test_error_sums_a_chunk_at_a_time_are_the_whole_arrays_numbers(monkeypatch):
     weights = score_weights(series, target, weight).astype("float64")  # float32 as Keras reads them; summed in float64
     spreads = np.linspace(0.5, 3.0, 10)
     for forecast in (start, trained):
-        errors = errors_of(forecast)
+        errors = errors_of(forecast.__getitem__)
         assert errors.score == pytest.approx(score(forecast, target, weights), rel=1e-12)
         np.testing.assert_allclose(errors.origin_losses(), origin_losses(forecast, target, weights), rtol=1e-12)
         expected = [nse(forecast[series == index], target[series == index], weight[series == index])

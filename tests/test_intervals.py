@@ -69,6 +69,47 @@ def test_quantiles_never_cross_and_a_median_level_is_allowed():
     assert (np.diff(calibration.naive_bounds(forecast), axis=1) >= 0).all()
 
 
+def test_the_calibration_reads_its_arrays_in_place_as_it_would_read_the_scored_origins_in_order():
+    """calibrate picks the scored origins and puts them in time order through positions into its arrays, instead of
+    copies of (n, H): the same calibration, to the bit, as on the copies; fit on positions is fit on the rows."""
+    rng = np.random.default_rng(4)
+    history, n, horizon = np.cumsum(rng.standard_normal(3000)).astype("float32"), 900, 5
+    origins = np.concatenate([np.arange(100, 1000, 2), np.arange(1500, 2400, 2)])  # two series, 450 origins each
+    series = np.repeat([0, 1], n // 2)
+    forecast = (history[origins][:, None] + rng.standard_normal((n, horizon))).astype("float32")
+    truth = (history[origins][:, None] + 1.5 * rng.standard_normal((n, horizon))).astype("float32")
+    weight = (rng.random((n, horizon)) > 0.2).astype("float32")
+    weight[::7] = 0  # origins without a scored step
+    weight[:, 3] = 0  # a step never observed: it gets the pooled residuals of all steps
+    shuffled = rng.permutation(n)
+    arrays = (forecast[shuffled], truth[shuffled], weight[shuffled], history, origins[shuffled])
+    calibration = calibrate(*arrays, (0.1, 0.5, 0.9), (8, 32), series[shuffled])
+    kept = weight.any(axis=1)
+    copies = (forecast[kept], truth[kept], weight[kept], history, origins[kept])
+    assert calibration.to_json() == calibrate(*copies, (0.1, 0.5, 0.9), (8, 32), series[kept]).to_json()
+    rows = np.flatnonzero(kept)[5:300]
+    on_rows = fit("recent", 8, forecast, truth, weight, history, origins, (0.1, 0.9), rows=rows)
+    sliced = fit("recent", 8, *(array[rows] for array in (forecast, truth, weight)), history, origins[rows],
+                 (0.1, 0.9))
+    assert on_rows.to_json() == sliced.to_json() and on_rows.origins == len(rows)
+    plain = fit("plain", 8, forecast, truth, weight, history, origins, (0.1, 0.9), rows=rows)
+    residuals = (truth[rows] - forecast[rows]).astype("float64")[weight[rows] > 0]  # every step's, pooled
+    assert plain.offsets[:, 3].tolist() == [conformal_quantile(residuals, 0.1), conformal_quantile(residuals, 0.9)]
+
+
+def test_the_recent_change_is_the_mean_absolute_change_over_the_span():
+    from forecast.intervals import recent_change
+
+    rng = np.random.default_rng(6)
+    history = (3 * rng.standard_normal((5000, 3))).astype("float32")[:, 0]  # a column, as the features' target
+    origins = rng.integers(0, len(history), 400)
+    running = np.concatenate([[0.0], np.cumsum(np.abs(np.diff(history.astype("float64"))))])
+    first = np.maximum(origins - 40, 0)
+    expected = (running[origins] - running[first]) / np.maximum(origins - first, 1)
+    np.testing.assert_array_equal(recent_change(history, origins, 40), expected)
+    assert recent_change(history, np.array([10]), 4)[0] == pytest.approx(np.abs(np.diff(history[6:11])).mean())
+
+
 def test_a_sliding_offset_is_the_conformal_quantile_of_the_last_errors_known_at_its_origin():
     rng = np.random.default_rng(1)
     errors, weight = rng.standard_normal((300, 3)), np.ones((300, 3))

@@ -62,12 +62,11 @@ def test_the_stateful_model_learns_what_lies_beyond_its_window_and_its_stateless
     assert "state_reset" not in stateless.summary
 
 
-def test_the_runner_carries_the_state_alike_at_any_batch_size(trained):
+def stateful_saved(trained):
+    """The stateful model of `trained`, loaded, and a batcher over its series' features."""
     from forecast.data import load_series
     from forecast.features import build_features
-    from forecast.model import copy_model, reset_states
-    from forecast.runner import forecasts_at, load_model_file
-    from forecast.sampler import OriginRange, rolling_streams
+    from forecast.runner import load_model_file
     from forecast.store import read_saved, with_network
     from forecast.windowing import WindowBatcher
 
@@ -76,7 +75,16 @@ def test_the_runner_carries_the_state_alike_at_any_batch_size(trained):
     config = saved.config
     series = load_series(path, config)
     features = build_features(series, saved.scaler.get(""), config.horizon, calendar=saved.schema.layout.calendar)
-    batcher = WindowBatcher(features, config.lookback, config.horizon)
+    return saved, WindowBatcher(features, config.lookback, config.horizon)
+
+
+def test_the_runner_carries_the_state_alike_at_any_batch_size(trained):
+    from forecast.model import copy_model, reset_states
+    from forecast.runner import forecasts_at
+    from forecast.sampler import OriginRange, rolling_streams
+
+    saved, batcher = stateful_saved(trained)
+    config = saved.config
     # Two origins near the start, with fewer chunks of history than a stream warms up over, and three later ones.
     ranges = tuple(OriginRange(0, origin, origin, config.lookback - 1) for origin in (30, 70, 5000, 5333, 5800))
     evaluated = forecasts_at(saved.model, batcher, ranges, config.chunks_per_stream)
@@ -92,6 +100,28 @@ def test_the_runner_carries_the_state_alike_at_any_batch_size(trained):
         predicted.append(np.asarray(output["prediction"])[0])
     predicted = np.array(predicted)
     np.testing.assert_allclose(predicted, evaluated, atol=1e-5)
+
+
+def test_validation_forecasts_made_a_part_at_a_time_are_the_whole_ones(trained):
+    """The gate sums the start's errors as its forecasts are made, a chunk of origins at a time: each origin is its own
+    stream, so a part's forecasts are the whole's, also where a part spans two ranges."""
+    from forecast.kept_model import ValidationOrigins
+    from forecast.sampler import OriginRange
+
+    saved, batcher = stateful_saved(trained)
+    config = saved.config
+    earliest = config.lookback - 1
+    ranges = (OriginRange(0, 200, 1400, earliest), OriginRange(0, 3000, 3500, earliest))
+    validation = ValidationOrigins.of(batcher, ranges, config.chunks_per_stream, np.array([[0.0, 1.0]]), None, None)
+    whole = validation.forecasts(saved.model)
+    forecaster = validation.forecaster(saved.model)
+    parts = [slice(0, 700), slice(700, 1250), slice(1250, None)]
+    assert [len(validation.ranges_of(part)) for part in parts] == [1, 2, 1]
+    for part in parts:
+        cut = validation.ranges_of(part)
+        np.testing.assert_array_equal(np.concatenate([np.arange(span.first, span.last + 1) for span in cut]),
+                                      validation.origins[part])
+        np.testing.assert_allclose(forecaster(part), whole[part], atol=1e-6)
 
 
 def test_the_gate_and_the_interval_calibration_judge_the_forecasts_predict_makes(trained):

@@ -209,6 +209,50 @@ def test_tensorflow_reads_the_stacked_features_in_place_and_copies_what_it_canno
         np.testing.assert_array_equal(np.asarray(_gather(tensor)), np.asarray(tensor)[[1, 0]])
 
 
+def test_the_tfdata_pipelines_hold_no_copy_of_the_features_while_they_run():
+    """tf.data's default graph rewrites serialise a pipeline when its iterator starts, and with it part of the feature
+    tensors its gathers capture: memory of the process's own that grows with the feature arrays (about half their
+    bytes) and stays while the pipeline runs. The pipelines run without those rewrites, so pulling batches from both
+    adds little to the resident memory, whatever the size of the arrays."""
+    from forecast.dataset import training_batches, validation_batches
+    from forecast.features import stack
+    from forecast.sampler import origin_ranges
+    from forecast.windowing import ValidationSet
+
+    lookback, horizon, rows = 16, 4, 2_000_000
+    features = stack([toy_features(rows) for _ in range(3)])  # 114 MiB of float32 features
+    batcher = WindowBatcher(features, lookback, horizon)
+    ranges = origin_ranges(features.starts, features.lengths, [(0, 2000)] * 3, lookback, horizon)
+    plan = StreamPlan(ranges, lookback, chunks=4, batch_size=8, shuffle=False)
+    validation = ValidationSet.of(batcher, plan)
+    before = _own_mib()
+    training = iter(training_batches(batcher, plan))
+    checked = iter(validation_batches(validation, np.ones(len(validation.origins))))
+    for _ in range(20):
+        next(training), next(checked)
+    assert _own_mib() - before < 20
+
+
+def test_an_epoch_layout_reaches_tensorflow_aligned_so_that_it_is_not_copied_again():
+    from forecast.dataset import aligned
+    from forecast.features import ALIGNMENT, allocated
+
+    buffer = allocated((1001,), np.int64, None)
+    buffer[:] = np.arange(1001)
+    misaligned = buffer[1:].reshape(50, 20)  # 8 bytes past an aligned start
+    assert misaligned.ctypes.data % ALIGNMENT
+    copy = aligned(misaligned)
+    assert copy.ctypes.data % ALIGNMENT == 0 and copy.dtype == misaligned.dtype
+    np.testing.assert_array_equal(copy, misaligned)
+    assert aligned(copy) is copy
+
+
+def _own_mib() -> float:
+    """This process's resident anonymous memory (Linux's RssAnon), in MiB."""
+    status = dict(line.split(":", 1) for line in open("/proc/self/status").read().splitlines())
+    return int(status["RssAnon"].split()[0]) / 1024
+
+
 def _gather(tensor):
     import tensorflow as tf
 
