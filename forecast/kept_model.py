@@ -141,9 +141,12 @@ def keep_and_score(model, validation: ValidationOrigins, start_weights: list | N
         return validation.forecaster(linear_part(members_of(started)[0]))
 
     kept, kept_start, verdict = keep_the_better(
-        model, start_weights, lambda part: forecast[part], start_forecaster, validation.errors, validation.targets,
+        model, start_weights, forecast.__getitem__, start_forecaster, validation.errors, validation.targets,
         validation.origins, validation.series, series_ids, horizon, log, start_label)
-    return (kept(slice(None)) if kept_start else forecast), kept_start, verdict
+    if not kept_start:
+        return forecast, False, verdict
+    del forecast  # the trained network's, not kept: freed before the start's are made whole
+    return kept(slice(None)), True, verdict
 
 
 def validation_metrics(forecast: np.ndarray, validation: ValidationOrigins, n_series: int) -> dict:
