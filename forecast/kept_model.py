@@ -24,7 +24,7 @@ from forecast.criterion import chunks
 from forecast.error_sums import ErrorSums, Forecasts, TargetSums
 from forecast.gate import Verdict, keep_the_better
 from forecast.runner import forecasts_at
-from forecast.sampler import OriginRange
+from forecast.sampler import OriginRange, rolling_origins
 from forecast.scaling import bounded_z
 from forecast.store import read_metrics
 from forecast.windowing import WindowBatcher
@@ -56,8 +56,7 @@ class ValidationOrigins:
         """Every origin of the validation `ranges` (feature rows) with its series and the sums of its targets;
         `stats` (n_series, 2) holds each series' target mean and spread, for clipping to `target_min`/`target_max`
         (original units)."""
-        origins = (np.concatenate([np.arange(span.first, span.last + 1) for span in ranges]) if ranges
-                   else np.empty(0, dtype=np.int64))
+        origins, _ = rolling_origins(ranges)
         series = batcher.features.series_of(origins)
         targets = TargetSums.of(series, partial(_cut, batcher, origins), len(stats))
         return cls(batcher, ranges, chunks, stats, target_min, target_max, origins, series, targets)

@@ -9,8 +9,8 @@ forecasts, go through `forecasts_at` too, from a copy of the network at a larger
 numbers up to float rounding.
 
 Each origin gets its own stream: the state is reset, warmed up over the `chunks - 1` chunks before the origin, then
-the origin is forecast (`sampler.rolling_streams`, laid out B streams at a time), B streams at a time. Indices are rows
-of the feature arrays (`Features.starts`); forecasts are z-scored by each origin's series.
+the origin is forecast (`sampler.rolling_streams`), B streams at a time, laid out as they run. Indices are rows of
+the feature arrays (`Features.starts`); forecasts are z-scored by each origin's series.
 """
 
 from __future__ import annotations
