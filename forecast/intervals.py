@@ -75,22 +75,80 @@ def conformal_quantile(scores: np.ndarray, level: float) -> float:
     return float(np.sort(scores)[conformal_rank(len(scores), level)])
 
 
+class ArrayTruths:
+    """The truths of n origins as arrays made already: `truth` (n, H, z-units) observed where `weight` (n, H) > 0."""
+
+    def __init__(self, truth: np.ndarray, weight: np.ndarray):
+        self.truth, self.weight = truth, weight
+        self.horizon = truth.shape[1]
+
+    def observed(self, step: int, at: np.ndarray) -> np.ndarray:
+        """Whether step `step` (0-based) of the origins at positions `at` (m,) is observed (m,, bool)."""
+        return self.weight[at, step] > 0
+
+    def values(self, step: int, at: np.ndarray) -> np.ndarray:
+        """The truths (m,) of step `step` of the origins at positions `at` (m,); meaningful where observed."""
+        return self.truth[at, step]
+
+    def block(self, at: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The truths (m, H, gaps 0) and weights (m, H) of the origins at positions `at` (m,)."""
+        return self.truth[at], self.weight[at]
+
+    def any_observed(self) -> np.ndarray:
+        """Whether each origin (n,) has an observed step."""
+        return (self.weight > 0).any(axis=1)
+
+
+class RowTruths:
+    """The truths of n origins read from the target rows they forecast, as the windows read them: origin `origins[i]`
+    (a row) has at step h (0-based) the row `origins[i] + 1 + h` of `target` (n_rows, z-units, NaN where unobserved).
+    Nothing of (n, H) is held: a step, or a block of origins, is cut when asked."""
+
+    def __init__(self, target: np.ndarray, origins: np.ndarray, horizon: int):
+        self.target, self.origins, self.horizon = target, origins, horizon
+
+    def observed(self, step: int, at: np.ndarray) -> np.ndarray:
+        """As `ArrayTruths.observed`."""
+        return np.isfinite(self.values(step, at))
+
+    def values(self, step: int, at: np.ndarray) -> np.ndarray:
+        """As `ArrayTruths.values` (NaN where unobserved)."""
+        return self.target[self.origins[at] + 1 + step]
+
+    def block(self, at: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """As `ArrayTruths.block`, with a bool weight."""
+        truth = sliding_window_view(self.target, self.horizon)[self.origins[at] + 1]
+        observed = np.isfinite(truth)
+        return np.where(observed, truth, 0), observed
+
+    def any_observed(self) -> np.ndarray:
+        """As `ArrayTruths.any_observed`, a step at a time."""
+        every = np.arange(len(self.origins))
+        seen = np.zeros(len(self.origins), dtype=bool)
+        for step in range(self.horizon):
+            seen |= self.observed(step, every)
+        return seen
+
+
+Truths = ArrayTruths | RowTruths
+
+
 def step_offsets(residuals: np.ndarray, weight: np.ndarray, quantiles: tuple[float, ...]) -> np.ndarray:
     """Offsets (Q, H), in the units of `residuals`: the conformal quantile at each of `quantiles` (Q,) of each step's
     `residuals` (n, H) scored where `weight` (n, H) > 0; ascending along Q, so that bounds built from them never cross.
     A step without a scored residual gets the pooled scored residuals of all steps."""
-    scored = weight > 0
-    return _step_quantiles(lambda step, rows: residuals[rows, step], scored, np.arange(len(scored)), quantiles)
+    return _step_quantiles(lambda step, rows: residuals[rows, step], ArrayTruths(residuals, weight),
+                           np.arange(len(weight)), quantiles)
 
 
-def _step_quantiles(column, scored: np.ndarray, rows: np.ndarray, quantiles: tuple[float, ...]) -> np.ndarray:
+def _step_quantiles(column, truths: Truths, rows: np.ndarray, quantiles: tuple[float, ...]) -> np.ndarray:
     """`step_offsets` of the residuals `column(step, at)` gives (m,) at the positions `at` (m,) of a step, for the
-    positions `rows` scored where `scored` (n, H, bool) is: one step's residuals are made at a time, never all (n, H)
-    of them."""
+    positions `rows` scored where `truths` is observed: one step's residuals are made at a time, never all (n, H) of
+    them."""
     def observed(step: int) -> np.ndarray:
-        return rows[scored[rows, step]]
+        return rows[truths.observed(step, rows)]
 
-    horizon = scored.shape[1]
+    horizon = truths.horizon
     offsets = np.full((len(quantiles), horizon), np.nan)
     for step in range(horizon):
         chosen = observed(step)
@@ -262,24 +320,23 @@ class Calibration:
 
 
 def calibrate(
-    forecast: np.ndarray, truth: np.ndarray, weight: np.ndarray, history: np.ndarray, origins: np.ndarray,
+    forecast: np.ndarray, truths: Truths, history: np.ndarray, origins: np.ndarray,
     quantiles: tuple[float, ...], spans: tuple[int, ...], series: np.ndarray,
 ) -> Calibration:
-    """Calibrates intervals at `quantiles` (Q,) on the validation forecasts `forecast` (n, H) against `truth` (n, H),
-    scored where `weight` (n, H) > 0, at `origins` (n,) (rows of `history` (n_rows,)) of series `series` (n,), all in
-    z-units; Repeat's forecast is `history[origins]`. Plain and the recent scale over each of `spans` (rows) are
-    calibrated on the earlier half in time of each series' origins and scored by pinball loss on the later half
-    (`earlier_half`); the best is calibrated again on all of them (plain where too few origins leave nothing to
+    """Calibrates intervals at `quantiles` (Q,) on the validation forecasts `forecast` (n, H) against `truths` (of the
+    same n origins: `ArrayTruths` or `RowTruths`), at `origins` (n,) (rows of `history` (n_rows,)) of series `series`
+    (n,), all in z-units; Repeat's forecast is `history[origins]`. Plain and the recent scale over each of `spans`
+    (rows) are calibrated on the earlier half in time of each series' origins and scored by pinball loss on the later
+    half (`earlier_half`); the best is calibrated again on all of them (plain where too few origins leave nothing to
     compare). The sliding `window` is the scored origins per series (their mean, rounded).
 
     The arrays are read where they are, through positions into them: what this holds beside them grows with n, not
     with n times H."""
-    scored = weight > 0
-    rows = np.flatnonzero(scored.any(axis=1))
+    rows = np.flatnonzero(truths.any_observed())
     rows = rows[np.argsort(origins[rows], kind="stable")]
     if not len(rows):
         raise ValueError("no scored origin to calibrate on")
-    arrays = (forecast, truth, scored, history, origins)
+    arrays = (forecast, truths, history, origins)
     window = round(len(rows) / len(np.unique(series[rows])))
     candidates = {"plain": ("plain", spans[0]), **{f"recent {span}": ("recent", span) for span in spans}}
     early = earlier_half(series[rows])
@@ -298,15 +355,15 @@ def calibrate(
 PINBALL_ORIGINS = 2**14
 
 
-def _pinball_at(calibration: Calibration, forecast: np.ndarray, truth: np.ndarray, weight: np.ndarray,
-                history: np.ndarray, origins: np.ndarray, rows: np.ndarray, quantiles: tuple[float, ...]) -> float:
+def _pinball_at(calibration: Calibration, forecast: np.ndarray, truths: Truths, history: np.ndarray,
+                origins: np.ndarray, rows: np.ndarray, quantiles: tuple[float, ...]) -> float:
     """`pinball_loss` of `calibration`'s bounds at the origins `rows` (indices into the other arguments, as in
     `calibrate`), PINBALL_ORIGINS at a time."""
     total, steps = 0.0, 0
     for start in range(0, len(rows), PINBALL_ORIGINS):
         part = rows[start : start + PINBALL_ORIGINS]
         bounds = calibration.bounds(forecast[part], history, origins[part])
-        loss, count = pinball_sums(bounds, truth[part], weight[part], quantiles)
+        loss, count = pinball_sums(bounds, *truths.block(part), quantiles)
         total, steps = total + loss, steps + count
     return total / steps if steps else float("nan")
 
@@ -320,7 +377,7 @@ def earlier_half(series: np.ndarray) -> np.ndarray:
     return rank < counts[inverse] // 2
 
 
-def fit(method, span, forecast, truth, weight, history, origins, quantiles, checked=None, window=0, rows=None
+def fit(method, span, forecast, truths, history, origins, quantiles, checked=None, window=0, rows=None
         ) -> Calibration:
     """The calibration of `method` with `span` on the origins at positions `rows` (m,) of the arrays (see `calibrate`
     for the others; None: all of them, each with a scored step), recording `checked` and `window` as given. The recent
@@ -334,10 +391,9 @@ def fit(method, span, forecast, truth, weight, history, origins, quantiles, chec
     scale = np.empty(len(origins))
     scale[rows] = draft.scale(history, chosen)
     last = history[origins]
-    scored = weight if weight.dtype == bool else weight > 0
-    offsets = _step_quantiles(lambda step, at: (truth[at, step] - forecast[at, step]) / scale[at], scored, rows,
-                              quantiles)
-    naive = _step_quantiles(lambda step, at: truth[at, step] - last[at], scored, rows, quantiles)
+    offsets = _step_quantiles(lambda step, at: (truths.values(step, at) - forecast[at, step]) / scale[at], truths,
+                              rows, quantiles)
+    naive = _step_quantiles(lambda step, at: truths.values(step, at) - last[at], truths, rows, quantiles)
     return Calibration(quantiles, method, span, floor, offsets, naive, len(rows), checked or {}, window)
 
 

@@ -20,7 +20,6 @@ import numpy as np
 
 from forecast.baselines import repeat_forecast
 from forecast.bulk import bulk_network
-from forecast.criterion import chunks
 from forecast.error_sums import ErrorSums, Forecasts, TargetSums
 from forecast.gate import Verdict, keep_the_better
 from forecast.runner import forecasts_at
@@ -64,18 +63,6 @@ class ValidationOrigins:
     def cut(self, part: slice) -> tuple[np.ndarray, np.ndarray]:
         """The z-scored targets (m, H, gaps 0) and step weights (m, H: 1 where observed) of the origins `part`."""
         return _cut(self.batcher, self.origins, part)
-
-    def targets_and_mask(self) -> tuple[np.ndarray, np.ndarray]:
-        """Every origin's z-scored targets (n, H, gaps 0; the feature arrays' dtype) and where they are observed (n, H,
-        bool), cut a chunk at a time so that no float weight of every step is held beside them."""
-        target = observed = None
-        for part in chunks(len(self.origins)):
-            values, weight = self.cut(part)
-            if target is None:
-                target = np.empty((len(self.origins), values.shape[1]), dtype=values.dtype)
-                observed = np.empty(target.shape, dtype=bool)
-            target[part], observed[part] = values, weight > 0
-        return target, observed
 
     def forecasts(self, model) -> np.ndarray:
         """The forecasts (n, H, z-units, float32) predict would make with `model` at every validation origin,
@@ -179,16 +166,17 @@ def interval_calibration(forecast: np.ndarray, validation: ValidationOrigins, qu
                          lookback: int, horizon: int, log: Log):
     """The interval calibration (`intervals.Calibration`) of the kept model's validation forecasts (n, H, z-units,
     clipped), or None where no quantile is asked for or no validation target is observed."""
-    from forecast.intervals import calibrate, candidate_spans
+    from forecast.intervals import RowTruths, calibrate, candidate_spans
 
     if not quantiles:
         return None
     if not validation.targets.counts.any():
         log("no observed target in the validation rows: no forecast intervals to calibrate; point forecasts only")
         return None
-    target, scored = validation.targets_and_mask()
-    calibration = calibrate(forecast, target, scored, validation.batcher.features.history[:, 0],
-                            validation.origins, quantiles, candidate_spans(lookback, horizon), validation.series)
+    features = validation.batcher.features
+    truths = RowTruths(features.target, validation.origins, horizon)  # cut a step at a time: no (n, H) copy held
+    calibration = calibrate(forecast, truths, features.history[:, 0], validation.origins, quantiles,
+                            candidate_spans(lookback, horizon), validation.series)
     log(calibration.describe())
     return calibration
 

@@ -24,7 +24,7 @@ from forecast.data_cache import DataCache
 from forecast.errors import ForecastError, IncompatibleWeights
 from forecast.evaluation import evaluate
 from forecast.backtest import range_forecasts
-from forecast.intervals import Calibration, calibrate, candidate_spans
+from forecast.intervals import ArrayTruths, Calibration, calibrate, candidate_spans
 from forecast.runner import load_model_file, open_saved
 from forecast.store import (
     CONFIG_FILE,
@@ -352,7 +352,7 @@ def recalibrate(csv_path, model_dir: Path, series_ids: tuple[str, ...] | None = 
     if not ranged.weight.any():
         return None  # no observed target after the training rows: the calibration from training stays
     calibration = calibrate(
-        ranged.models["model"], ranged.target, ranged.weight, ranged.features.history[:, 0], ranged.ends,
+        ranged.models["model"], ArrayTruths(ranged.target, ranged.weight), ranged.features.history[:, 0], ranged.ends,
         saved.config.quantiles, candidate_spans(saved.config.lookback, saved.config.horizon), ranged.series_index,
     )
     (model_dir / INTERVALS_FILE).write_text(calibration.to_json() + "\n", encoding="utf-8")

@@ -202,9 +202,7 @@ class StreamPlan:
 
     def origins(self) -> np.ndarray:
         """Every origin of the plan (n_origins,), range after range (rows of the feature arrays)."""
-        if not self.ranges:
-            return np.empty(0, dtype=np.int64)
-        return np.concatenate([np.arange(span.first, span.last + 1) for span in self.ranges])
+        return rolling_origins(self.ranges)[0]
 
     def batches(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
         """(n_batches, B) origins and scored masks for epoch `epoch` (0-based); shuffled plans differ by epoch but not

@@ -125,6 +125,7 @@ def _train_collection(collection: Collection, config: Config, root: Path, log: L
     run = MemberRun(data.layout, batcher, train_plan, val_plan, streams, origin_weights, root, strategy, replicas,
                     purpose, start_from, resume, extra_callbacks, verbose, log, str(collection.path))
     trained = train_networks(run, config, starts)
+    del run, streams, origin_weights  # the validation streams served the epochs only; what follows holds more
     from forecast.dataset import release_feature_tensors
 
     release_feature_tensors(data.features)  # the training pipelines are done with the features' tensors
@@ -147,6 +148,7 @@ def _train_collection(collection: Collection, config: Config, root: Path, log: L
     calibration = interval_calibration(forecast, validation, config.quantiles, config.lookback, config.horizon, log)
     if calibration is not None:
         metrics["intervals"] = calibration.summary()
+    del forecast  # (origins, H) floats, not to be held while the version is written and its plot drawn
     staging = staging_dir(root)
     write_version(staging, model_to_save(model, metrics), config, data, history, metrics, start_from, calibration)
     shutil.rmtree(checkpoint_dir(root), ignore_errors=True)

@@ -27,7 +27,7 @@ from benchmark_accuracy import CAMELS, CONFIG_A, CONFIG_B, ETTH1, TEST_A, TEST_B
 from forecast.evaluation import evaluate  # noqa: E402
 
 from forecast.backtest import range_forecasts  # noqa: E402
-from forecast.intervals import Calibration, fit, score_intervals  # noqa: E402
+from forecast.intervals import ArrayTruths, Calibration, fit, score_intervals  # noqa: E402
 
 INTERVAL = "80%"
 PROTOCOLS = {
@@ -71,8 +71,8 @@ def sliding_check(name: str, csv: Path, model_dir: Path, calibration: Calibratio
     ranged = range_forecasts(csv, model_dir, validation_rows=True, ablation=False, intervals=False)
     forecast, truth, weight, origins = ranged.models["model"], ranged.target, ranged.weight, ranged.ends
     history, half = ranged.features.history[:, 0], len(origins) // 2
-    early = fit(calibration.method, calibration.span, forecast[:half], truth[:half], weight[:half], history,
-                origins[:half], calibration.quantiles, window=half)
+    early = fit(calibration.method, calibration.span, forecast[:half], ArrayTruths(truth[:half], weight[:half]),
+                history, origins[:half], calibration.quantiles, window=half)
     later = slice(half, None)
     errors = (truth - forecast) / early.scale(history, origins)[:, None]
     offsets = {"held": None, "slid": early.sliding_offsets(errors, weight, origins, origins[later])}

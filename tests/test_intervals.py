@@ -12,7 +12,8 @@ import pytest
 
 from forecast.config import Config
 from forecast.errors import ForecastError
-from forecast.intervals import Calibration, calibrate, candidate_spans, conformal_quantile, fit, score_intervals
+from forecast.intervals import (ArrayTruths, Calibration, RowTruths, calibrate, candidate_spans, conformal_quantile,
+                                fit, score_intervals)
 
 from conftest import CAMELS, ETTH1, assert_png, head_csv
 from saved_models import calibrated_model
@@ -42,15 +43,16 @@ def test_the_conformal_quantile_takes_the_finite_sample_rank():
 def test_coverage_is_near_nominal_on_a_generated_series_and_the_scaled_width_wins_in_changing_weather():
     series, horizon = stormy_walk(8000, seed=3), 6
     calibration_origins, test_origins = np.arange(50, 4000), np.arange(4000, 7990)
-    calibration = calibrate(*repeat_windows(series, calibration_origins, horizon), series, calibration_origins,
-                            (0.1, 0.9), candidate_spans(48, horizon), np.zeros(len(calibration_origins), dtype=int))
+    repeat = repeat_windows(series, calibration_origins, horizon)[0]
+    truths = RowTruths(series, calibration_origins, horizon)  # the truths are the series' next rows
+    calibration = calibrate(repeat, truths, series, calibration_origins, (0.1, 0.9), candidate_spans(48, horizon),
+                            np.zeros(len(calibration_origins), dtype=int))
     assert calibration.method == "recent" and calibration.checked["plain"] > min(calibration.checked.values())
     forecast, truth, weight = repeat_windows(series, test_origins, horizon)
     scored = score_intervals(calibration.bounds(forecast, series, test_origins), truth, weight, (0.1, 0.9))
     assert 0.77 <= scored.intervals["80%"]["coverage"] <= 0.83
     assert ((scored.coverage_by_step["80%"] > 0.75) & (scored.coverage_by_step["80%"] < 0.85)).all()
-    plain = fit("plain", 8, *repeat_windows(series, calibration_origins, horizon), series, calibration_origins,
-                (0.1, 0.9))
+    plain = fit("plain", 8, repeat, truths, series, calibration_origins, (0.1, 0.9))
     plain_scores = score_intervals(plain.bounds(forecast, series, test_origins), truth, weight, (0.1, 0.9))
     assert 0.75 <= plain_scores.intervals["80%"]["coverage"] <= 0.85  # right on average, wrong in each weather
     assert scored.intervals["80%"]["winkler"] < 0.9 * plain_scores.intervals["80%"]["winkler"]
@@ -61,8 +63,8 @@ def test_quantiles_never_cross_and_a_median_level_is_allowed():
     history, origins = rng.standard_normal(500), np.arange(30, 400)
     forecast = rng.standard_normal((len(origins), 4))
     truth = forecast + rng.standard_normal((len(origins), 4)) * rng.uniform(0.1, 2.0, (len(origins), 1))
-    calibration = calibrate(forecast, truth, np.ones_like(truth), history, origins, (0.05, 0.5, 0.9), (8, 32),
-                            origins % 2)  # two series, half the origins each: a window of 185
+    calibration = calibrate(forecast, ArrayTruths(truth, np.ones_like(truth)), history, origins, (0.05, 0.5, 0.9),
+                            (8, 32), origins % 2)  # two series, half the origins each: a window of 185
     assert calibration.window == 185
     bounds = calibration.bounds(forecast, history, origins)
     assert bounds.shape == (len(origins), 3, 4) and (np.diff(bounds, axis=1) >= 0).all()
@@ -82,19 +84,43 @@ def test_the_calibration_reads_its_arrays_in_place_as_it_would_read_the_scored_o
     weight[::7] = 0  # origins without a scored step
     weight[:, 3] = 0  # a step never observed: it gets the pooled residuals of all steps
     shuffled = rng.permutation(n)
-    arrays = (forecast[shuffled], truth[shuffled], weight[shuffled], history, origins[shuffled])
+    arrays = (forecast[shuffled], ArrayTruths(truth[shuffled], weight[shuffled]), history, origins[shuffled])
     calibration = calibrate(*arrays, (0.1, 0.5, 0.9), (8, 32), series[shuffled])
     kept = weight.any(axis=1)
-    copies = (forecast[kept], truth[kept], weight[kept], history, origins[kept])
+    copies = (forecast[kept], ArrayTruths(truth[kept], weight[kept]), history, origins[kept])
     assert calibration.to_json() == calibrate(*copies, (0.1, 0.5, 0.9), (8, 32), series[kept]).to_json()
     rows = np.flatnonzero(kept)[5:300]
-    on_rows = fit("recent", 8, forecast, truth, weight, history, origins, (0.1, 0.9), rows=rows)
-    sliced = fit("recent", 8, *(array[rows] for array in (forecast, truth, weight)), history, origins[rows],
+    on_rows = fit("recent", 8, forecast, ArrayTruths(truth, weight), history, origins, (0.1, 0.9), rows=rows)
+    sliced = fit("recent", 8, forecast[rows], ArrayTruths(truth[rows], weight[rows]), history, origins[rows],
                  (0.1, 0.9))
     assert on_rows.to_json() == sliced.to_json() and on_rows.origins == len(rows)
-    plain = fit("plain", 8, forecast, truth, weight, history, origins, (0.1, 0.9), rows=rows)
+    plain = fit("plain", 8, forecast, ArrayTruths(truth, weight), history, origins, (0.1, 0.9), rows=rows)
     residuals = (truth[rows] - forecast[rows]).astype("float64")[weight[rows] > 0]  # every step's, pooled
     assert plain.offsets[:, 3].tolist() == [conformal_quantile(residuals, 0.1), conformal_quantile(residuals, 0.9)]
+
+
+def test_truths_read_from_the_target_rows_calibrate_as_the_windows_cut_from_them():
+    """A training run calibrates on the truths its origins read from the target rows a step at a time (`RowTruths`,
+    no (n, H) copy): the same calibration, to the bit, as on the windows cut from those rows, gaps included."""
+    rng = np.random.default_rng(8)
+    target = np.cumsum(rng.standard_normal(4000)).astype("float32")
+    target[rng.choice(4000, 400, replace=False)] = np.nan
+    target[2990:3010] = np.nan  # a stretch whose origins have no observed step
+    history = np.where(np.isfinite(target), target, 0).astype("float32")
+    origins, horizon = np.concatenate([np.arange(50, 1900), np.arange(2050, 3900)]), 4
+    series = (origins > 2000).astype(int)
+    windows = np.lib.stride_tricks.sliding_window_view(target, horizon)[origins + 1]
+    truth, weight = np.nan_to_num(windows, nan=0.0), np.isfinite(windows).astype("float32")
+    forecast = (history[origins][:, None] + rng.standard_normal((len(origins), horizon))).astype("float32")
+    rows = RowTruths(target, origins, horizon)
+    np.testing.assert_array_equal(rows.any_observed(), weight.any(axis=1))
+    cut, observed = rows.block(np.arange(10, 500))
+    np.testing.assert_array_equal(cut, truth[10:500])
+    np.testing.assert_array_equal(observed, weight[10:500] > 0)
+    arguments = (history, origins, (0.1, 0.5, 0.9), (8, 32), series)
+    from_rows = calibrate(forecast, rows, *arguments)
+    assert from_rows.to_json() == calibrate(forecast, ArrayTruths(truth, weight), *arguments).to_json()
+    assert from_rows.origins == int(weight.any(axis=1).sum())
 
 
 def test_the_recent_change_is_the_mean_absolute_change_over_the_span():
@@ -136,8 +162,8 @@ def test_the_sliding_calibration_follows_errors_that_grow_after_validation():
     spread = np.where(origins < 2000, 1.0, 2.0)  # the errors double after the validation origins
     truth = spread[:, None] * rng.standard_normal((4000, 2))
     forecast, weight, history = np.zeros((4000, 2)), np.ones((4000, 2)), np.zeros(4000)
-    calibration = fit("plain", 8, forecast[:1000], truth[:1000], weight[:1000], history, origins[:1000], (0.1, 0.9),
-                      window=1000)
+    calibration = fit("plain", 8, forecast[:1000], ArrayTruths(truth[:1000], weight[:1000]), history, origins[:1000],
+                      (0.1, 0.9), window=1000)
     later = origins[2500:]
     offsets = calibration.sliding_offsets(truth, weight, origins, later)
     saved = score_intervals(calibration.bounds(forecast[later], history, later), truth[later], weight[later], (0.1, 0.9))

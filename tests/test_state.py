@@ -129,7 +129,7 @@ def test_the_gate_and_the_interval_calibration_judge_the_forecasts_predict_makes
     forecasts predict and evaluate make at the validation origins, each warmed up over the chunks before it, not from
     the validation streams Keras walks for early stopping, whose first chunk starts from a reset state."""
     from forecast.backtest import range_forecasts
-    from forecast.intervals import calibrate, candidate_spans
+    from forecast.intervals import ArrayTruths, calibrate, candidate_spans
     from forecast.store import read_metrics, read_saved
 
     path, models = trained
@@ -140,9 +140,9 @@ def test_the_gate_and_the_interval_calibration_judge_the_forecasts_predict_makes
     assert evaluation.summary["state_reset"]["mse"] > 2 * evaluation.summary["model"]["mse"]  # the warm-up matters
     ranged = range_forecasts(path, model_dir, validation_rows=True, ablation=False, intervals=False)
     config = saved.config
-    calibration = calibrate(ranged.models["model"], ranged.target, ranged.weight, ranged.features.history[:, 0],
-                            ranged.ends, config.quantiles, candidate_spans(config.lookback, config.horizon),
-                            ranged.series_index)
+    calibration = calibrate(ranged.models["model"], ArrayTruths(ranged.target, ranged.weight),
+                            ranged.features.history[:, 0], ranged.ends, config.quantiles,
+                            candidate_spans(config.lookback, config.horizon), ranged.series_index)
     assert (calibration.method, calibration.span, calibration.origins) == (saved.intervals.method,
                                                                           saved.intervals.span, saved.intervals.origins)
     np.testing.assert_allclose(calibration.offsets, saved.intervals.offsets, atol=1e-6)
