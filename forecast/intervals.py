@@ -83,7 +83,7 @@ class ArrayTruths:
         self.horizon = truth.shape[1]
 
     def observed(self, step: int, at: np.ndarray) -> np.ndarray:
-        """Whether step `step` (0-based) of the origins at positions `at` (m,) is observed (m,, bool)."""
+        """Whether step `step` (0-based) of the origins at positions `at` (m,) is observed (m, bool)."""
         return self.weight[at, step] > 0
 
     def values(self, step: int, at: np.ndarray) -> np.ndarray:
@@ -123,10 +123,9 @@ class RowTruths:
 
     def any_observed(self) -> np.ndarray:
         """As `ArrayTruths.any_observed`, a step at a time."""
-        every = np.arange(len(self.origins))
         seen = np.zeros(len(self.origins), dtype=bool)
         for step in range(self.horizon):
-            seen |= self.observed(step, every)
+            seen |= np.isfinite(self.target[self.origins + 1 + step])
         return seen
 
 

@@ -6,7 +6,7 @@ origin's state warmed up over the chunks before it, clipped to the target's boun
 larger batch, `bulk.bulk_network`, the same numbers up to float rounding), not from the validation streams
 Keras walks each epoch for early stopping, where the first chunk of a stream starts from a reset state. Both are
 judged by the run's one score (`criterion.score_weights`), summed a chunk of origins at a time (`error_sums`): nothing
-of (origins, H) is held beside the forecasts but for the interval calibration.
+of (origins, H) is held beside the forecasts, the interval calibration's truths included (`intervals.RowTruths`).
 """
 
 from __future__ import annotations
