@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,15 +119,21 @@ def naive_weights(data: TrainingData, horizon: int) -> np.ndarray:
     """A weight per series (n_series,): 1 / the MSE of Repeat over the horizon on its training rows (z-units), scaled
     so that the training origins weigh 1 on average. A smooth series, where the last value is already a good forecast,
     then counts its errors against that, as a flashy one does, instead of being outweighed by the flashy ones' larger
-    errors; for a single series the weight is 1."""
+    errors; for a single series the weight is 1. A series with no two observed training rows within `horizon` of each
+    other has no Repeat error: it gets the median weight of those that have one (1 where none has)."""
     mse, counts = [], []
     for index, split in enumerate(data.splits):
         start, _ = data.features.bounds(index)
         target = data.features.target[start : start + split.train_end].astype("float64")
-        errors = [np.nanmean((target[step:] - target[:-step]) ** 2) for step in range(1, horizon + 1)]
-        mse.append(max(float(np.nanmean(errors)), 1e-3))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a step without an observed pair is NaN, left out
+            errors = [np.nanmean((target[step:] - target[:-step]) ** 2) for step in range(1, horizon + 1)]
+            repeat_mse = float(np.nanmean(errors))
+        mse.append(max(repeat_mse, 1e-3) if np.isfinite(repeat_mse) else np.nan)
         counts.append(split.train_end)
     weight = 1.0 / np.array(mse)
+    known = np.isfinite(weight)
+    weight[~known] = np.median(weight[known]) if known.any() else 1.0
     return weight / np.average(weight, weights=counts)
 
 

@@ -1,7 +1,9 @@
 """Many series, one model: long files, static attributes, per-series scaling, streams that never cross series, series
 held out of training, and per-series metrics, on the four-basin CAMELS sample of data/."""
 
+import dataclasses
 import json
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -226,6 +228,15 @@ def test_naive_weights_count_each_series_against_its_own_repeat_error(uneven):
     batcher = WindowBatcher(features, lookback, horizon, weights)
     _, weight = batcher.targets(np.array([features.bounds(2)[0] + 50]), np.array([True]))
     assert weight.max() == pytest.approx(weights[2])
+    sparse = features.target.copy()  # series 1 observed every 5th training row: no two within the horizon
+    start = features.bounds(1)[0]
+    sparse[start : start + 300][np.arange(300) % 5 != 0] = np.nan
+    thinned = TrainingData(collection, splits, None, None, None, dataclasses.replace(features, target=sparse))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        weights = naive_weights(thinned, horizon)
+    assert np.isfinite(weights).all() and np.average(weights, weights=[300] * 4) == pytest.approx(1.0)
+    assert weights[1] == pytest.approx(np.median(weights[[0, 2, 3]]))  # neutral, not NaN for every series
 
 
 def stacked_one(path):
