@@ -132,18 +132,11 @@ class RowTruths:
 Truths = ArrayTruths | RowTruths
 
 
-def step_offsets(residuals: np.ndarray, weight: np.ndarray, quantiles: tuple[float, ...]) -> np.ndarray:
-    """Offsets (Q, H), in the units of `residuals`: the conformal quantile at each of `quantiles` (Q,) of each step's
-    `residuals` (n, H) scored where `weight` (n, H) > 0; ascending along Q, so that bounds built from them never cross.
-    A step without a scored residual gets the pooled scored residuals of all steps."""
-    return _step_quantiles(lambda step, rows: residuals[rows, step], ArrayTruths(residuals, weight),
-                           np.arange(len(weight)), quantiles)
-
-
 def _step_quantiles(column, truths: Truths, rows: np.ndarray, quantiles: tuple[float, ...]) -> np.ndarray:
-    """`step_offsets` of the residuals `column(step, at)` gives (m,) at the positions `at` (m,) of a step, for the
-    positions `rows` scored where `truths` is observed: one step's residuals are made at a time, never all (n, H) of
-    them."""
+    """Offsets (Q, H), in the units of the residuals `column(step, at)` gives (m,) at the positions `at` (m,) of a
+    step: the conformal quantile at each of `quantiles` (Q,) of each step's residuals at the positions `rows` where
+    `truths` is observed, ascending along Q so that bounds built from them never cross; a step without one gets the
+    pooled residuals of all steps. One step's residuals are made at a time, never all (n, H) of them."""
     def observed(step: int) -> np.ndarray:
         return rows[truths.observed(step, rows)]
 
